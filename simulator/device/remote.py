@@ -1,0 +1,33 @@
+# Boots the firmware in its own process (real MicroPython), wired to a world served by the
+# host over a loopback socket. One process is one boot: a power cut ends the process and
+# the host starts a new one, so nothing in RAM survives, as on the board.
+# Usage: micropython -X heapsize=64k -m simulator.device.remote PORT BOARD_MODULE
+import socket
+import sys
+
+from simulator.device import shim
+from simulator.device.wire import RemoteWorld
+from simulator.device.world import PowerCut, ScenarioEnd
+
+
+def main(port, board_module):
+    sock = socket.socket()
+    sock.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+    sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: every call is a round trip
+    shim.WORLD[0] = RemoteWorld(sock)
+    from simulator.device.shim import esp32, machine, network
+
+    sys.modules["machine"] = machine
+    sys.modules["esp32"] = esp32
+    sys.modules["network"] = network
+    sys.modules["board"] = __import__(board_module, None, None, ["build"])
+    try:
+        __import__("boot")
+        __import__("main")
+    except (PowerCut, ScenarioEnd):
+        pass
+    sock.close()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), sys.argv[2])

@@ -1,0 +1,315 @@
+# The emulated world one meter lives in: virtual time, mains supply and load, and the
+# hardware on the board (pins, SPI devices, UARTs, flash). Runs inside the device process
+# on both CPython and MicroPython, so it sticks to the language subset both understand.
+#
+# Time only moves when the firmware sleeps (World.advance); everything the firmware can
+# observe is a function of the scenario, so a run gives the same result on both runtimes.
+
+import gc
+import math
+
+
+class PowerCut(BaseException):
+    """Mains went away: the firmware loses its RAM at this very instruction."""
+
+
+class ScenarioEnd(BaseException):
+    """The scenario is over and its final readout has been taken."""
+
+
+# How often (virtual ms) live-heap figures are sampled on MicroPython.
+HEAP_SAMPLE_MS = 60_000
+# How long after the end the meter has to answer the final optical-port readout.
+READOUT_GRACE_MS = 30_000
+
+
+class World:
+    """Holds the scenario's physics and the devices wired to the board's buses and pins."""
+
+    def __init__(self, duration_ms: int, start_unix: int, load: list, outages: list):
+        self.now_ms = 0
+        self.duration_ms = duration_ms
+        self.start_unix = start_unix
+        self.load = load  # (at_ms, volts, amps, pf, hz), sorted, the first at 0
+        self.load_index = 0
+        self.outages = outages  # (at_ms, for_ms), sorted
+        self.outage_index = 0
+        self.mains_on = True  # the supply is present at the meter's terminals
+        self.supply_on = True  # current can flow to the consumer (relay closed)
+        self.powered = True  # the ESP32 is running
+        self.ending = False
+        self.finished = False
+        self.pins = {}  # pin id -> level driven by the firmware or the outside world
+        self.external_pins = set()  # pins the outside world drives (buttons, sense lines)
+        self.pin_listeners = {}  # pin id -> list of callables(level)
+        self.spi_devices = []  # (bus id, cs pin, device)
+        self.meters = []  # emulated metering ICs, fed from the load model
+        self.uarts = {}  # uart id -> EmulatedUart
+        self.flash = None
+        self.true_import_wh = 0.0
+        self.true_export_wh = 0.0
+        self.reboots = 0
+        self.heap_peak = 0
+        self.next_heap_sample = 0
+        self.on_tick = None  # optional callable(now_ms): progress display, pacing
+        self.rtc_offset_s = 0  # set by RTC.datetime(): wall clock minus virtual clock
+        self.boot_ms = 0  # virtual time of the current boot: ticks_ms() counts from here
+        self.flash_label = "meterdata"
+        self.unique_id = b"\x24\x0a\xc4\x00\x00\x01"
+        self.reset_requested = False
+        self.reset_cause = 1  # machine.PWRON_RESET
+        self.network_outages = []  # (at_ms, for_ms)
+        self.watchdog_ms = 0
+        self.watchdog_deadline = 0
+
+    # --- time ---------------------------------------------------------------------
+    def now_unix(self) -> int:
+        return self.start_unix + self.rtc_offset_s + self.now_ms // 1000
+
+    def current_load(self):
+        if not self.load:
+            return None
+        return self.load[self.load_index]
+
+    def advance(self, ms: int):
+        """Let `ms` of virtual time pass while the firmware sleeps."""
+        self.check_power()
+        end = self.now_ms + ms
+        while self.now_ms < end:
+            step_end = end
+            nxt = self.next_change_ms()
+            if nxt is not None and nxt < step_end:
+                step_end = nxt
+            if step_end > self.now_ms:
+                self.flow(step_end - self.now_ms)
+                self.now_ms = step_end
+            self.apply_changes()
+            if not self.powered:
+                raise PowerCut()
+            if self.finished:
+                raise ScenarioEnd()
+        if self.on_tick is not None:
+            self.on_tick(self.now_ms)
+        if self.now_ms >= self.next_heap_sample:
+            self.next_heap_sample = self.now_ms + HEAP_SAMPLE_MS
+            self.sample_heap()
+
+    def next_change_ms(self):
+        best = None
+        if self.load_index + 1 < len(self.load):
+            best = self.load[self.load_index + 1][0]
+        if self.outage_index < len(self.outages):
+            at = self.outages[self.outage_index][0]
+            if best is None or at < best:
+                best = at
+        if not self.ending and (best is None or self.duration_ms < best):
+            best = self.duration_ms
+        return best
+
+    def apply_changes(self):
+        while self.load_index + 1 < len(self.load) and (
+            self.load[self.load_index + 1][0] <= self.now_ms
+        ):
+            self.load_index += 1
+        if self.outage_index < len(self.outages):
+            at, for_ms = self.outages[self.outage_index]
+            if at <= self.now_ms:
+                self.outage_index += 1
+                self.mains_off_for(for_ms)
+        if not self.ending and self.now_ms >= self.duration_ms:
+            self.begin_ending()
+        if self.ending and self.now_ms >= self.duration_ms + READOUT_GRACE_MS:
+            self.finished = True  # the meter never answered its readout
+
+    def flow(self, ms: int):
+        """Energy flows through the meter for `ms` with the current load."""
+        point = self.current_load()
+        if point is None or not self.mains_on or self.ending:
+            volts = 0.0
+            amps = 0.0
+            pf = 1.0
+            hz = 50.0 if point is None else point[4]
+        else:
+            _at, volts, amps, pf, hz = point
+            if not self.supply_on:
+                amps = 0.0
+        watts = volts * amps * pf
+        wh = watts * ms / 3_600_000
+        if wh > 0:
+            self.true_import_wh += wh
+        elif wh < 0:
+            self.true_export_wh -= wh
+        for meter in self.meters:
+            meter.integrate(ms, volts, amps, pf, hz)
+
+    def mains_off_for(self, for_ms: int):
+        """A power cut: the ESP32 and the metering IC lose power; time passes without us."""
+        self.mains_on = False
+        self.powered = False
+        for meter in self.meters:
+            meter.power_lost()
+        # The outage itself passes with nobody running; time still moves on.
+        end = self.now_ms + for_ms
+        while self.now_ms < end:
+            step_end = end
+            nxt = self.next_change_ms()
+            if nxt is not None and nxt < step_end:
+                step_end = nxt
+            self.flow(step_end - self.now_ms)
+            self.now_ms = step_end
+            self.apply_changes()
+        self.mains_on = True
+
+    def begin_ending(self):
+        """Time is up: no more energy flows; ask the meter for its registers."""
+        self.ending = True
+        for uart in self.uarts.values():
+            if uart.on_end is not None:
+                uart.on_end(uart)
+
+    def check_power(self):
+        if not self.powered:
+            raise PowerCut()
+        if self.finished:
+            raise ScenarioEnd()
+
+    def power_restored(self):
+        """Called by the runner before it boots the firmware again."""
+        soft = self.reset_requested
+        self.reset_requested = False
+        self.reset_cause = 5 if soft else 1  # machine.SOFT_RESET / PWRON_RESET
+        self.powered = True
+        self.reboots += 1
+        self.boot_ms = self.now_ms
+        self.watchdog_ms = 0
+        for pin in list(self.pins):
+            if pin not in self.external_pins:
+                del self.pins[pin]
+        if not soft:
+            for meter in self.meters:
+                meter.power_on()
+
+    def set_unix(self, unix: int):
+        self.check_power()
+        self.rtc_offset_s += unix - self.now_unix()
+
+    def request_reset(self):
+        self.check_power()
+        self.reset_requested = True
+        self.powered = False
+        raise PowerCut()
+
+    # --- watchdog, network ------------------------------------------------------------
+    def watchdog_start(self, timeout_ms: int):
+        self.watchdog_ms = timeout_ms
+        self.watchdog_deadline = self.now_ms + timeout_ms
+
+    def watchdog_feed(self):
+        self.check_power()
+        if self.watchdog_ms:
+            self.watchdog_deadline = self.now_ms + self.watchdog_ms
+
+    def network_up(self) -> bool:
+        for at, for_ms in self.network_outages:
+            if at <= self.now_ms < at + for_ms:
+                return False
+        return True
+
+    def uart(self, uart_id: int):
+        port = self.uarts.get(uart_id)
+        if port is None:
+            port = EmulatedUart(self)
+            self.uarts[uart_id] = port
+        return port
+
+    def sample_heap(self):
+        if hasattr(gc, "mem_alloc"):
+            gc.collect()
+            used = gc.mem_alloc()
+            if used > self.heap_peak:
+                self.heap_peak = used
+
+    # --- pins -------------------------------------------------------------------------
+    def pin_write(self, pin_id: int, level: int):
+        self.check_power()
+        self.pins[pin_id] = level
+        listeners = self.pin_listeners.get(pin_id)
+        if listeners:
+            for listener in listeners:
+                listener(level)
+
+    def pin_read(self, pin_id: int) -> int:
+        self.check_power()
+        return self.pins.get(pin_id, 0)
+
+    def listen_pin(self, pin_id: int, callback):
+        self.pin_listeners.setdefault(pin_id, []).append(callback)
+
+    # --- SPI --------------------------------------------------------------------------
+    def attach_spi(self, bus_id: int, cs_pin: int, device):
+        self.spi_devices.append((bus_id, cs_pin, device))
+        # Chip select is active low: a falling edge starts a frame, a rising edge ends it.
+        self.listen_pin(cs_pin, device.chip_select)
+
+    def spi_transfer(self, bus_id: int, mode: tuple, tx, rx):
+        """Clock len(tx) bytes out; whatever device is selected drives MISO."""
+        self.check_power()
+        selected = None
+        for bus, cs, device in self.spi_devices:
+            if bus == bus_id and self.pins.get(cs, 1) == 0:
+                if selected is not None:
+                    # Two devices driving MISO at once: the bus reads garbage.
+                    for i in range(len(rx)):
+                        rx[i] = 0xFF
+                    return
+                selected = device
+        if selected is None:
+            for i in range(len(rx)):
+                rx[i] = 0xFF  # nothing drives MISO: the pull-up reads ones
+            return
+        selected.exchange(mode, tx, rx)
+
+
+def phase_angle(pf: float) -> float:
+    """The angle between voltage and current for a signed power factor (negative: export)."""
+    magnitude = abs(pf)
+    if magnitude > 1.0:
+        magnitude = 1.0
+    return math.acos(magnitude)
+
+
+class EmulatedUart:
+    """A UART whose far end is the simulator (an optical probe, a technician's cable)."""
+
+    def __init__(self, world):
+        self.world = world
+        self.rx = bytearray()  # bytes waiting for the firmware to read
+        self.tx = bytearray()  # bytes the firmware sent
+        self.on_end = None  # called when the scenario's time is up
+        self.on_tx = None  # called after the firmware writes
+
+    def inject(self, data):
+        self.rx.extend(data)
+
+    def any(self) -> int:
+        self.world.check_power()
+        return len(self.rx)
+
+    def read(self, nbytes: int = -1):
+        self.world.check_power()
+        if not self.rx:
+            return None
+        if nbytes < 0 or nbytes >= len(self.rx):
+            data = bytes(self.rx)
+            self.rx = bytearray()
+        else:
+            data = bytes(self.rx[:nbytes])
+            self.rx = self.rx[nbytes:]
+        return data
+
+    def write(self, data) -> int:
+        self.world.check_power()
+        self.tx.extend(data)
+        if self.on_tx is not None:
+            self.on_tx(self)
+        return len(data)
