@@ -34,6 +34,8 @@ class socket:  # noqa: N801 - MicroPython's name
         self._sock.setsockopt(level, option, value)
 
     def write(self, data: bytes, length: int | None = None) -> int:
+        if isinstance(data, str):
+            data = data.encode()  # MicroPython streams accept str and write its UTF-8
         view = memoryview(data)
         if length is not None:
             view = view[:length]

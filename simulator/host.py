@@ -42,10 +42,12 @@ class DeviceServer:
                     out = proc.communicate()[0]
                     raise RuntimeError(f"the device process did not connect:\n{out[-3000:]}")
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                with conn:
-                    self.serve(conn)
-                proc.kill()  # power is gone: the process dies wherever it is
-                out = proc.communicate()[0]
+                try:
+                    with conn:
+                        self.serve(conn)
+                finally:
+                    proc.kill()  # power is gone: the process dies wherever it is
+                    out = proc.communicate()[0]
                 self.output.append(out)
                 world = self.world
                 if world.finished or (world.ending and not world.powered):

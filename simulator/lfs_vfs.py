@@ -99,8 +99,11 @@ class VfsLfs2:
     def __init__(self, bdev: Any, readsize: int = READ_SIZE, progsize: int = PROG_SIZE,
                  lookahead: int = LOOKAHEAD, mtime: bool = True) -> None:
         self._ctx = _BlockDeviceContext(bdev)
+        # Mount explicitly: littlefs-python's own mount=True formats a device it cannot mount,
+        # which would wipe a meter's data where MicroPython reports ENODEV.
+        self._fs = _make(self._ctx, mount=False)
         try:
-            self._fs = _make(self._ctx, mount=True)
+            self._fs.mount()
         except littlefs.LittleFSError as exc:
             self._ctx.raise_failure()
             # MicroPython reports an unformatted or corrupt filesystem as ENODEV.

@@ -164,12 +164,14 @@ def micropython_env() -> dict:
     return env
 
 
-def run_cpython(scenario: dict, flash_path: str, progress: Callable | None) -> dict:
+def run_cpython(scenario: dict, flash_path: str, progress: Callable | None,
+                on_tick: Callable | None = None) -> dict:
+    """Run the firmware in this process, against the world directly."""
     ensure_paths()
     from simulator.device import runner
 
     duration = scenario["duration_ms"]
-    tick = None
+    tick = on_tick
     if progress is not None:
         def tick(now_ms: int) -> None:
             progress(min(now_ms, duration) / duration)
@@ -177,7 +179,7 @@ def run_cpython(scenario: dict, flash_path: str, progress: Callable | None) -> d
 
 
 def run_micropython(scenario: dict, flash_path: str, progress: Callable | None,
-                    heapsize: str = HEAPSIZE) -> dict:
+                    heapsize: str = HEAPSIZE, on_tick: Callable | None = None) -> dict:
     """Run the firmware on the MicroPython unix port against a world served from here."""
     ensure_paths()
     from simulator.build_mpy import build
@@ -187,6 +189,7 @@ def run_micropython(scenario: dict, flash_path: str, progress: Callable | None,
     build()
     world, board_module = runner.prepare(scenario, flash_path)
     duration = scenario["duration_ms"]
+    world.on_tick = on_tick
     if progress is not None:
         world.on_tick = lambda now_ms: progress(min(now_ms, duration) / duration)
 

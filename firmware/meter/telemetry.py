@@ -23,6 +23,20 @@ class Telemetry:
         self.published = 0
         self.failures = 0
 
+    def _wifi_ready(self, now):
+        """True once the station has an IP; otherwise (re)starts joining and says False."""
+        wlan = self._wlan
+        if wlan is None or wlan.isconnected():
+            return True
+        if not wlan.active():
+            wlan.active(True)
+        wlan.connect(self._cfg["wifi_ssid"], self._cfg["wifi_key"])  # returns at once
+        if wlan.isconnected():
+            return True
+        self._retry_s = now + self._backoff_s
+        self._backoff_s = min(self._backoff_s * 2, _BACKOFF_MAX_S)
+        return False
+
     def _connect(self):
         cfg = self._cfg
         client = MQTTClient(
@@ -50,7 +64,7 @@ class Telemetry:
         now = self._clock.now()
         if now < self._next_s or now < self._retry_s:
             return
-        if self._wlan is not None and not self._wlan.isconnected():
+        if not self._wifi_ready(now):
             return
         try:
             if self._client is None:

@@ -7,7 +7,7 @@ import sys
 
 from simulator.device import shim
 from simulator.device.wire import RemoteWorld
-from simulator.device.world import PowerCut, ScenarioEnd
+from simulator.device.power import PowerCut, ScenarioEnd
 
 
 def main(port, board_module):

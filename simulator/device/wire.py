@@ -4,7 +4,7 @@
 # reply; pin writes are posted. The flash image is read straight from its host file.
 import struct
 
-from simulator.device.world import PowerCut, ScenarioEnd
+from simulator.device.power import PowerCut, ScenarioEnd
 
 OK = 0
 CUT = 1

@@ -8,13 +8,7 @@
 import gc
 import math
 
-
-class PowerCut(BaseException):
-    """Mains went away: the firmware loses its RAM at this very instruction."""
-
-
-class ScenarioEnd(BaseException):
-    """The scenario is over and its final readout has been taken."""
+from simulator.device.power import PowerCut, ScenarioEnd
 
 
 # How often (virtual ms) live-heap figures are sampled on MicroPython.

@@ -1,0 +1,54 @@
+"""Energy registers: every LSB counted once, nothing lost to rounding, ints stay small."""
+
+from meter.energy import Register
+
+# ATM90E26: an energy LSB is 0.1 pulse = 100 / 3200 Wh.
+NUM, DEN = 100, 3200
+
+
+def test_fractions_carry_over_exactly():
+    reg = Register(DEN)
+    for _ in range(3200):
+        reg.add(1, NUM)  # 3200 LSBs of 1/32 Wh each = 100 Wh exactly
+    assert (reg.kwh, reg.wh, reg.rem) == (0, 100, 0)
+
+
+def test_many_uneven_polls_equal_one_big_add():
+    a, b = Register(DEN), Register(DEN)
+    total = 0
+    for i in range(10_000):
+        count = (i * 7919) % 613  # uneven reads, as from a varying load
+        a.add(count, NUM)
+        total += count
+    b.add(total, NUM)
+    assert (a.kwh, a.wh, a.rem) == (b.kwh, b.wh, b.rem)
+    assert a.wh_float() == total * NUM / DEN
+
+
+def test_kwh_text_has_mwh_resolution():
+    reg = Register(DEN)
+    reg.add(32 * 1234 + 16, NUM)  # 1234.5 Wh
+    assert reg.kwh_text() == "1.234500"
+
+
+def test_set_restores_without_inventing_energy():
+    reg = Register(DEN)
+    reg.add(12345, NUM)
+    copy = Register(DEN)
+    copy.set(reg.kwh, reg.total_mwh())
+    assert copy.wh_float() <= reg.wh_float()
+    assert reg.wh_float() - copy.wh_float() < 0.001
+
+
+def test_counters_stay_small_ints_for_25_years_at_imax():
+    # Worst case: Imax 60 A at 1.2 x 240 V, PF 1, read every second for 25 years.
+    watts = 60 * 240 * 1.2
+    lsb_per_s = watts / 3600 * DEN / NUM
+    reg = Register(DEN)
+    seconds = 25 * 365.25 * 86400
+    reg.add(int(lsb_per_s * seconds), NUM)  # one add: the total is what matters
+    limit = 1 << 30
+    assert reg.kwh < limit and reg.wh < limit and reg.rem < limit
+    assert reg.kwh > 3_000_000  # it really is ~3.8 GWh
+    # and one poll's intermediate product stays small too
+    assert (DEN - 1) + 0xFFFF * NUM < limit

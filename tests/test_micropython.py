@@ -1,0 +1,59 @@
+"""The same firmware on the real MicroPython unix port, with a 64 KiB heap."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from simulator import scenario as sc
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAP_CAP = 64 * 1024
+
+
+def test_firmware_logic_on_micropython(mpy_build):
+    result = subprocess.run(
+        sc.micropython_command(str(ROOT / "tests" / "mp" / "firmware_checks.py")),
+        env=sc.micropython_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "firmware: 5 passed, 0 failed" in result.stdout
+
+
+def test_every_firmware_file_compiles_with_mpy_cross(mpy_build):
+    sources = sorted((ROOT / "firmware").rglob("*.py")) + sorted((ROOT / "boards").glob("*.py"))
+    for src in sources:
+        rel = src.relative_to(ROOT / ("firmware" if "firmware" in src.parts else ""))
+        compiled = mpy_build / rel.with_suffix(".mpy")
+        assert compiled.exists(), f"{src} was not compiled"
+
+
+def test_heap_cap_is_real(mpy_build):
+    """The cap bites: a program needing more than 64 KiB fails under it."""
+    result = subprocess.run(
+        sc.micropython_command("-c", "x = bytearray(70 * 1024)"),
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode != 0 and "MemoryError" in result.stdout + result.stderr
+
+
+@pytest.mark.micropython
+def test_one_day_same_energy_on_both_runtimes(mpy_build):
+    scenario = sc.load_file(ROOT / "tests" / "scenarios" / "one_day.json")
+    cpy = sc.run(scenario, "cpython")
+    mpy = sc.run(scenario, "micropython")
+    assert mpy["runtime"] == "micropython" and cpy["runtime"] == "cpython"
+    for key in ("true_import_wh", "true_export_wh", "meter_import_wh", "meter_export_wh",
+                "reboots", "events"):
+        assert mpy[key] == cpy[key], key
+    assert cpy["reboots"] == 1
+    # Never above the truth; below it by at most the read lag plus what the one outage may
+    # lose under the checkpoint policy (60 s of flow at the load then, plus 10 Wh).
+    outage_loss = 241 * 4 * 60 / 3600 + 10
+    for kind in ("import", "export"):
+        true, metered = cpy[f"true_{kind}_wh"], cpy[f"meter_{kind}_wh"]
+        assert metered <= true
+        assert true - metered <= outage_loss + 0.1
+    assert 0 < mpy["heap_peak_bytes"] < HEAP_CAP
