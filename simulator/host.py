@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import struct
 import subprocess
-from typing import Callable
+from collections.abc import Callable
 
 from simulator.device.world import PowerCut, ScenarioEnd, World
 
@@ -40,7 +40,8 @@ class DeviceServer:
                 except OSError:
                     proc.kill()
                     out = proc.communicate()[0]
-                    raise RuntimeError(f"the device process did not connect:\n{out[-3000:]}")
+                    raise RuntimeError(
+                        f"the device process did not connect:\n{out[-3000:]}") from None
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 try:
                     with conn:
@@ -63,7 +64,6 @@ class DeviceServer:
         recv = conn.recv_into
         head = bytearray(3)
         head_view = memoryview(head)
-        world = self.world
         while True:
             if not _recv_exact(recv, head_view):
                 return

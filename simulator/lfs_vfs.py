@@ -8,7 +8,8 @@ block-device protocol, so firmware and simulator code use one interface on both 
 from __future__ import annotations
 
 import errno
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import littlefs
 from littlefs import LittleFS, UserContext
@@ -127,7 +128,7 @@ class VfsLfs2:
         self._ctx.raise_failure()
         return result
 
-    def open(self, path: str, mode: str = "r") -> "_File":
+    def open(self, path: str, mode: str = "r") -> _File:
         text = "b" not in mode
         raw_mode = mode if not text else mode + "b"
         return _File(self, self._call(self._fs.open, path, raw_mode, 0), text)
@@ -204,7 +205,7 @@ class _File:
             setattr(self._fh, "__IOBase_closed", True)
             raise
 
-    def __enter__(self) -> "_File":
+    def __enter__(self) -> _File:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -28,7 +28,9 @@ class EnergyStore:
                     data = f.read()
             except OSError:
                 continue
-            if len(data) != _SIZE + 4 or crc32(data[:_SIZE]) != struct.unpack("<I", data[_SIZE:])[0]:
+            if len(data) != _SIZE + 4 or crc32(data[:_SIZE]) != struct.unpack_from(
+                "<I", data, _SIZE
+            )[0]:
                 self.bad_slots += 1
                 continue
             rec = struct.unpack(_FORMAT, data[:_SIZE])

@@ -6,8 +6,8 @@ import socket
 import sys
 
 from simulator.device import shim
-from simulator.device.wire import RemoteWorld
 from simulator.device.power import PowerCut, ScenarioEnd
+from simulator.device.wire import RemoteWorld
 
 
 def main(port, board_module):

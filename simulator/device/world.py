@@ -10,7 +10,6 @@ import math
 
 from simulator.device.power import PowerCut, ScenarioEnd
 
-
 # How often (virtual ms) live-heap figures are sampled on MicroPython.
 HEAP_SAMPLE_MS = 60_000
 # How long after the end the meter has to answer the final optical-port readout.
