@@ -21,7 +21,6 @@ class DeviceServer:
         self.command = command
         self.env = env
         self.heap_peak = 0
-        self.output: list[str] = []
 
     def run(self) -> None:
         """Boot the device again and again until the scenario is over."""
@@ -49,7 +48,6 @@ class DeviceServer:
                 finally:
                     proc.kill()  # power is gone: the process dies wherever it is
                     out = proc.communicate()[0]
-                self.output.append(out)
                 world = self.world
                 if world.finished or (world.ending and not world.powered):
                     break

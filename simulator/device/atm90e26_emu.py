@@ -77,7 +77,6 @@ class Atm90e26:
         self.regs = {}
         self.frame = bytearray(3)
         self.frame_len = 0
-        self.selected = False
         self.pending = 0
         self.fraction = [0.0] * 6  # sub-LSB energy carried per energy register
         self.volts = 0.0
@@ -111,10 +110,7 @@ class Atm90e26:
     # --- bus ------------------------------------------------------------------------
     def chip_select(self, level: int):
         if level == 0:
-            self.selected = True
-            self.frame_len = 0
-        else:
-            self.selected = False
+            self.frame_len = 0  # a falling edge starts a new frame
 
     def exchange(self, mode: tuple, tx, rx):
         polarity, phase, baudrate = mode

@@ -6,8 +6,6 @@
 from simulator.device.power import PowerCut
 
 BLOCK_SIZE = 4096
-IOCTL_INIT = 1
-IOCTL_DEINIT = 2
 IOCTL_SYNC = 3
 IOCTL_BLOCK_COUNT = 4
 IOCTL_BLOCK_SIZE = 5
@@ -22,7 +20,6 @@ class FlashChip:
         self.world = world
         self.erases = [0] * block_count
         self.bytes_written = 0
-        self.prog_ops = 0
         self.ops = 0  # programs plus erases: the points where power can be cut
         self.cut_at_op = 0  # 1-based op number at which to cut power; 0 = never
         self.fh = None
@@ -75,7 +72,6 @@ class FlashChip:
         self.fh.seek(block * BLOCK_SIZE + offset)
         self.fh.write(buf[:length] if length < len(buf) else buf)
         self.bytes_written += length
-        self.prog_ops += 1
         if torn:
             self.cut_power()
 

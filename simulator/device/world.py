@@ -67,7 +67,16 @@ class World:
     def advance(self, ms: int):
         """Let `ms` of virtual time pass while the firmware sleeps."""
         self.check_power()
-        end = self.now_ms + ms
+        self.pass_time(self.now_ms + ms, True)
+        if self.on_tick is not None:
+            self.on_tick(self.now_ms)
+        if self.now_ms >= self.next_heap_sample:
+            self.next_heap_sample = self.now_ms + HEAP_SAMPLE_MS
+            self.sample_heap()
+
+    def pass_time(self, end: int, firmware_running: bool):
+        """Step to `end`, stopping at every load change, outage and the scenario's end.
+        While the firmware runs, a power cut or the end interrupts it right there."""
         while self.now_ms < end:
             step_end = end
             nxt = self.next_change_ms()
@@ -77,15 +86,8 @@ class World:
                 self.flow(step_end - self.now_ms)
                 self.now_ms = step_end
             self.apply_changes()
-            if not self.powered:
-                raise PowerCut()
-            if self.finished:
-                raise ScenarioEnd()
-        if self.on_tick is not None:
-            self.on_tick(self.now_ms)
-        if self.now_ms >= self.next_heap_sample:
-            self.next_heap_sample = self.now_ms + HEAP_SAMPLE_MS
-            self.sample_heap()
+            if firmware_running:
+                self.check_power()
 
     def next_change_ms(self):
         best = None
@@ -142,15 +144,7 @@ class World:
         for meter in self.meters:
             meter.power_lost()
         # The outage itself passes with nobody running; time still moves on.
-        end = self.now_ms + for_ms
-        while self.now_ms < end:
-            step_end = end
-            nxt = self.next_change_ms()
-            if nxt is not None and nxt < step_end:
-                step_end = nxt
-            self.flow(step_end - self.now_ms)
-            self.now_ms = step_end
-            self.apply_changes()
+        self.pass_time(self.now_ms + for_ms, False)
         self.mains_on = True
 
     def begin_ending(self):
