@@ -6,7 +6,7 @@ import pytest
 
 from simulator.device import shim
 from simulator.device.atm90e26_emu import Atm90e26, block_checksum
-from simulator.device.shim.machine import SPI, Pin
+from simulator.device.shim import SPI, Pin
 from simulator.device.world import World
 
 CS = 5

@@ -6,7 +6,7 @@ import gc
 
 from simulator import lfs_vfs
 from simulator.device.flash import FlashChip
-from simulator.device.power import PowerCut
+from simulator.device.shim import PowerCut
 from simulator.device.world import World
 
 

@@ -3,7 +3,7 @@
 # The contents live in a host file, so they stay out of the MicroPython heap.
 # It counts program and erase operations per block and can lose power mid-write.
 
-from simulator.device.power import PowerCut
+from simulator.device.shim import PowerCut
 
 BLOCK_SIZE = 4096
 IOCTL_SYNC = 3

@@ -6,7 +6,7 @@ import socket
 import sys
 
 from simulator.device import shim
-from simulator.device.power import PowerCut, ScenarioEnd
+from simulator.device.shim import PowerCut, ScenarioEnd
 from simulator.device.wire import RemoteWorld
 
 
@@ -15,11 +15,8 @@ def main(port, board_module):
     sock.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
     sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: every call is a round trip
     shim.WORLD[0] = RemoteWorld(sock)
-    from simulator.device.shim import esp32, machine, network
-
-    sys.modules["machine"] = machine
-    sys.modules["esp32"] = esp32
-    sys.modules["network"] = network
+    for name in ("machine", "esp32", "network"):
+        sys.modules[name] = shim
     sys.modules["board"] = __import__(board_module, None, None, ["build"])
     try:
         __import__("boot")

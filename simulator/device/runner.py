@@ -42,12 +42,9 @@ def readout_done(uart):
 
 
 def install_shims(world):
-    from simulator.device.shim import esp32, machine, network
-
     shim.WORLD[0] = world
-    sys.modules["machine"] = machine
-    sys.modules["esp32"] = esp32
-    sys.modules["network"] = network
+    for name in ("machine", "esp32", "network"):
+        sys.modules[name] = shim
     if sys.implementation.name != "micropython":
         # CPython lacks these MicroPython modules; the simulator brings its own.
         from simulator import cpython_usocket, lfs_vfs

@@ -4,31 +4,12 @@
 # reply; pin writes are posted. The flash image is read straight from its host file.
 import struct
 
-from simulator.device.power import PowerCut, ScenarioEnd
+from simulator.device.shim import PowerCut, ScenarioEnd
 
 OK = 0
 CUT = 1
 END = 2
 HEAP_SAMPLE_MS = 60_000
-
-
-class RemoteUart:
-    def __init__(self, world, uart_id):
-        self.world = world
-        self.uart_id = uart_id
-
-    def any(self):
-        if not self.world.uart_rx_pending:
-            return 0  # the last advance said nothing is waiting on any UART
-        return struct.unpack("<H", self.world.call(b"U", bytes((self.uart_id, 0))))[0]
-
-    def read(self, nbytes=-1):
-        data = self.world.call(b"U", bytes((self.uart_id, 1)))
-        return data or None
-
-    def write(self, data):
-        self.world.call(b"U", bytes((self.uart_id, 2)) + bytes(data))
-        return len(data)
 
 
 class RemoteFlash:
@@ -68,7 +49,6 @@ class RemoteWorld:
         self.sock = sock
         self.dead = 0  # CUT or END once the host has said so: nothing runs after that
         self.head = bytearray(3)
-        self.uarts = {}
         self.uart_rx_pending = 1  # unknown until the first advance: ask
         self.next_heap_sample = 0
         hello = self.call(b"H", b"")
@@ -136,12 +116,17 @@ class RemoteWorld:
         reply = self.call(b"S", struct.pack("<BBBI", bus_id, polarity, phase, baudrate) + tx)
         rx[:] = reply
 
-    def uart(self, uart_id):
-        port = self.uarts.get(uart_id)
-        if port is None:
-            port = RemoteUart(self, uart_id)
-            self.uarts[uart_id] = port
-        return port
+    def uart_any(self, uart_id):
+        if not self.uart_rx_pending:
+            return 0  # the last advance said nothing is waiting on any UART
+        return struct.unpack("<H", self.call(b"U", bytes((uart_id, 0))))[0]
+
+    def uart_read(self, uart_id, nbytes=-1):
+        return self.call(b"U", bytes((uart_id, 1))) or None
+
+    def uart_write(self, uart_id, data):
+        self.call(b"U", bytes((uart_id, 2)) + bytes(data))
+        return len(data)
 
     def set_unix(self, unix):
         reply = self.call(b"T", struct.pack("<q", unix))

@@ -8,7 +8,7 @@
 import gc
 import math
 
-from simulator.device.power import PowerCut, ScenarioEnd
+from simulator.device.shim import PowerCut, ScenarioEnd
 
 # How often (virtual ms) live-heap figures are sampled on MicroPython.
 HEAP_SAMPLE_MS = 60_000
@@ -201,6 +201,15 @@ class World:
             if at <= self.now_ms < at + for_ms:
                 return False
         return True
+
+    def uart_any(self, uart_id: int) -> int:
+        return self.uart(uart_id).any()
+
+    def uart_read(self, uart_id: int, nbytes: int = -1):
+        return self.uart(uart_id).read(nbytes)
+
+    def uart_write(self, uart_id: int, data) -> int:
+        return self.uart(uart_id).write(data)
 
     def uart(self, uart_id: int):
         port = self.uarts.get(uart_id)

@@ -1,6 +1,10 @@
-# MicroPython's hardware modules (machine, esp32, network, ...) backed by the emulated world.
-# The runner installs them in sys.modules under their MicroPython names before the firmware
-# starts, on both runtimes.
+# MicroPython's hardware modules for the simulated board, in ONE module: the runner installs
+# it in sys.modules as `machine`, `esp32` and `network`, and boards use it as their `time`
+# source (virtual time). One module, because on the MicroPython unix port every module and
+# class costs heap of its own, and the firmware shares a 64 KiB heap with this layer.
+# Runs on CPython and MicroPython; it talks to a World (in-process) or a RemoteWorld (wire).
+# It carries only what the firmware uses (each method costs heap on MicroPython): add the
+# MicroPython API a driver needs when the driver comes.
 
 WORLD = [None]  # the world the shims talk to; one meter per process
 
@@ -10,3 +14,192 @@ def world():
     if w is None:
         raise RuntimeError("no simulated world attached")
     return w
+
+
+class PowerCut(BaseException):
+    """Mains went away: the firmware loses its RAM at this very instruction."""
+
+
+class ScenarioEnd(BaseException):
+    """The scenario is over and its final readout has been taken."""
+
+
+# --- machine --------------------------------------------------------------------------
+PWRON_RESET = 1
+HARD_RESET = 2
+WDT_RESET = 3
+DEEPSLEEP_RESET = 4
+SOFT_RESET = 5
+
+
+class Pin:
+    IN = 1
+    OUT = 3
+    OPEN_DRAIN = 7
+    PULL_UP = 1
+    PULL_DOWN = 2
+    IRQ_FALLING = 2
+    IRQ_RISING = 1
+
+    def __init__(self, pin_id, mode=-1, pull=-1, value=None):
+        self.id = pin_id
+        self.mode = mode
+        self.pull = pull
+        if value is not None:
+            self.value(value)
+
+    def value(self, level=None):
+        if level is None:
+            return world().pin_read(self.id)
+        world().pin_write(self.id, 1 if level else 0)
+        return None
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+
+class SPI:
+    MSB = 0
+
+    def __init__(self, bus_id, baudrate=1_000_000, polarity=0, phase=0, bits=8, firstbit=0,
+                 sck=None, mosi=None, miso=None):
+        self.bus_id = bus_id
+        self.mode = (polarity, phase, baudrate)
+
+    def init(self, baudrate=1_000_000, polarity=0, phase=0, **kwargs):
+        self.mode = (polarity, phase, baudrate)
+
+    def write_readinto(self, wbuf, rbuf):
+        world().spi_transfer(self.bus_id, self.mode, wbuf, rbuf)
+
+
+class UART:
+    def __init__(self, uart_id, baudrate=9600, **kwargs):
+        self.id = uart_id
+
+    def any(self):
+        return world().uart_any(self.id)
+
+    def read(self, nbytes=-1):
+        return world().uart_read(self.id, nbytes)
+
+    def write(self, data):
+        return world().uart_write(self.id, data)
+
+
+class RTC:
+    def datetime(self, dt=None):
+        import time
+
+        w = world()
+        if dt is None:
+            t = time.gmtime(w.now_unix())
+            return (t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0)
+        year, month, day, _weekday, hour, minute, second, _sub = dt
+        from simulator.device.timeutil import unix_from_fields
+
+        w.set_unix(unix_from_fields(year, month, day, hour, minute, second))
+        return None
+
+
+class WDT:
+    def __init__(self, id=0, timeout=5000):
+        world().watchdog_start(timeout)
+
+    def feed(self):
+        world().watchdog_feed()
+
+
+def reset():
+    # A software reset ends this boot like a power cycle does, but keeps the supply on.
+    world().request_reset()
+
+
+def reset_cause():
+    return world().reset_cause
+
+
+def unique_id():
+    return world().unique_id
+
+
+# --- esp32 ----------------------------------------------------------------------------
+class Partition:
+    TYPE_APP = 0
+    TYPE_DATA = 1
+
+    @staticmethod
+    def find(type=TYPE_APP, subtype=0xFF, label=None):
+        w = world()
+        if type == Partition.TYPE_DATA and label in (None, w.flash_label):
+            return [w.flash]
+        return []
+
+
+# --- network --------------------------------------------------------------------------
+STA_IF = 0
+AP_IF = 1
+
+
+class WLAN:
+    def __init__(self, interface=STA_IF):
+        self.interface = interface
+        self.enabled = False
+
+    def active(self, state=None):
+        if state is None:
+            return self.enabled
+        self.enabled = bool(state)
+        return None
+
+    def connect(self, ssid=None, key=None, **kwargs):
+        world().check_power()
+
+    def disconnect(self):
+        pass
+
+    def isconnected(self):
+        return self.enabled and world().network_up()
+
+    def config(self, *args, **kwargs):
+        if args and args[0] == "mac":
+            return world().unique_id
+        return None
+
+
+# --- time (virtual) -------------------------------------------------------------------
+_TICKS_PERIOD = 1 << 30
+_TICKS_HALF = _TICKS_PERIOD // 2
+
+
+def ticks_ms():
+    w = world()
+    return (w.now_ms - w.boot_ms) & (_TICKS_PERIOD - 1)
+
+
+def ticks_add(ticks, delta):
+    return (ticks + delta) & (_TICKS_PERIOD - 1)
+
+
+def ticks_diff(end, start):
+    diff = (end - start) & (_TICKS_PERIOD - 1)
+    return diff - _TICKS_PERIOD if diff >= _TICKS_HALF else diff
+
+
+def sleep_ms(ms):
+    if ms > 0:
+        world().advance(ms)
+
+
+def time():
+    # Seconds since 1970 from the board's battery-backed RTC.
+    return world().now_unix()
+
+
+def gmtime(secs=None):
+    import time as host_time
+
+    return host_time.gmtime(world().now_unix() if secs is None else secs)
