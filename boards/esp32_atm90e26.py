@@ -11,6 +11,7 @@ from machine import SPI, UART, Pin
 from meter.atm90e26 import ATM90E26
 from meter.clock import Clock
 from meter.hw import Hardware
+from meter.relay import Relay
 
 SPI_BUS = 2
 PIN_SCK = 18
@@ -21,6 +22,14 @@ OPTICAL_UART = 1
 PIN_OPTICAL_TX = 17
 PIN_OPTICAL_RX = 16
 DATA_PARTITION = "meterdata"
+# Latching supply relay: two coils (A closes, B opens) through low-side drivers, or, with
+# hbridge=True, one coil across an H-bridge whose inputs are A and B. Auxiliary contact on
+# an input-only pin (1 = closed). Local button to ground with a pull-up.
+PIN_RELAY_A = 25
+PIN_RELAY_B = 26
+PIN_RELAY_FEEDBACK = 34
+RELAY_PULSE_MS = 100
+PIN_BUTTON = 35
 
 
 def mount_data():
@@ -32,14 +41,18 @@ def mount_data():
         return vfs.VfsLfs2(bdev)
 
 
-def build(time_source=time):
+def build(time_source=time, hbridge=False):
+    clock = Clock(time_source)
     spi = SPI(SPI_BUS, baudrate=200_000, polarity=1, phase=1,
               sck=Pin(PIN_SCK), mosi=Pin(PIN_MOSI), miso=Pin(PIN_MISO))
     cs = Pin(PIN_METER_CS, Pin.OUT, value=1)
     return Hardware(
-        clock=Clock(time_source),
+        clock=clock,
         fs=mount_data(),
         metering=ATM90E26(spi, cs),
         optical=UART(OPTICAL_UART, 300, tx=PIN_OPTICAL_TX, rx=PIN_OPTICAL_RX),
         wlan=network.WLAN(network.STA_IF),
+        relay=Relay(clock, Pin(PIN_RELAY_A, Pin.OUT, value=0), Pin(PIN_RELAY_B, Pin.OUT, value=0),
+                    Pin(PIN_RELAY_FEEDBACK, Pin.IN), RELAY_PULSE_MS, hbridge),
+        button=Pin(PIN_BUTTON, Pin.IN, Pin.PULL_UP),
     )

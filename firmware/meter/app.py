@@ -34,6 +34,11 @@ class Meter:
             from meter.telemetry import Telemetry
 
             self.telemetry = Telemetry(self.cfg, self.clock, hw.wlan)
+        self.control = None
+        if hw.relay is not None:
+            from meter.control import setup
+
+            self.control = setup(self, hw)
 
     def start_ic(self):
         if not self.ic.start():
@@ -85,6 +90,8 @@ class Meter:
                 self.optical.service(self)
             if self.telemetry is not None:
                 self.telemetry.service(self)
+            if self.control is not None:
+                self.control.service(self)
             next_poll = clock.ticks_add(next_poll, period)
             wait = clock.ticks_diff(next_poll, clock.ticks_ms())
             if wait > 0:

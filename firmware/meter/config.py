@@ -16,6 +16,19 @@ DEFAULTS = {
     "checkpoint_s": 900,  # save energy at least this often while it changes
     "checkpoint_wh": 10,  # ... and as soon as this much is unsaved (at most once a minute)
     "checkpoint_min_s": 60,
+    # supply control (meter/control.py, meter/relay.py, meter/limiter.py)
+    "control_mode": 1,  # DLMS disconnect control mode 0-6, until one is persisted
+    "relay_retries": 2,
+    "relay_ops_per_min": 6,
+    "load_limit_w": 0,  # 0: no load limiter
+    "limit_emergency_w": 0,
+    "limit_emergency_at": 0,  # meter seconds the emergency profile starts (0: none)
+    "limit_emergency_s": 0,
+    "limit_over_s": 10,
+    "limit_under_s": 10,
+    "limit_reconnect_s": 120,
+    "limit_attempts": 4,
+    "limit_lockout_s": 300,
 }
 
 PATH = "/config.json"

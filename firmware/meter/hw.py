@@ -2,9 +2,13 @@
 
 
 class Hardware:
-    def __init__(self, clock, fs, metering, optical=None, wlan=None):
+    def __init__(self, clock, fs, metering, optical=None, wlan=None, relay=None, button=None,
+                 commands=None):
         self.clock = clock
         self.fs = fs
         self.metering = metering
         self.optical = optical
         self.wlan = wlan
+        self.relay = relay  # meter.relay.Relay
+        self.button = button  # Pin, active low
+        self.commands = commands  # a local command port (UART), if the board has one
