@@ -179,6 +179,13 @@ def _check_config(config: dict) -> None:
         if type(value) is not type(DEFAULTS[key]):
             kind = type(DEFAULTS[key]).__name__
             raise ScenarioError(f"config.{key} must be of type {kind}")
+        if key == "load_limiter":
+            from meter.limiter import check
+
+            problem = check(value)
+            if problem:
+                raise ScenarioError(f"config.{problem}")
+            continue
         low, high = CONFIG_RANGES.get(key, (0, None))
         if isinstance(value, int) and (value < low or (high is not None and value > high)):
             bound = f"between {low} and {high}" if high is not None else f">= {low}"
@@ -334,10 +341,12 @@ def event_name(code: int) -> str:
 def read_control(flash_path: str) -> tuple | None:
     """(state, mode) persisted by the firmware's control, read with its own slot reader."""
     ensure_paths()
-    from meter.slots import Slots
-
     from simulator import lfs_vfs
     from simulator.device.flash import FlashChip
+    from simulator.device.shim import micropython
+
+    sys.modules.setdefault("micropython", micropython)
+    from meter.ctlboot import load
 
     chip = FlashChip(flash_path, 64)
     try:
@@ -345,9 +354,10 @@ def read_control(flash_path: str) -> tuple | None:
             fs = lfs_vfs.VfsLfs2(chip)
         except OSError:
             return None
-        return Slots(fs, "/control", "BB").load()
+        rec = load(fs)
     finally:
         chip.close()
+    return rec[1:] if rec else None
 
 
 def build_report(scenario: dict, raw: dict, flash_path: str, wall_s: float) -> dict:

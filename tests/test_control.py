@@ -202,8 +202,8 @@ def test_relay_fault_reports_the_real_state(fault, stuck):
 def test_limiter_trips_reconnects_and_locks_out():
     load = [{"at_s": 0, "amps": 5}, {"at_s": 100, "amps": 20}]  # 1.2 kW, then 4.8 kW
     report = run(duration_s=2400, load=load,
-                 config={"control_mode": 5, "load_limit_w": 3000, "limit_reconnect_s": 120,
-                         "limit_attempts": 2, "limit_lockout_s": 300})
+                 config={"control_mode": 5, "load_limit_w": 3000,
+                         "load_limiter": {"reconnect_s": 120, "attempts": 2, "lockout_s": 300}})
     events = [(e["t_s"], e["name"]) for e in report["control_events"]]
     kinds = {"control_limiter_ready_for_reconnection": "trip",
              "control_limiter_connected": "reconnect", "limiter_lockout": "lockout"}
@@ -234,8 +234,8 @@ def test_limiter_emergency_threshold():
     from meter.clock import METER_EPOCH_UNIX
 
     start = sc.normalise({"duration_s": 1})["start_unix"] - METER_EPOCH_UNIX
-    report = run(config={"control_mode": 5, "load_limit_w": 5000, "limit_emergency_w": 2000,
-                         "limit_emergency_at": start + 300, "limit_emergency_s": 200})
+    report = run(config={"control_mode": 5, "load_limit_w": 5000, "load_limiter": {
+        "emergency_w": 2000, "emergency_at": start + 300, "emergency_s": 200}})
     trips = [e["t_s"] for e in report["control_events"]
              if e["name"] == "control_limiter_ready_for_reconnection"]
     assert trips and 310 <= trips[0] <= 312
@@ -258,6 +258,8 @@ def test_pulses_are_exact_while_the_broker_is_unreachable():
     ({"button": [{"at_s": 1, "hold_s": -2}]}, "must not be negative"),
     ({"config": {"control_mode": 7}}, "config.control_mode must be between 0 and 6"),
     ({"config": {"load_limit_w": -1}}, "config.load_limit_w must be >= 0"),
+    ({"config": {"load_limiter": {"over_s": -1}}}, "load_limiter.over_s must be a whole"),
+    ({"config": {"load_limiter": {"bogus": 1}}}, "unknown load_limiter key bogus"),
     ({"faults": {"relay_weld_at_s": "soon"}}, "faults.relay_weld_at_s must be a number"),
 ])
 def test_bad_control_input_is_rejected(raw, words):

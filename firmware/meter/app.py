@@ -36,9 +36,9 @@ class Meter:
             self.telemetry = Telemetry(self.cfg, self.clock, hw.wlan)
         self.control = None
         if hw.relay is not None:
-            from meter.control import setup
+            from meter.ctlboot import setup
 
-            self.control = setup(self, hw)
+            self.control = setup(self, hw)  # runs once and unloads itself
 
     def start_ic(self):
         if not self.ic.start():

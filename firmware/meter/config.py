@@ -21,14 +21,7 @@ DEFAULTS = {
     "relay_retries": 2,
     "relay_ops_per_min": 6,
     "load_limit_w": 0,  # 0: no load limiter
-    "limit_emergency_w": 0,
-    "limit_emergency_at": 0,  # meter seconds the emergency profile starts (0: none)
-    "limit_emergency_s": 0,
-    "limit_over_s": 10,
-    "limit_under_s": 10,
-    "limit_reconnect_s": 120,
-    "limit_attempts": 4,
-    "limit_lockout_s": 300,
+    "load_limiter": {},  # the limiter's other settings (meter/limiter.py SETTINGS)
 }
 
 PATH = "/config.json"

@@ -2,6 +2,9 @@
 # 2 Ready_for_reconnection; transitions a-h; control modes 0-6 decide which are allowed.
 # Every request answers (code, reason): 0 success, 1 hardware fault, 2 temporary failure,
 # 3 denied. A refused request never touches the relay. State and mode survive power loss.
+import struct
+from binascii import crc32
+
 from micropython import const
 
 from meter import events
@@ -30,70 +33,25 @@ _T = (b"\x01\x00\x01"  # a remote_reconnect 0->1
       b"\x05\x02\x01")  # h local_reconnect 2->1
 # Allowed transitions per control mode, bit 0 = a ... bit 7 = h.
 _MODES = b"\x00\x7e\x77\x5e\x57\xfe\xde"
+_SLOTS = ("/control.a", "/control.b")
 _BUTTON_MS = const(2000)
 _SAMPLE_MS = const(20)
 
 
-def setup(meter, hw):
-    """The meter's control: state restored, relay checked, button, port and limiter."""
-    from meter.slots import Slots
-
-    cfg = meter.cfg
-    relay = hw.relay
-    relay.configure(cfg["relay_retries"], cfg["relay_ops_per_min"])
-    ctl = Control(cfg["control_mode"], Slots(hw.fs, "/control", "BB"), relay, meter.log,
-                  meter.clock)
-    ctl.boot()
-    ctl.button = hw.button
-    ctl.port = hw.commands
-    if cfg["load_limit_w"] > 0:
-        from meter.limiter import Limiter
-
-        ctl.limiter = Limiter(cfg, meter.log)
-    return ctl
-
-
 class Control:
-    def __init__(self, mode, store, relay, log, clock):
-        """mode: the configured control mode, used until one is persisted."""
-        self._store = store
+    def __init__(self, state, mode, relay, log, clock, fs=None):
+        """state, mode: as persisted (meter/ctlboot.py restores them at boot)."""
+        self._fs = fs
         self.relay = relay
         self._log = log
         self._clock = clock
-        self.state = CONNECTED
         self.mode = mode if 0 <= mode <= 6 else 1
-        rec = store.load() if store is not None else None
-        if rec is not None and rec[0] <= READY and rec[1] <= 6:
-            self.state, self.mode = rec
-        if self.mode == 0:
-            self.state = CONNECTED
+        self.state = state if 0 <= state <= 2 and self.mode else CONNECTED
+        self._seq = 0
         self.button = None
         self.port = None
         self.limiter = None
         self._latched = False  # the button acted: wait for its release
-        self._line = bytearray()
-
-    def boot(self):
-        """Bring the contact where the persisted state says, pulsing only if it is not."""
-        relay = self.relay
-        pulsed, code = relay.boot(self.state == CONNECTED)
-        now = self._clock.now()
-        if pulsed:
-            self._log.log(now, events.RELAY_REASSERTED)
-        if code:
-            self._log.log(now, events.RELAY_FAULT)
-
-    def output_state(self):
-        return self.state == CONNECTED
-
-    def set_mode(self, mode):
-        if not 0 <= mode <= 6:
-            return 3, "control mode must be 0-6"
-        self.mode = mode
-        if mode == 0 and self.state != CONNECTED:
-            return self._go(CONNECTED, CAUSE_REMOTE)
-        self._save()
-        return 0, "ok"
 
     def remote(self, cmd, args=None):
         """Entry point for remote commands: "disconnect" or "reconnect"."""
@@ -151,54 +109,35 @@ class Control:
         return 0, "ok"
 
     def _save(self):
-        if self._store is not None:
-            self._store.save(self.state, self.mode)
+        # Two alternating slot files of (seq, state, mode, CRC): see meter/ctlboot.py.
+        if self._fs is None:
+            return
+        self._seq += 1
+        rec = struct.pack("<IBB", self._seq, self.state, self.mode)
+        with self._fs.open(_SLOTS[self._seq & 1], "wb") as f:
+            f.write(rec + struct.pack("<I", crc32(rec)))
 
-    # --- local services, once per poll --------------------------------------------------
     def service(self, meter):
-        if self.button is not None:
-            self._service_button()
-        if self.port is not None:
-            self._service_port()
+        """Once per poll: the local button, the command port, the load limiter."""
+        pin = self.button
+        if pin is not None:
+            if pin.value():  # released (active low)
+                self._latched = False
+            elif not self._latched:
+                # Pressed: follow it closely; a release before 2 s is a short press or a
+                # bounce and does nothing.
+                clock = self._clock
+                start = clock.ticks_ms()
+                while clock.ticks_diff(clock.ticks_ms(), start) < _BUTTON_MS:
+                    clock.sleep_ms(_SAMPLE_MS)
+                    if pin.value():
+                        break
+                else:
+                    self._latched = True  # acts once per hold
+                    self.trigger(MANUAL, self.state == READY, CAUSE_MANUAL)
+        if self.port is not None and self.port.any():
+            from meter.cmdport import service
+
+            service(self)
         if self.limiter is not None:
             self.limiter.service(self, self._clock.now(), meter.inst[2])
-
-    def _service_button(self):
-        pin = self.button
-        if pin.value():  # released (active low)
-            self._latched = False
-            return
-        if self._latched:
-            return
-        # Pressed: follow it closely; any release before 2 s is a short press (or a bounce).
-        clock = self._clock
-        start = clock.ticks_ms()
-        while clock.ticks_diff(clock.ticks_ms(), start) < _BUTTON_MS:
-            clock.sleep_ms(_SAMPLE_MS)
-            if pin.value():
-                return
-        self._latched = True
-        self.trigger(MANUAL, self.state == READY, CAUSE_MANUAL)
-
-    def _service_port(self):
-        port = self.port
-        if not port.any():
-            return
-        data = port.read()
-        if not data:
-            return
-        line = self._line
-        for b in data:
-            if b == 10:
-                self._answer(bytes(line))
-                line[:] = b""
-            elif len(line) < 128:
-                line.append(b)
-
-    def _answer(self, line):
-        try:
-            cmd = line.decode().strip().split(" ", 1)[0]
-        except UnicodeError:
-            cmd = ""
-        code, reason = self.remote(cmd)
-        self.port.write(("%d %s\n" % (code, reason)).encode())

@@ -1,23 +1,49 @@
 # Load limiter after DLMS interface class 71: watches active import power against a normal
 # threshold (or an emergency one during its profile), disconnects locally (transition g) on
-# an overload lasting limit_over_s, and, in control modes that allow local reconnection (h),
-# reconnects after limit_reconnect_s, up to limit_attempts times, then waits limit_lockout_s.
-# Loaded only when load_limit_w is configured.
+# an overload lasting over_s, and, in control modes that allow local reconnection (h),
+# reconnects after reconnect_s, up to `attempts` times, then waits lockout_s before trying
+# again. Settings in config "load_limiter" (see SETTINGS). Loaded only when load_limit_w > 0.
 from meter import events
 from meter.control import CAUSE_LIMITER, CONNECTED, LOCAL, READY
+
+# config "load_limiter": {key: whole number >= 0}; anything else is refused.
+SETTINGS = {
+    "emergency_w": 0,  # the emergency profile's threshold
+    "emergency_at": 0,  # meter seconds it starts (0: no profile)
+    "emergency_s": 0,  # and how long it lasts
+    "over_s": 10,  # overload lasting this long disconnects
+    "under_s": 10,  # normal load lasting this long forgets earlier attempts
+    "reconnect_s": 120,
+    "attempts": 4,
+    "lockout_s": 300,
+}
+
+
+def check(settings):
+    """None, or why the settings are refused."""
+    for key in settings:
+        value = settings[key]
+        if key not in SETTINGS:
+            return "unknown load_limiter key " + key
+        if type(value) is not int or value < 0:
+            return "load_limiter." + key + " must be a whole number >= 0"
+    return None
 
 
 class Limiter:
     def __init__(self, cfg, log):
+        s = dict(SETTINGS)
+        if check(cfg["load_limiter"]) is None:
+            s.update(cfg["load_limiter"])
         self.normal_w = cfg["load_limit_w"]
-        self.emergency_w = cfg["limit_emergency_w"]
-        self.emergency_at = cfg["limit_emergency_at"]  # meter seconds; 0: no profile
-        self.emergency_s = cfg["limit_emergency_s"]
-        self.over_s = cfg["limit_over_s"]
-        self.under_s = cfg["limit_under_s"]
-        self.reconnect_s = cfg["limit_reconnect_s"]
-        self.max_attempts = cfg["limit_attempts"]
-        self.lockout_s = cfg["limit_lockout_s"]
+        self.emergency_w = s["emergency_w"]
+        self.emergency_at = s["emergency_at"]
+        self.emergency_s = s["emergency_s"]
+        self.over_s = s["over_s"]
+        self.under_s = s["under_s"]
+        self.reconnect_s = s["reconnect_s"]
+        self.max_attempts = s["attempts"]
+        self.lockout_s = s["lockout_s"]
         self._log = log
         self.over_since = -1
         self.under_since = -1

@@ -18,17 +18,9 @@ class Relay:
         self.pulse_ms = pulse_ms
         self.hbridge = hbridge
         self.retries = 2
-        self._ops = [0] * 6  # ticks of the latest operations, a ring
-        self._n = 0  # operations recorded so far (capped at the ring size)
-        self._i = 0
         self.fault = False
-        pin_a.value(0)
-        pin_b.value(0)
-
-    def configure(self, retries, per_minute):
-        self.retries = retries
-        self._ops = [0] * max(1, per_minute)
-        self._n = 0
+        self.ops = [0] * 6  # ticks of the latest operations: the rate limit's ring
+        self._n = 0  # operations recorded so far (capped at the ring size)
         self._i = 0
 
     def sense(self):
@@ -39,7 +31,7 @@ class Relay:
 
     def busy(self):
         """Why an operation now would exceed the rate limit, or None."""
-        ring = self._ops
+        ring = self.ops
         if self._n < len(ring):
             return None
         clock = self._clock
@@ -68,7 +60,7 @@ class Relay:
             reason = self.busy()
             if reason is not None:
                 return 2, reason
-            ring = self._ops
+            ring = self.ops
             ring[self._i] = self._clock.ticks_ms()
             self._i = (self._i + 1) % len(ring)
             if self._n < len(ring):
@@ -81,11 +73,3 @@ class Relay:
                 return 0, "ok"
         self.fault = True
         return 1, "relay stuck " + ("open" if close else "closed")
-
-    def boot(self, close):
-        """At boot: pulse only if the contact is not where it should be (no feedback: once).
-        Returns (pulsed, result code)."""
-        now = self.sense()
-        if now is not None and now == close:
-            return False, 0
-        return True, self.switch(close, False)[0]

@@ -45,18 +45,6 @@ class FakeRelay:
         return 0, "ok"
 
 
-class FakeStore:
-    def __init__(self, rec):
-        self.rec = rec
-        self.saved = []
-
-    def load(self):
-        return self.rec
-
-    def save(self, state, mode):
-        self.saved.append((state, mode))
-
-
 class FakeLog:
     def __init__(self):
         self.codes = []
@@ -89,9 +77,8 @@ def transition_table():
             for who in ("remote", "manual", "local"):
                 for reconnect in (0, 1):
                     relay = FakeRelay()
-                    store = FakeStore((state, mode))
                     log = FakeLog()
-                    ctl = Control(1, store, relay, log, FakeClock())
+                    ctl = Control(state, mode, relay, log, FakeClock())
                     start = ctl.state
                     code, reason = ctl.trigger(WHO[who], reconnect, 0)
                     want_code, want_state = expected(mode, state, who, reconnect)
@@ -148,7 +135,7 @@ def relay_rate_limit():
     clock = FakeClock()
     trace = []
     relay = Relay(clock, FakePin("a", trace, clock), FakePin("b", trace, clock), None, 100)
-    relay.configure(2, 6)
+    relay.ops = [0] * 6
     codes = [relay.switch(i % 2 == 0)[0] for i in range(8)]
     clock.ms += 60000
     later = relay.switch(True)[0]
