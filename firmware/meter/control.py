@@ -9,18 +9,14 @@ from micropython import const
 
 from meter import events
 
-DISCONNECTED = const(0)
-CONNECTED = const(1)
-READY = const(2)
-# Triggers: who asks (remote, manual = local button, local = limiter/tamper) x direction.
-REMOTE = const(0)
-MANUAL = const(1)
-LOCAL = const(2)
-# Causes logged with each transition (events.CONTROL + cause * 3 + resulting state).
-CAUSE_REMOTE = const(0)
-CAUSE_MANUAL = const(1)
-CAUSE_LIMITER = const(2)
-CAUSE_TAMPER = const(3)
+# States 0 Disconnected, 1 Connected, 2 Ready_for_reconnection.
+_CONNECTED = const(1)
+_READY = const(2)
+# Triggers: who asks x direction: 0 remote, 1 manual (the button), 2 local (limiter, tamper).
+_REMOTE = const(0)
+_MANUAL = const(1)
+# Causes logged with each transition (events.CONTROL + cause * 3 + resulting state):
+# 0 remote, 1 manual, 2 load limiter, 3 tamper.
 
 # Transitions a..h as (trigger * 2 + reconnect, from, to).
 _T = (b"\x01\x00\x01"  # a remote_reconnect 0->1
@@ -34,8 +30,6 @@ _T = (b"\x01\x00\x01"  # a remote_reconnect 0->1
 # Allowed transitions per control mode, bit 0 = a ... bit 7 = h.
 _MODES = b"\x00\x7e\x77\x5e\x57\xfe\xde"
 _SLOTS = ("/control.a", "/control.b")
-_BUTTON_MS = const(2000)
-_SAMPLE_MS = const(20)
 
 
 class Control:
@@ -46,19 +40,19 @@ class Control:
         self._log = log
         self._clock = clock
         self.mode = mode if 0 <= mode <= 6 else 1
-        self.state = state if 0 <= state <= 2 and self.mode else CONNECTED
+        self.state = state if 0 <= state <= 2 and self.mode else _CONNECTED
         self._seq = 0
         self.button = None
         self.port = None
         self.limiter = None
-        self._latched = False  # the button acted: wait for its release
+        self.latched = False  # the button acted: wait for its release
 
     def remote(self, cmd, args=None):
         """Entry point for remote commands: "disconnect" or "reconnect"."""
         if cmd == "disconnect":
-            return self.trigger(REMOTE, 0, CAUSE_REMOTE)
+            return self.trigger(_REMOTE, 0, 0)
         if cmd == "reconnect":
-            return self.trigger(REMOTE, 1, CAUSE_REMOTE)
+            return self.trigger(_REMOTE, 1, 0)
         return 3, "unknown command"
 
     def trigger(self, who, reconnect, cause):
@@ -89,8 +83,8 @@ class Control:
 
     def _go(self, target, cause):
         old = self.state
-        close = target == CONNECTED
-        moves = close != (old == CONNECTED)
+        close = target == _CONNECTED
+        moves = close != (old == _CONNECTED)
         if moves:
             reason = self.relay.busy()
             if reason is not None:
@@ -122,19 +116,13 @@ class Control:
         pin = self.button
         if pin is not None:
             if pin.value():  # released (active low)
-                self._latched = False
-            elif not self._latched:
-                # Pressed: follow it closely; a release before 2 s is a short press or a
-                # bounce and does nothing.
-                clock = self._clock
-                start = clock.ticks_ms()
-                while clock.ticks_diff(clock.ticks_ms(), start) < _BUTTON_MS:
-                    clock.sleep_ms(_SAMPLE_MS)
-                    if pin.value():
-                        break
-                else:
-                    self._latched = True  # acts once per hold
-                    self.trigger(MANUAL, self.state == READY, CAUSE_MANUAL)
+                self.latched = False
+            elif not self.latched:
+                from meter.button import held
+
+                if held(pin, self._clock):
+                    self.latched = True  # acts once per hold
+                    self.trigger(_MANUAL, self.state == _READY, 1)
         if self.port is not None and self.port.any():
             from meter.cmdport import service
 

@@ -7,7 +7,7 @@ import sys
 from binascii import crc32
 
 from meter import events
-from meter.control import CONNECTED, Control
+from meter.control import Control
 
 _SLOTS = ("/control.a", "/control.b")
 
@@ -34,13 +34,13 @@ def setup(meter, hw):
     relay.retries = cfg["relay_retries"]
     relay.ops = [0] * max(1, cfg["relay_ops_per_min"])
     rec = load(hw.fs)
-    state, mode = (rec[1], rec[2]) if rec else (CONNECTED, cfg["control_mode"])
+    state, mode = (rec[1], rec[2]) if rec else (1, cfg["control_mode"])
     ctl = Control(state, mode, relay, meter.log, meter.clock, hw.fs)
     if rec:
         ctl._seq = rec[0]
-    close = ctl.state == CONNECTED
-    now = relay.sense()
-    if now is None or now != close:
+    close = ctl.state == 1  # Connected
+    fb = relay.feedback
+    if fb is None or fb.value() != close:
         code = relay.switch(close, False)[0]
         t = meter.clock.now()
         meter.log.log(t, events.RELAY_REASSERTED)

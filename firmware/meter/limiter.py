@@ -3,8 +3,14 @@
 # an overload lasting over_s, and, in control modes that allow local reconnection (h),
 # reconnects after reconnect_s, up to `attempts` times, then waits lockout_s before trying
 # again. Settings in config "load_limiter" (see SETTINGS). Loaded only when load_limit_w > 0.
+from micropython import const
+
 from meter import events
-from meter.control import CAUSE_LIMITER, CONNECTED, LOCAL, READY
+
+_CONNECTED = const(1)  # control states
+_READY = const(2)
+_LOCAL = const(2)  # trigger
+_CAUSE_LIMITER = const(2)
 
 # config "load_limiter": {key: whole number >= 0}; anything else is refused.
 SETTINGS = {
@@ -58,14 +64,14 @@ class Limiter:
         return self.normal_w
 
     def service(self, ctl, now, watts):
-        if ctl.state == CONNECTED:
+        if ctl.state == _CONNECTED:
             if watts > self.threshold(now):
                 self.under_since = -1
                 if self.over_since < 0:
                     self.over_since = now
                 if now - self.over_since >= self.over_s:
                     self.over_since = -1
-                    if ctl.trigger(LOCAL, 0, CAUSE_LIMITER)[0] == 0:
+                    if ctl.trigger(_LOCAL, 0, _CAUSE_LIMITER)[0] == 0:
                         self.tripped = True
                         if self.attempts >= self.max_attempts:
                             self.attempts = 0
@@ -79,8 +85,8 @@ class Limiter:
                     self.under_since = now
                 if now - self.under_since >= self.under_s:
                     self.attempts = 0
-        elif ctl.state == READY and self.tripped and now >= self.retry_at:
+        elif ctl.state == _READY and self.tripped and now >= self.retry_at:
             self.tripped = False  # one try per trip; a mode without h waits for the button
-            if ctl.trigger(LOCAL, 1, CAUSE_LIMITER)[0] == 0:
+            if ctl.trigger(_LOCAL, 1, _CAUSE_LIMITER)[0] == 0:
                 self.attempts += 1
                 self.under_since = -1

