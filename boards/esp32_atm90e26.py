@@ -11,7 +11,6 @@ from machine import SPI, UART, Pin
 from meter.atm90e26 import ATM90E26
 from meter.clock import Clock
 from meter.hw import Hardware
-from meter.relay import Relay
 
 SPI_BUS = 2
 PIN_SCK = 18
@@ -42,17 +41,16 @@ def mount_data():
 
 
 def build(time_source=time, hbridge=False):
-    clock = Clock(time_source)
     spi = SPI(SPI_BUS, baudrate=200_000, polarity=1, phase=1,
               sck=Pin(PIN_SCK), mosi=Pin(PIN_MOSI), miso=Pin(PIN_MISO))
     cs = Pin(PIN_METER_CS, Pin.OUT, value=1)
     return Hardware(
-        clock=clock,
+        clock=Clock(time_source),
         fs=mount_data(),
         metering=ATM90E26(spi, cs),
         optical=UART(OPTICAL_UART, 300, tx=PIN_OPTICAL_TX, rx=PIN_OPTICAL_RX),
         wlan=network.WLAN(network.STA_IF),
-        relay=Relay(clock, Pin(PIN_RELAY_A, Pin.OUT, value=0), Pin(PIN_RELAY_B, Pin.OUT, value=0),
-                    Pin(PIN_RELAY_FEEDBACK, Pin.IN), RELAY_PULSE_MS, hbridge),
+        relay=(Pin(PIN_RELAY_A, Pin.OUT, value=0), Pin(PIN_RELAY_B, Pin.OUT, value=0),
+               Pin(PIN_RELAY_FEEDBACK, Pin.IN), RELAY_PULSE_MS, hbridge),
         button=Pin(PIN_BUTTON, Pin.IN, Pin.PULL_UP),
     )

@@ -346,7 +346,7 @@ def read_control(flash_path: str) -> tuple | None:
     from simulator.device.shim import micropython
 
     sys.modules.setdefault("micropython", micropython)
-    from meter.ctlboot import load
+    from meter.transition import load
 
     chip = FlashChip(flash_path, 64)
     try:

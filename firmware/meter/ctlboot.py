@@ -1,47 +1,26 @@
 # Supply control at boot: restore the persisted state and mode, check the relay's contact
 # against them (pulse only if it is elsewhere; without feedback re-assert once), and wire
-# the button, the command port and the load limiter. Runs once, then forgets itself so its
-# code does not stay in the heap.
-import struct
-import sys
-from binascii import crc32
-
+# the button, the command port and the load limiter. Runs once, then unloads itself.
 from meter import events
-from meter.control import Control
-
-_SLOTS = ("/control.a", "/control.b")
-
-
-def load(fs):
-    """(seq, state, mode) of the newest valid slot, or None."""
-    best = None
-    for path in _SLOTS:
-        try:
-            with fs.open(path, "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        if len(data) == 10 and crc32(data[:6]) == struct.unpack_from("<I", data, 6)[0]:
-            rec = struct.unpack_from("<IBB", data)
-            if best is None or rec[0] > best[0]:
-                best = rec
-    return best
+from meter.control import Control, unload
 
 
 def setup(meter, hw):
+    from meter.relay import Relay
+    from meter.transition import load
+
     cfg = meter.cfg
-    relay = hw.relay
-    relay.retries = cfg["relay_retries"]
-    relay.ops = [0] * max(1, cfg["relay_ops_per_min"])
     rec = load(hw.fs)
     state, mode = (rec[1], rec[2]) if rec else (1, cfg["control_mode"])
-    ctl = Control(state, mode, relay, meter.log, meter.clock, hw.fs)
+    ctl = Control(state, mode, hw.relay, meter.log, meter.clock, hw.fs)
     if rec:
-        ctl._seq = rec[0]
+        ctl.seq = rec[0]
+    ctl.retries = cfg["relay_retries"]
+    ctl.ring = [0] * (2 + max(1, cfg["relay_ops_per_min"]))
     close = ctl.state == 1  # Connected
-    fb = relay.feedback
+    fb = hw.relay[2]
     if fb is None or fb.value() != close:
-        code = relay.switch(close, False)[0]
+        code = Relay(ctl.clock, hw.relay, ctl.ring, ctl.retries).switch(close, False)[0]
         t = meter.clock.now()
         meter.log.log(t, events.RELAY_REASSERTED)
         if code:
@@ -52,9 +31,6 @@ def setup(meter, hw):
         from meter.limiter import Limiter
 
         ctl.limiter = Limiter(cfg, meter.log)
-    sys.modules.pop(__name__, None)
-    import meter as package
-
-    if hasattr(package, "ctlboot"):
-        delattr(package, "ctlboot")
+    for name in ("relay", "transition", "ctlboot"):
+        unload(name)
     return ctl

@@ -9,6 +9,7 @@ class Hardware:
         self.metering = metering
         self.optical = optical
         self.wlan = wlan
-        self.relay = relay  # meter.relay.Relay
+        # The latching relay's wiring: (pin a, pin b, feedback pin or None, pulse ms, hbridge)
+        self.relay = relay
         self.button = button  # Pin, active low
         self.commands = commands  # a local command port (UART), if the board has one

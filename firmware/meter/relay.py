@@ -10,24 +10,21 @@ _DEAD_MS = const(2)  # H-bridge: both legs off this long before the other leg tu
 
 
 class Relay:
-    def __init__(self, clock, pin_a, pin_b, feedback=None, pulse_ms=100, hbridge=False):
+    def __init__(self, clock, wiring, ring, retries=2):
+        """wiring: (pin a, pin b, feedback pin or None, pulse ms, hbridge) from the board;
+        ring: [count, next, ticks...] of the latest operations, kept by the caller."""
         self._clock = clock
-        self._a = pin_a
-        self._b = pin_b
-        self.feedback = feedback  # Pin reading 1 while the contact is closed, or None
-        self.pulse_ms = pulse_ms
-        self.hbridge = hbridge
-        self.retries = 2
-        self.ops = [0] * 6  # ticks of the latest operations: the rate limit's ring
-        self._n = 0  # operations recorded so far (capped at the ring size)
-        self._i = 0
+        self._a, self._b, self.feedback, self.pulse_ms, self.hbridge = wiring
+        self._ring = ring
+        self.retries = retries
 
     def busy(self):
         """Why an operation now would exceed the rate limit, or None."""
-        ring = self.ops
+        ring = self._ring
+        size = len(ring) - 2
         clock = self._clock
-        if self._n == len(ring) and clock.ticks_diff(clock.ticks_ms(), ring[self._i]) < 60000:
-            return "rate limit: %d operations per minute" % len(ring)
+        if ring[0] == size and clock.ticks_diff(clock.ticks_ms(), ring[2 + ring[1]]) < 60000:
+            return "rate limit: %d operations per minute" % size
         return None
 
     def switch(self, close, limited=True):
@@ -38,10 +35,11 @@ class Relay:
             reason = self.busy()
             if reason is not None:
                 return 2, reason
-            ring = self.ops
-            ring[self._i] = clock.ticks_ms()
-            self._i = (self._i + 1) % len(ring)
-            self._n = min(self._n + 1, len(ring))
+            ring = self._ring
+            size = len(ring) - 2
+            ring[2 + ring[1]] = clock.ticks_ms()
+            ring[1] = (ring[1] + 1) % size
+            ring[0] = min(ring[0] + 1, size)
         on = self._a if close else self._b
         off = self._b if close else self._a
         fb = self.feedback

@@ -33,18 +33,6 @@ class FakeClock:
         self.ms += ms
 
 
-class FakeRelay:
-    def __init__(self):
-        self.calls = []
-
-    def busy(self):
-        return None
-
-    def switch(self, close, limited=True):
-        self.calls.append(close)
-        return 0, "ok"
-
-
 class FakeLog:
     def __init__(self):
         self.codes = []
@@ -76,16 +64,20 @@ def transition_table():
         for state in range(3):
             for who in ("remote", "manual", "local"):
                 for reconnect in (0, 1):
-                    relay = FakeRelay()
+                    clock = FakeClock()
+                    trace = []
+                    wiring = (FakePin("a", trace, clock), FakePin("b", trace, clock), None,
+                              100, False)
                     log = FakeLog()
-                    ctl = Control(state, mode, relay, log, FakeClock())
+                    ctl = Control(state, mode, wiring, log, clock)
                     start = ctl.state
                     code, reason = ctl.trigger(WHO[who], reconnect, 0)
+                    calls = [t[1] == "a" for t in trace if t[2] == 1]
                     want_code, want_state = expected(mode, state, who, reconnect)
                     moved = (want_state == 1) != (start == 1)
                     want_calls = [want_state == 1] if (want_code == 0 and moved) else []
                     logged = 1 if (want_code == 0 and want_state != start) else 0
-                    got = (code, ctl.state, relay.calls, len(log.codes))
+                    got = (code, ctl.state, calls, len(log.codes))
                     want = (want_code, want_state, want_calls, logged)
                     cases += 1
                     if got != want or not isinstance(reason, str):
@@ -113,7 +105,7 @@ def relay_pulses_one_coil_at_a_time():
     a = FakePin("a", trace, clock)
     b = FakePin("b", trace, clock)
     fb = FakePin("fb", [], clock)
-    relay = Relay(clock, a, b, fb, 100)
+    relay = Relay(clock, (a, b, fb, 100, False), [0, 0, 0, 0, 0, 0, 0, 0])
     fb.level = 1  # it will not move: stuck closed
     code, _ = relay.switch(False)
     on = [t for t in trace if t[2] == 1]
@@ -134,8 +126,8 @@ def relay_pulses_one_coil_at_a_time():
 def relay_rate_limit():
     clock = FakeClock()
     trace = []
-    relay = Relay(clock, FakePin("a", trace, clock), FakePin("b", trace, clock), None, 100)
-    relay.ops = [0] * 6
+    relay = Relay(clock, (FakePin("a", trace, clock), FakePin("b", trace, clock), None, 100,
+                          False), [0, 0, 0, 0, 0, 0, 0, 0])
     codes = [relay.switch(i % 2 == 0)[0] for i in range(8)]
     clock.ms += 60000
     later = relay.switch(True)[0]
@@ -148,18 +140,22 @@ def relay_released_on_exception():
 
     class BadClock(FakeClock):
         def sleep_ms(self, ms):
-            raise Boom()
+            self.ms += ms
+            if ms >= 50:  # in the middle of the pulse
+                raise Boom()
 
     clock = BadClock()
     trace = []
     a = FakePin("a", trace, clock)
     b = FakePin("b", trace, clock)
-    relay = Relay(clock, a, b, None, 100)
+    relay = Relay(clock, (a, b, None, 100, True), [0, 0, 0])
     try:
         relay.switch(True)
     except Boom:
         pass
-    return a.level == 0 and b.level == 0 and (0, "a", 1) in trace
+    energised = [t for t in trace if t[2] == 1]
+    return (a.level == 0 and b.level == 0 and energised == [(2, "a", 1)]
+            and trace[-2:] == [(102, "a", 0), (102, "b", 0)])
 
 
 def main():
