@@ -180,9 +180,9 @@ def _check_config(config: dict) -> None:
             kind = type(DEFAULTS[key]).__name__
             raise ScenarioError(f"config.{key} must be of type {kind}")
         if key == "load_limiter":
-            from meter.limiter import check
+            from meter.ctlboot import check_limiter
 
-            problem = check(value)
+            problem = check_limiter(value)
             if problem:
                 raise ScenarioError(f"config.{problem}")
             continue
@@ -346,7 +346,7 @@ def read_control(flash_path: str) -> tuple | None:
     from simulator.device.shim import micropython
 
     sys.modules.setdefault("micropython", micropython)
-    from meter.transition import load
+    from meter.ctlboot import load
 
     chip = FlashChip(flash_path, 64)
     try:

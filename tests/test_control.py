@@ -283,3 +283,23 @@ def test_same_control_report_on_both_runtimes(mpy_build):
                           "control_remote_disconnected",
                           "control_remote_ready_for_reconnection",
                           "control_manual_connected", "relay_reasserted"]
+
+
+@pytest.mark.micropython
+@pytest.mark.xfail(strict=True, raises=RuntimeError,
+                   reason="known limit: with MQTT loaded, a control transition does not fit "
+                          "the 64 KiB heap (MemoryError); see README, Supply control")
+def test_control_with_telemetry_fits_the_heap(mosquitto, mpy_build):
+    """Requests load the transition table and relay driver while MQTT is loaded too."""
+    host, port = mosquitto
+    report = run("micropython", duration_s=240,
+                 config={"control_mode": 1, "mqtt_host": host, "mqtt_port": port,
+                         "telemetry_period_s": 10},
+                 commands=[{"at_s": 100, "cmd": "disconnect"},
+                           {"at_s": 130, "cmd": "reconnect"}],
+                 button=[{"at_s": 160, "hold_s": 3}, {"at_s": 200, "hold_s": 3}])
+    assert report["command_replies"] == ["0 ok", "0 ok"]
+    assert names(report) == ["control_remote_disconnected",
+                             "control_remote_ready_for_reconnection",
+                             "control_manual_connected", "control_manual_ready_for_reconnection"]
+    assert report["reboots"] == 0 and report["heap_peak_bytes"] < 64 * 1024

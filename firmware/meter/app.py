@@ -29,16 +29,16 @@ class Meter:
             self.log.log(now, events.CONFIG_REJECTED)
         self.saved_at = now
         self.optical = OpticalPort(hw.optical, self.cfg["meter_id"]) if hw.optical else None
+        self.control = None
+        if hw.relay is not None:
+            from meter.ctlboot import setup
+
+            self.control = setup(self, hw)  # runs once and unloads itself, before telemetry loads
         self.telemetry = None
         if self.cfg["mqtt_host"]:
             from meter.telemetry import Telemetry
 
             self.telemetry = Telemetry(self.cfg, self.clock, hw.wlan)
-        self.control = None
-        if hw.relay is not None:
-            from meter.ctlboot import setup
-
-            self.control = setup(self, hw)  # runs once and unloads itself
 
     def start_ic(self):
         if not self.ic.start():

@@ -6,6 +6,7 @@
 # Only this small object stays in RAM. Requests are rare, so the transition table
 # (meter/transition.py) and the relay driver (meter/relay.py) are loaded for each one and
 # unloaded after it, which keeps their code out of the heap the rest of the time.
+import gc
 import sys
 
 from micropython import const
@@ -53,6 +54,7 @@ class Control:
     def trigger(self, who, reconnect, cause):
         """who: 0 remote, 1 manual, 2 local; cause (logged): 0 remote, 1 manual,
         2 load limiter, 3 tamper."""
+        gc.collect()  # room for the code about to load, in one piece
         from meter.transition import run
 
         try:

@@ -1,13 +1,55 @@
 # Supply control at boot: restore the persisted state and mode, check the relay's contact
 # against them (pulse only if it is elsewhere; without feedback re-assert once), and wire
 # the button, the command port and the load limiter. Runs once, then unloads itself.
+import struct
+from binascii import crc32
+
 from meter import events
 from meter.control import Control, unload
+
+_SLOTS = ("/control.a", "/control.b")  # written by meter/transition.py
+# config "load_limiter": {key: whole number >= 0}; anything else is refused.
+LIMITER = {
+    "emergency_w": 0,  # the emergency profile's threshold
+    "emergency_at": 0,  # meter seconds it starts (0: no profile)
+    "emergency_s": 0,  # and how long it lasts
+    "over_s": 10,  # overload lasting this long disconnects
+    "under_s": 10,  # normal load lasting this long forgets earlier attempts
+    "reconnect_s": 120,
+    "attempts": 4,
+    "lockout_s": 300,
+}
+
+
+def check_limiter(settings):
+    """None, or why the load_limiter settings are refused."""
+    for key in settings:
+        value = settings[key]
+        if key not in LIMITER:
+            return "unknown load_limiter key " + key
+        if type(value) is not int or value < 0:
+            return "load_limiter." + key + " must be a whole number >= 0"
+    return None
+
+
+def load(fs):
+    """(seq, state, mode) of the newest valid record, or None."""
+    best = None
+    for path in _SLOTS:
+        try:
+            with fs.open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        if len(data) == 10 and crc32(data[:6]) == struct.unpack_from("<I", data, 6)[0]:
+            rec = struct.unpack_from("<IBB", data)
+            if best is None or rec[0] > best[0]:
+                best = rec
+    return best
 
 
 def setup(meter, hw):
     from meter.relay import Relay
-    from meter.transition import load
 
     cfg = meter.cfg
     rec = load(hw.fs)
@@ -30,7 +72,14 @@ def setup(meter, hw):
     if cfg["load_limit_w"] > 0:
         from meter.limiter import Limiter
 
-        ctl.limiter = Limiter(cfg, meter.log)
-    for name in ("relay", "transition", "ctlboot"):
+        settings = dict(LIMITER)
+        problem = check_limiter(cfg["load_limiter"])
+        if problem is None:
+            settings.update(cfg["load_limiter"])
+        else:
+            print("config rejected:", problem)
+            meter.log.log(meter.clock.now(), events.CONFIG_REJECTED)
+        ctl.limiter = Limiter(cfg["load_limit_w"], settings, meter.log)
+    for name in ("relay", "ctlboot"):
         unload(name)
     return ctl

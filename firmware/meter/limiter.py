@@ -2,7 +2,7 @@
 # threshold (or an emergency one during its profile), disconnects locally (transition g) on
 # an overload lasting over_s, and, in control modes that allow local reconnection (h),
 # reconnects after reconnect_s, up to `attempts` times, then waits lockout_s before trying
-# again. Settings in config "load_limiter" (see SETTINGS). Loaded only when load_limit_w > 0.
+# again. Settings: config "load_limiter" (see meter/ctlboot.py). Loaded when load_limit_w > 0.
 from micropython import const
 
 from meter import events
@@ -12,36 +12,10 @@ _READY = const(2)
 _LOCAL = const(2)  # trigger
 _CAUSE_LIMITER = const(2)
 
-# config "load_limiter": {key: whole number >= 0}; anything else is refused.
-SETTINGS = {
-    "emergency_w": 0,  # the emergency profile's threshold
-    "emergency_at": 0,  # meter seconds it starts (0: no profile)
-    "emergency_s": 0,  # and how long it lasts
-    "over_s": 10,  # overload lasting this long disconnects
-    "under_s": 10,  # normal load lasting this long forgets earlier attempts
-    "reconnect_s": 120,
-    "attempts": 4,
-    "lockout_s": 300,
-}
-
-
-def check(settings):
-    """None, or why the settings are refused."""
-    for key in settings:
-        value = settings[key]
-        if key not in SETTINGS:
-            return "unknown load_limiter key " + key
-        if type(value) is not int or value < 0:
-            return "load_limiter." + key + " must be a whole number >= 0"
-    return None
-
-
 class Limiter:
-    def __init__(self, cfg, log):
-        s = dict(SETTINGS)
-        if check(cfg["load_limiter"]) is None:
-            s.update(cfg["load_limiter"])
-        self.normal_w = cfg["load_limit_w"]
+    def __init__(self, normal_w, s, log):
+        """s: the load_limiter settings completed with their defaults (meter/ctlboot.py)."""
+        self.normal_w = normal_w
         self.emergency_w = s["emergency_w"]
         self.emergency_at = s["emergency_at"]
         self.emergency_s = s["emergency_s"]

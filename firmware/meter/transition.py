@@ -5,7 +5,6 @@ from binascii import crc32
 from micropython import const
 
 from meter import events
-from meter.relay import Relay
 
 _CONNECTED = const(1)
 # Transitions a..h as (trigger * 2 + reconnect, from, to).
@@ -19,7 +18,7 @@ _T = (b"\x01\x00\x01"  # a remote_reconnect 0->1
       b"\x05\x02\x01")  # h local_reconnect 2->1
 # Allowed transitions per control mode, bit 0 = a ... bit 7 = h.
 _MODES = b"\x00\x7e\x77\x5e\x57\xfe\xde"
-SLOTS = ("/control.a", "/control.b")  # (seq, state, mode, CRC), the newer valid one wins
+SLOTS = ("/control.a", "/control.b")  # (seq, state, mode, CRC); read by meter/ctlboot.py
 
 
 def run(ctl, who, reconnect, cause):
@@ -49,16 +48,15 @@ def run(ctl, who, reconnect, cause):
     old = ctl.state
     close = target == _CONNECTED
     moves = close != (old == _CONNECTED)
-    relay = Relay(ctl.clock, ctl.relay, ctl.ring, ctl.retries)
-    if moves:
-        reason = relay.busy()
-        if reason is not None:
-            return 2, reason
+    if moves and busy(ctl):
+        return 2, "rate limit: %d operations per minute" % (len(ctl.ring) - 2)
     # Intent first: a power cut mid-pulse is finished at boot, not undone.
     ctl.state = target
     save(ctl)
     if moves:
-        code, reason = relay.switch(close)
+        from meter.relay import Relay  # only now: the file write above needed the room
+
+        code, reason = Relay(ctl.clock, ctl.relay, ctl.ring, ctl.retries).switch(close)
         if code:
             ctl.state = old
             save(ctl)
@@ -68,6 +66,15 @@ def run(ctl, who, reconnect, cause):
     return 0, "ok"
 
 
+def busy(ctl):
+    """The relay's rate limit is used up (the same rule as meter/relay.py's busy())."""
+    ring = ctl.ring
+    clock = ctl.clock
+    if ring[0] < len(ring) - 2:
+        return False
+    return clock.ticks_diff(clock.ticks_ms(), ring[2 + ring[1]]) < 60000
+
+
 def save(ctl):
     if ctl.fs is None:
         return
@@ -75,19 +82,3 @@ def save(ctl):
     rec = struct.pack("<IBB", ctl.seq, ctl.state, ctl.mode)
     with ctl.fs.open(SLOTS[ctl.seq & 1], "wb") as f:
         f.write(rec + struct.pack("<I", crc32(rec)))
-
-
-def load(fs):
-    """(seq, state, mode) of the newest valid record, or None."""
-    best = None
-    for path in SLOTS:
-        try:
-            with fs.open(path, "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        if len(data) == 10 and crc32(data[:6]) == struct.unpack_from("<I", data, 6)[0]:
-            rec = struct.unpack_from("<IBB", data)
-            if best is None or rec[0] > best[0]:
-                best = rec
-    return best
