@@ -1,7 +1,7 @@
 # A local command port (a UART line protocol): "disconnect" or "reconnect", one per line,
-# each answered "<code> <reason>". Loaded the first time something arrives on the port.
+# each answered "<code> <reason>". Loaded when something arrives on the port, then unloaded;
+# a partial line waits in ctl.line.
 _MAX = 128
-_line = bytearray()
 
 
 def service(ctl):
@@ -9,14 +9,15 @@ def service(ctl):
     data = port.read()
     if not data:
         return
+    line = ctl.line
     for b in data:
         if b == 10:
             try:
-                cmd = bytes(_line).decode().strip().split(" ", 1)[0]
+                cmd = bytes(line).decode().strip().split(" ", 1)[0]
             except UnicodeError:
                 cmd = ""
-            _line[:] = b""
+            line[:] = b""
             code, reason = ctl.remote(cmd)
             port.write(("%d %s\n" % (code, reason)).encode())
-        elif len(_line) < _MAX:
-            _line.append(b)
+        elif len(line) < _MAX:
+            line.append(b)

@@ -36,10 +36,12 @@ class Control:
         self.mode = mode if 0 <= mode <= 6 else 1
         self.state = state if 0 <= state <= 2 and self.mode else 1
         self.seq = 0  # of the persisted record
+        self.old = 1  # the state before a transition in progress
         self.retries = 2
         self.ring = [0, 0, 0, 0, 0, 0, 0, 0]  # rate limit: count, next, ticks of 6 ops
         self.button = None
         self.port = None
+        self.line = bytearray()  # a partial line on the command port
         self.limiter = None
         self.latched = False  # the button acted: wait for its release
 
@@ -53,15 +55,27 @@ class Control:
 
     def trigger(self, who, reconnect, cause):
         """who: 0 remote, 1 manual, 2 local; cause (logged): 0 remote, 1 manual,
-        2 load limiter, 3 tamper."""
-        gc.collect()  # room for the code about to load, in one piece
-        from meter.transition import run
+        2 load limiter, 3 tamper. The table and the relay driver are never loaded at once."""
+        code, reason = self._step("run", who, reconnect, cause)
+        if code >= 0:
+            return code, reason
+        gc.collect()
+        from meter.relay import Relay
 
         try:
-            return run(self, who, reconnect, cause)
+            code, reason = Relay(self.clock, self.relay, self.ring, self.retries).switch(reason)
+        finally:
+            unload("relay")
+        return self._step("finish", code, reason, cause)
+
+    def _step(self, name, a, b, c):
+        gc.collect()  # room for the code about to load, in one piece
+        import meter.transition as t
+
+        try:
+            return getattr(t, name)(self, a, b, c)
         finally:
             unload("transition")
-            unload("relay")
 
     def service(self, meter):
         """Once per poll: the local button, the command port, the load limiter."""
@@ -72,12 +86,15 @@ class Control:
             elif not self.latched:
                 from meter.button import held
 
-                if held(pin, self.clock):
+                ok = held(pin, self.clock)
+                unload("button")
+                if ok:
                     self.latched = True  # acts once per hold
                     self.trigger(_MANUAL, self.state == _READY, 1)
         if self.port is not None and self.port.any():
             from meter.cmdport import service
 
             service(self)
+            unload("cmdport")
         if self.limiter is not None:
             self.limiter.service(self, self.clock.now(), meter.inst[2])

@@ -47,22 +47,27 @@ def run(ctl, who, reconnect, cause):
         return 0, "no change"
     old = ctl.state
     close = target == _CONNECTED
-    moves = close != (old == _CONNECTED)
-    if moves and busy(ctl):
-        return 2, "rate limit: %d operations per minute" % (len(ctl.ring) - 2)
-    # Intent first: a power cut mid-pulse is finished at boot, not undone.
+    if close != (old == _CONNECTED):
+        if busy(ctl):
+            return 2, "rate limit: %d operations per minute" % (len(ctl.ring) - 2)
+        # Intent first: a power cut mid-pulse is finished at boot, not undone.
+        ctl.state = target
+        save(ctl)
+        ctl.old = old
+        return -1, close  # the relay must move: Control.trigger pulses it, then finish()
     ctl.state = target
     save(ctl)
-    if moves:
-        from meter.relay import Relay  # only now: the file write above needed the room
+    return finish(ctl, 0, "ok", cause)
 
-        code, reason = Relay(ctl.clock, ctl.relay, ctl.ring, ctl.retries).switch(close)
-        if code:
-            ctl.state = old
-            save(ctl)
-            ctl.log.log(ctl.clock.now(), events.RELAY_FAULT)
-            return code, reason
-    ctl.log.log(ctl.clock.now(), events.CONTROL + cause * 3 + target)
+
+def finish(ctl, code, reason, cause):
+    """After the relay moved (or failed to): log, or put the state back on a fault."""
+    if code:
+        ctl.state = ctl.old
+        save(ctl)
+        ctl.log.log(ctl.clock.now(), events.RELAY_FAULT)
+        return code, reason
+    ctl.log.log(ctl.clock.now(), events.CONTROL + cause * 3 + ctl.state)
     return 0, "ok"
 
 
