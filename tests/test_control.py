@@ -187,6 +187,20 @@ def test_boot_reasserts_after_a_shock():
     assert [e["t_s"] for e in report["events"] if e["name"] == "relay_reasserted"] == [260]
 
 
+@pytest.mark.parametrize("cut_ms, moved", [(10, False), (50, True)])
+def test_power_cut_mid_pulse_is_completed_at_boot(cut_ms, moved):
+    # The command is served at 100 s and its pulse starts right then. Cut 10 ms into it the
+    # contact has not moved; 50 ms in it has. The intent was saved first, so either way the
+    # relay ends open, and it is pulsed again at boot only when it had not moved.
+    report = run(config={"control_mode": 2}, commands=[{"at_s": 100, "cmd": "disconnect"}],
+                 outages=[{"at_s": 100 + cut_ms / 1000, "for_s": 30}])
+    assert report["reboots"] == 1
+    assert not report["relay_closed"] and report["control_state"] == 0
+    assert report["relay_operations"] == 1
+    assert report["relay_pulses"] == (1 if moved else 2)
+    assert ("relay_reasserted" in names(report)) is not moved
+
+
 @pytest.mark.parametrize("fault, stuck", [("relay_weld_at_s", "closed"),
                                           ("relay_coil_open_at_s", "closed")])
 def test_relay_fault_reports_the_real_state(fault, stuck):

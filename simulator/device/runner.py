@@ -159,6 +159,7 @@ def results(world, heap_peak):
         "relay_pulses": relay.pulses,
         "coil_conflicts": relay.coil_conflicts,
         "relay_max_pulse_ms": relay.max_pulse_ms,
+        "relay_pulse_log": relay.pulse_log,
         "command_replies": replies.splitlines(),
         "true_import_wh": world.true_import_wh,
         "true_export_wh": world.true_export_wh,
