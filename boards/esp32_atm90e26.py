@@ -29,6 +29,7 @@ PIN_RELAY_B = 26
 PIN_RELAY_FEEDBACK = 34
 RELAY_PULSE_MS = 100
 PIN_BUTTON = 35
+PIN_COVER = 36  # terminal cover switch, input only: 1 while the cover is open
 
 
 def mount_data():
@@ -53,4 +54,5 @@ def build(time_source=time, hbridge=False):
         relay=(Pin(PIN_RELAY_A, Pin.OUT, value=0), Pin(PIN_RELAY_B, Pin.OUT, value=0),
                Pin(PIN_RELAY_FEEDBACK, Pin.IN), RELAY_PULSE_MS, hbridge),
         button=Pin(PIN_BUTTON, Pin.IN, Pin.PULL_UP),
+        cover=Pin(PIN_COVER, Pin.IN),
     )

@@ -19,7 +19,7 @@ DEFAULT_START = "2026-01-01T00:00:00+05:30"
 HEAPSIZE = "64k"
 
 SCENARIO_KEYS = {"duration_s", "start", "board", "config", "load", "outages", "faults",
-                 "commands", "button"}
+                 "commands", "button", "cover_open"}
 LOAD_KEYS = {"at_s", "volts", "amps", "pf", "hz"}
 OUTAGE_KEYS = {"at_s", "for_s"}
 FAULT_KEYS = {"power_cut_at_write", "relay_weld_at_s", "relay_coil_open_at_s",
@@ -153,6 +153,17 @@ def normalise(raw: Any) -> dict:
         button.append([int(_number(item["at_s"], f"button[{i}].at_s") * 1000),
                        int(_number(item["hold_s"], f"button[{i}].hold_s") * 1000)])
     button.sort()
+    cover = []
+    items = scenario.get("cover_open", [])
+    if not isinstance(items, list):
+        raise ScenarioError("cover_open must be a list")
+    for i, item in enumerate(items):
+        item = _object(item, f"cover_open[{i}]", OUTAGE_KEYS)
+        if "at_s" not in item or "for_s" not in item:
+            raise ScenarioError(f"cover_open[{i}] needs 'at_s' and 'for_s'")
+        cover.append([int(_number(item["at_s"], f"cover_open[{i}].at_s") * 1000),
+                      int(_number(item["for_s"], f"cover_open[{i}].for_s") * 1000)])
+    cover.sort()
     return {
         "duration_ms": int(duration * 1000),
         "start_unix": start_unix,
@@ -163,6 +174,7 @@ def normalise(raw: Any) -> dict:
         "faults": faults,
         "commands": commands,
         "button": button,
+        "cover_open": cover,
     }
 
 

@@ -317,3 +317,18 @@ def test_control_with_telemetry_fits_the_heap(mosquitto, mpy_build):
                              "control_remote_ready_for_reconnection",
                              "control_manual_connected", "control_manual_ready_for_reconnection"]
     assert report["reboots"] == 0 and report["heap_peak_bytes"] < 64 * 1024
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_cover_open_disconnects_when_configured(enabled):
+    report = run(config={"control_mode": 1, "tamper_disconnect": enabled},
+                 cover_open=[{"at_s": 100, "for_s": 50}],
+                 button=[{"at_s": 300, "hold_s": 3}] if enabled else [])
+    if enabled:
+        assert names(report) == ["control_tamper_ready_for_reconnection",
+                                 "control_manual_connected"]
+        assert report["control_events"][0]["t_s"] == 100
+        assert report["relay_operations"] == 2
+    else:
+        assert names(report) == [] and report["relay_pulses"] == 0
+    assert report["relay_closed"]

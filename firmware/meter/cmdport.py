@@ -10,6 +10,8 @@ def service(ctl):
     if not data:
         return
     line = ctl.line
+    if line is None:
+        line = ctl.line = bytearray()
     for b in data:
         if b == 10:
             try:

@@ -21,6 +21,7 @@ DEFAULTS = {
     "relay_retries": 2,
     "relay_ops_per_min": 6,
     "load_limit_w": 0,  # 0: no load limiter
+    "tamper_disconnect": False,  # open terminal cover: local disconnect (g)
     "load_limiter": {},  # the limiter's other settings (meter/ctlboot.py LIMITER)
 }
 

@@ -41,8 +41,10 @@ class Control:
         self.ring = [0, 0, 0, 0, 0, 0, 0, 0]  # rate limit: count, next, ticks of 6 ops
         self.button = None
         self.port = None
-        self.line = bytearray()  # a partial line on the command port
+        self.line = None  # a partial line on the command port (meter/cmdport.py)
         self.limiter = None
+        self.tamper = None  # the cover switch, when an open cover disconnects
+        self.cover_seen = False
         self.latched = False  # the button acted: wait for its release
 
     def remote(self, cmd, args=None):
@@ -98,3 +100,8 @@ class Control:
             unload("cmdport")
         if self.limiter is not None:
             self.limiter.service(self, self.clock.now(), meter.inst[2])
+        if self.tamper is not None:
+            opened = self.tamper.value() == 1
+            if opened and not self.cover_seen:
+                self.trigger(2, 0, 3)  # local disconnect (g), cause tamper
+            self.cover_seen = opened

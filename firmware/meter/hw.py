@@ -3,7 +3,7 @@
 
 class Hardware:
     def __init__(self, clock, fs, metering, optical=None, wlan=None, relay=None, button=None,
-                 commands=None):
+                 commands=None, cover=None):
         self.clock = clock
         self.fs = fs
         self.metering = metering
@@ -13,3 +13,4 @@ class Hardware:
         self.relay = relay
         self.button = button  # Pin, active low
         self.commands = commands  # a local command port (UART), if the board has one
+        self.cover = cover  # Pin, 1 while the terminal cover is open

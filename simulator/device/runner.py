@@ -31,6 +31,8 @@ def wire_board(world, board):
     world.uart(pins.OPTICAL_UART).on_end = request_readout
     world.relays.append(LatchingRelay(world, pins.PIN_RELAY_A, pins.PIN_RELAY_B,
                                       pins.PIN_RELAY_FEEDBACK, board == "sim_hbridge"))
+    world.external_pins.add(pins.PIN_COVER)
+    world.pins[pins.PIN_COVER] = 0  # the terminal cover is closed
     world.external_pins.add(pins.PIN_BUTTON)
     world.pins[pins.PIN_BUTTON] = 1  # pulled up: released
     world.uart(COMMAND_UART)
@@ -47,6 +49,9 @@ def script_control(world, scenario):
     for at_ms, hold_ms in scenario.get("button", ()):
         world.schedule(at_ms, lambda: world.pins.__setitem__(pins.PIN_BUTTON, 0))
         world.schedule(at_ms + hold_ms, lambda: world.pins.__setitem__(pins.PIN_BUTTON, 1))
+    for at_ms, for_ms in scenario.get("cover_open", ()):
+        world.schedule(at_ms, lambda: world.pins.__setitem__(pins.PIN_COVER, 1))
+        world.schedule(at_ms + for_ms, lambda: world.pins.__setitem__(pins.PIN_COVER, 0))
     relay = world.relays[0]
     faults = scenario["faults"]
     for key, action in (("relay_weld_at_s", relay.weld),
