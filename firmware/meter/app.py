@@ -1,5 +1,7 @@
 # The meter's duty cycle: read the metering IC, account energy, checkpoint, answer the
 # optical port, publish telemetry, sleep until the next poll.
+import gc
+
 from meter import config, events
 from meter.energy import Register
 from meter.readout import OpticalPort
@@ -34,6 +36,8 @@ class Meter:
             from meter.ctlboot import setup
 
             self.control = setup(self, hw)  # runs once and unloads itself, before telemetry loads
+            setup = None
+            gc.collect()
         self.telemetry = None
         if self.cfg["mqtt_host"]:
             from meter.telemetry import Telemetry
