@@ -21,6 +21,15 @@ OPTICAL_UART = 1
 PIN_OPTICAL_TX = 17
 PIN_OPTICAL_RX = 16
 DATA_PARTITION = "meterdata"
+# Latching supply relay: two coils (A closes, B opens) through low-side drivers, or, with
+# hbridge=True, one coil across an H-bridge whose inputs are A and B. Auxiliary contact on
+# an input-only pin (1 = closed). Local button to ground with a pull-up.
+PIN_RELAY_A = 25
+PIN_RELAY_B = 26
+PIN_RELAY_FEEDBACK = 34
+RELAY_PULSE_MS = 100
+PIN_BUTTON = 35
+PIN_COVER = 36  # terminal cover switch, input only: 1 while the cover is open
 
 
 def mount_data():
@@ -32,7 +41,7 @@ def mount_data():
         return vfs.VfsLfs2(bdev)
 
 
-def build(time_source=time):
+def build(time_source=time, hbridge=False):
     spi = SPI(SPI_BUS, baudrate=200_000, polarity=1, phase=1,
               sck=Pin(PIN_SCK), mosi=Pin(PIN_MOSI), miso=Pin(PIN_MISO))
     cs = Pin(PIN_METER_CS, Pin.OUT, value=1)
@@ -42,4 +51,8 @@ def build(time_source=time):
         metering=ATM90E26(spi, cs),
         optical=UART(OPTICAL_UART, 300, tx=PIN_OPTICAL_TX, rx=PIN_OPTICAL_RX),
         wlan=network.WLAN(network.STA_IF),
+        relay=(Pin(PIN_RELAY_A, Pin.OUT, value=0), Pin(PIN_RELAY_B, Pin.OUT, value=0),
+               Pin(PIN_RELAY_FEEDBACK, Pin.IN), RELAY_PULSE_MS, hbridge),
+        button=Pin(PIN_BUTTON, Pin.IN, Pin.PULL_UP),
+        cover=Pin(PIN_COVER, Pin.IN),
     )

@@ -18,11 +18,19 @@ MPY_DIR = ROOT / "build" / "mpy"
 DEFAULT_START = "2026-01-01T00:00:00+05:30"
 HEAPSIZE = "64k"
 
-SCENARIO_KEYS = {"duration_s", "start", "board", "config", "load", "outages", "faults"}
+SCENARIO_KEYS = {"duration_s", "start", "board", "config", "load", "outages", "faults",
+                 "commands", "button", "cover_open"}
 LOAD_KEYS = {"at_s", "volts", "amps", "pf", "hz"}
 OUTAGE_KEYS = {"at_s", "for_s"}
-FAULT_KEYS = {"power_cut_at_write"}
-BOARDS = {"sim"}
+FAULT_KEYS = {"power_cut_at_write", "relay_weld_at_s", "relay_coil_open_at_s",
+              "relay_shock_at_s"}
+RELAY_FAULTS = {"relay_weld_at_s", "relay_coil_open_at_s", "relay_shock_at_s"}
+COMMAND_KEYS = {"at_s", "cmd", "args"}
+COMMANDS = ("disconnect", "reconnect")
+BUTTON_KEYS = {"at_s", "hold_s"}
+# Configuration values with a range beyond their type.
+CONFIG_RANGES = {"control_mode": (0, 6), "relay_retries": (0, 10), "relay_ops_per_min": (1, 60)}
+BOARDS = {"sim", "sim_hbridge"}
 RUNTIMES = ("cpython", "micropython")
 
 
@@ -113,8 +121,49 @@ def normalise(raw: Any) -> dict:
     outages.sort()
     faults = _object(scenario.get("faults", {}), "faults", FAULT_KEYS)
     for key, value in faults.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if key in RELAY_FAULTS:
+            _number(value, f"faults.{key}")
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ScenarioError(f"faults.{key} must be a whole number >= 0")
+    commands = []
+    items = scenario.get("commands", [])
+    if not isinstance(items, list):
+        raise ScenarioError("commands must be a list")
+    for i, item in enumerate(items):
+        item = _object(item, f"commands[{i}]", COMMAND_KEYS)
+        if "at_s" not in item or "cmd" not in item:
+            raise ScenarioError(f"commands[{i}] needs 'at_s' and 'cmd'")
+        if item["cmd"] not in COMMANDS:
+            raise ScenarioError(f"commands[{i}].cmd must be one of {', '.join(COMMANDS)}")
+        args = item.get("args", {})
+        if not isinstance(args, dict):
+            raise ScenarioError(f"commands[{i}].args must be a JSON object")
+        line = item["cmd"] + (" " + json.dumps(args, separators=(",", ":")) if args else "")
+        commands.append([int(_number(item["at_s"], f"commands[{i}].at_s") * 1000),
+                         (line + "\n").encode()])
+    commands.sort(key=lambda c: c[0])
+    button = []
+    items = scenario.get("button", [])
+    if not isinstance(items, list):
+        raise ScenarioError("button must be a list")
+    for i, item in enumerate(items):
+        item = _object(item, f"button[{i}]", BUTTON_KEYS)
+        if "at_s" not in item or "hold_s" not in item:
+            raise ScenarioError(f"button[{i}] needs 'at_s' and 'hold_s'")
+        button.append([int(_number(item["at_s"], f"button[{i}].at_s") * 1000),
+                       int(_number(item["hold_s"], f"button[{i}].hold_s") * 1000)])
+    button.sort()
+    cover = []
+    items = scenario.get("cover_open", [])
+    if not isinstance(items, list):
+        raise ScenarioError("cover_open must be a list")
+    for i, item in enumerate(items):
+        item = _object(item, f"cover_open[{i}]", OUTAGE_KEYS)
+        if "at_s" not in item or "for_s" not in item:
+            raise ScenarioError(f"cover_open[{i}] needs 'at_s' and 'for_s'")
+        cover.append([int(_number(item["at_s"], f"cover_open[{i}].at_s") * 1000),
+                      int(_number(item["for_s"], f"cover_open[{i}].for_s") * 1000)])
+    cover.sort()
     return {
         "duration_ms": int(duration * 1000),
         "start_unix": start_unix,
@@ -123,6 +172,9 @@ def normalise(raw: Any) -> dict:
         "load": load,
         "outages": outages,
         "faults": faults,
+        "commands": commands,
+        "button": button,
+        "cover_open": cover,
     }
 
 
@@ -139,6 +191,17 @@ def _check_config(config: dict) -> None:
         if type(value) is not type(DEFAULTS[key]):
             kind = type(DEFAULTS[key]).__name__
             raise ScenarioError(f"config.{key} must be of type {kind}")
+        if key == "load_limiter":
+            from meter.ctlboot import check_limiter
+
+            problem = check_limiter(value)
+            if problem:
+                raise ScenarioError(f"config.{problem}")
+            continue
+        low, high = CONFIG_RANGES.get(key, (0, None))
+        if isinstance(value, int) and (value < low or (high is not None and value > high)):
+            bound = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise ScenarioError(f"config.{key} must be {bound} (got {value})")
 
 
 def load_file(path: str | Path) -> dict:
@@ -262,9 +325,51 @@ def read_events(flash_path: str, start_unix: int) -> list[dict]:
         chip.close()
     return [
         {"t_s": t + METER_EPOCH_UNIX - start_unix, "code": code,
-         "name": events.NAMES.get(code, "unknown")}
+         "name": event_name(code)}
         for _seq, t, code in records
     ]
+
+
+CAUSES = ("remote", "manual", "limiter", "tamper")
+STATES = ("disconnected", "connected", "ready_for_reconnection")
+
+
+def event_name(code: int) -> str:
+    """Names of the firmware's event codes; supply control's are composed from the code."""
+    from meter import events
+
+    if code in events.NAMES:
+        return events.NAMES[code]
+    extra = {events.RELAY_FAULT: "relay_fault", events.RELAY_REASSERTED: "relay_reasserted",
+             events.LIMITER_LOCKOUT: "limiter_lockout"}
+    if code in extra:
+        return extra[code]
+    offset = code - events.CONTROL
+    if 0 <= offset < len(CAUSES) * 3:
+        return f"control_{CAUSES[offset // 3]}_{STATES[offset % 3]}"
+    return "unknown"
+
+
+def read_control(flash_path: str) -> tuple | None:
+    """(state, mode) persisted by the firmware's control, read with its own slot reader."""
+    ensure_paths()
+    from simulator import lfs_vfs
+    from simulator.device.flash import FlashChip
+    from simulator.device.shim import micropython
+
+    sys.modules.setdefault("micropython", micropython)
+    from meter.ctlboot import load
+
+    chip = FlashChip(flash_path, 64)
+    try:
+        try:
+            fs = lfs_vfs.VfsLfs2(chip)
+        except OSError:
+            return None
+        rec = load(fs)
+    finally:
+        chip.close()
+    return rec[1:] if rec else None
 
 
 def build_report(scenario: dict, raw: dict, flash_path: str, wall_s: float) -> dict:
@@ -281,6 +386,20 @@ def build_report(scenario: dict, raw: dict, flash_path: str, wall_s: float) -> d
         "wall_s": round(wall_s, 3),
         "sim_s_per_wall_s": round(scenario["duration_ms"] / 1000 / max(wall_s, 1e-9), 1),
     }
+    control = read_control(flash_path)
+    state, mode = control if control else (1, scenario["config"].get("control_mode", 1))
+    report.update({
+        "control_state": state,
+        "control_mode": mode,
+        "output_state": state == 1,
+        "relay_closed": raw["relay_closed"],
+        "relay_operations": raw["relay_operations"],
+        "relay_pulses": raw["relay_pulses"],
+        "relay_max_pulse_ms": raw["relay_max_pulse_ms"],
+        "coil_conflicts": raw["coil_conflicts"],
+        "command_replies": raw["command_replies"],
+        "control_events": [e for e in report["events"] if 150 <= e["code"] <= 199],
+    })
     if raw["runtime"] == "micropython":
         report["heap_peak_bytes"] = raw["heap_peak_bytes"]
     return report

@@ -1,5 +1,7 @@
 # The meter's duty cycle: read the metering IC, account energy, checkpoint, answer the
 # optical port, publish telemetry, sleep until the next poll.
+import gc
+
 from meter import config, events
 from meter.energy import Register
 from meter.readout import OpticalPort
@@ -29,6 +31,13 @@ class Meter:
             self.log.log(now, events.CONFIG_REJECTED)
         self.saved_at = now
         self.optical = OpticalPort(hw.optical, self.cfg["meter_id"]) if hw.optical else None
+        self.control = None
+        if hw.relay is not None:
+            from meter.ctlboot import setup
+
+            self.control = setup(self, hw)  # runs once and unloads itself, before telemetry loads
+            setup = None
+            gc.collect()
         self.telemetry = None
         if self.cfg["mqtt_host"]:
             from meter.telemetry import Telemetry
@@ -85,6 +94,8 @@ class Meter:
                 self.optical.service(self)
             if self.telemetry is not None:
                 self.telemetry.service(self)
+            if self.control is not None:
+                self.control.service(self)
             next_poll = clock.ticks_add(next_poll, period)
             wait = clock.ticks_diff(next_poll, clock.ticks_ms())
             if wait > 0:

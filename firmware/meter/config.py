@@ -16,6 +16,13 @@ DEFAULTS = {
     "checkpoint_s": 900,  # save energy at least this often while it changes
     "checkpoint_wh": 10,  # ... and as soon as this much is unsaved (at most once a minute)
     "checkpoint_min_s": 60,
+    # supply control (meter/control.py, meter/relay.py, meter/limiter.py)
+    "control_mode": 1,  # DLMS disconnect control mode 0-6, until one is persisted
+    "relay_retries": 2,
+    "relay_ops_per_min": 6,
+    "load_limit_w": 0,  # 0: no load limiter
+    "tamper_disconnect": False,  # open terminal cover: local disconnect (g)
+    "load_limiter": {},  # the limiter's other settings (meter/ctlboot.py LIMITER)
 }
 
 PATH = "/config.json"

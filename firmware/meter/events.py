@@ -10,6 +10,11 @@ CONFIG_REJECTED = const(2)
 IC_REINIT = const(3)
 STORE_CORRUPT = const(4)
 IC_FAULT = const(5)
+# Supply control (150-199): CONTROL + cause * 3 + resulting state (meter/transition.py).
+CONTROL = const(150)
+RELAY_FAULT = const(170)
+RELAY_REASSERTED = const(171)
+LIMITER_LOCKOUT = const(172)
 
 NAMES = {
     POWER_UP: "power_up",

@@ -13,11 +13,13 @@ import sys
 from simulator.device import shim
 from simulator.device.atm90e26_emu import Atm90e26
 from simulator.device.flash import FlashChip
+from simulator.device.relay_emu import LatchingRelay
 from simulator.device.world import PowerCut, ScenarioEnd, World
 
 DATA_BLOCKS = 64  # 256 KiB data partition
 FIRMWARE_MODULES = ("boot", "main", "board", "meter", "umqtt")
-BOARDS = {"sim": "boards.sim"}
+BOARDS = {"sim": "boards.sim", "sim_hbridge": "boards.sim_hbridge"}
+COMMAND_UART = 2  # boards/sim.py's command port
 
 
 def wire_board(world, board):
@@ -27,7 +29,36 @@ def wire_board(world, board):
     world.attach_spi(pins.SPI_BUS, pins.PIN_METER_CS, chip)
     world.meters.append(chip)
     world.uart(pins.OPTICAL_UART).on_end = request_readout
+    world.relays.append(LatchingRelay(world, pins.PIN_RELAY_A, pins.PIN_RELAY_B,
+                                      pins.PIN_RELAY_FEEDBACK, board == "sim_hbridge"))
+    world.external_pins.add(pins.PIN_COVER)
+    world.pins[pins.PIN_COVER] = 0  # the terminal cover is closed
+    world.external_pins.add(pins.PIN_BUTTON)
+    world.pins[pins.PIN_BUTTON] = 1  # pulled up: released
+    world.uart(COMMAND_UART)
     return BOARDS[board]
+
+
+def script_control(world, scenario):
+    """Schedule the scenario's remote commands, button presses and relay faults."""
+    from boards import esp32_atm90e26 as pins
+
+    port = world.uart(COMMAND_UART)
+    for at_ms, line in scenario.get("commands", ()):
+        world.schedule(at_ms, lambda line=line: port.inject(line))
+    for at_ms, hold_ms in scenario.get("button", ()):
+        world.schedule(at_ms, lambda: world.pins.__setitem__(pins.PIN_BUTTON, 0))
+        world.schedule(at_ms + hold_ms, lambda: world.pins.__setitem__(pins.PIN_BUTTON, 1))
+    for at_ms, for_ms in scenario.get("cover_open", ()):
+        world.schedule(at_ms, lambda: world.pins.__setitem__(pins.PIN_COVER, 1))
+        world.schedule(at_ms + for_ms, lambda: world.pins.__setitem__(pins.PIN_COVER, 0))
+    relay = world.relays[0]
+    faults = scenario["faults"]
+    for key, action in (("relay_weld_at_s", relay.weld),
+                        ("relay_coil_open_at_s", relay.open_coil),
+                        ("relay_shock_at_s", relay.shock)):
+        if key in faults:
+            world.schedule(int(faults[key] * 1000), action)
 
 
 def request_readout(uart):
@@ -92,6 +123,7 @@ def prepare(scenario, flash_path):
     board_module = wire_board(world, scenario["board"])
     provision(world, scenario["config"])
     world.flash.cut_at_op = scenario["faults"].get("power_cut_at_write", 0)
+    script_control(world, scenario)
     return world, board_module
 
 
@@ -121,7 +153,16 @@ def results(world, heap_peak):
         if uart.on_end is not None:
             readout = bytes(uart.tx)
     world.flash.close()
+    relay = world.relays[0]
+    replies = bytes(world.uart(COMMAND_UART).tx).decode()
     return {
+        "relay_closed": relay.closed,
+        "relay_operations": relay.operations,
+        "relay_pulses": relay.pulses,
+        "coil_conflicts": relay.coil_conflicts,
+        "relay_max_pulse_ms": relay.max_pulse_ms,
+        "relay_pulse_log": relay.pulse_log,
+        "command_replies": replies.splitlines(),
         "true_import_wh": world.true_import_wh,
         "true_export_wh": world.true_export_wh,
         "readout": readout.decode(),

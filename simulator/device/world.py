@@ -54,6 +54,8 @@ class World:
         self.network_outages = []  # (at_ms, for_ms)
         self.watchdog_ms = 0
         self.watchdog_deadline = 0
+        self.timed = []  # [at_ms, callable()] scripted actions (button, faults, commands)
+        self.relays = []  # emulated latching relays: de-energised when the board dies
 
     # --- time ---------------------------------------------------------------------
     def now_unix(self) -> int:
@@ -97,6 +99,8 @@ class World:
             at = self.outages[self.outage_index][0]
             if best is None or at < best:
                 best = at
+        if self.timed and (best is None or self.timed[0][0] < best):
+            best = self.timed[0][0]
         if not self.ending and (best is None or self.duration_ms < best):
             best = self.duration_ms
         return best
@@ -106,6 +110,8 @@ class World:
             self.load[self.load_index + 1][0] <= self.now_ms
         ):
             self.load_index += 1
+        while self.timed and self.timed[0][0] <= self.now_ms:
+            self.timed.pop(0)[1]()
         if self.outage_index < len(self.outages):
             at, for_ms = self.outages[self.outage_index]
             if at <= self.now_ms:
@@ -141,6 +147,8 @@ class World:
         """A power cut: the ESP32 and the metering IC lose power; time passes without us."""
         self.mains_on = False
         self.powered = False
+        for relay in self.relays:
+            relay.release()
         for meter in self.meters:
             meter.power_lost()
         # The outage itself passes with nobody running; time still moves on.
@@ -169,12 +177,21 @@ class World:
         self.reboots += 1
         self.boot_ms = self.now_ms
         self.watchdog_ms = 0
+        for relay in self.relays:
+            relay.release()
         for pin in list(self.pins):
             if pin not in self.external_pins:
                 del self.pins[pin]
         if not soft:
             for meter in self.meters:
                 meter.power_on()
+
+    def schedule(self, at_ms: int, action):
+        """Run action() when virtual time reaches at_ms (in order of time, then of call)."""
+        i = len(self.timed)
+        while i > 0 and self.timed[i - 1][0] > at_ms:
+            i -= 1
+        self.timed.insert(i, [at_ms, action])
 
     def set_unix(self, unix: int):
         self.check_power()

@@ -1,0 +1,107 @@
+# Disconnect control after DLMS/COSEM interface class 70: states 0 Disconnected, 1 Connected,
+# 2 Ready_for_reconnection; transitions a-h; control modes 0-6 decide which are allowed.
+# Every request answers (code, reason): 0 success, 1 hardware fault, 2 temporary failure,
+# 3 denied. A refused request never touches the relay. State and mode survive power loss.
+#
+# Only this small object stays in RAM. Requests are rare, so the transition table
+# (meter/transition.py) and the relay driver (meter/relay.py) are loaded for each one and
+# unloaded after it, which keeps their code out of the heap the rest of the time.
+import gc
+import sys
+
+from micropython import const
+
+_READY = const(2)
+_REMOTE = const(0)  # triggers: 0 remote, 1 manual (the button), 2 local (limiter, tamper)
+_MANUAL = const(1)
+
+
+def unload(name):
+    """Drop meter.<name> so its code can be collected (it is imported again when needed)."""
+    sys.modules.pop("meter." + name, None)
+    import meter
+
+    if hasattr(meter, name):
+        delattr(meter, name)
+
+
+class Control:
+    def __init__(self, state, mode, relay, log, clock, fs=None):
+        """state, mode: as persisted (meter/ctlboot.py restores them at boot).
+        relay: the board's wiring (pin a, pin b, feedback pin or None, pulse ms, hbridge)."""
+        self.fs = fs
+        self.relay = relay
+        self.log = log
+        self.clock = clock
+        self.mode = mode if 0 <= mode <= 6 else 1
+        self.state = state if 0 <= state <= 2 and self.mode else 1
+        self.seq = 0  # of the persisted record
+        self.old = 1  # the state before a transition in progress
+        self.retries = 2
+        self.ring = [0, 0, 0, 0, 0, 0, 0, 0]  # rate limit: count, next, ticks of 6 ops
+        self.button = None
+        self.port = None
+        self.line = None  # a partial line on the command port (meter/cmdport.py)
+        self.limiter = None
+        self.tamper = None  # the cover switch, when an open cover disconnects
+        self.cover_seen = False
+        self.latched = False  # the button acted: wait for its release
+
+    def remote(self, cmd, args=None):
+        """Entry point for remote commands: "disconnect" or "reconnect"."""
+        if cmd == "disconnect":
+            return self.trigger(_REMOTE, 0, 0)
+        if cmd == "reconnect":
+            return self.trigger(_REMOTE, 1, 0)
+        return 3, "unknown command"
+
+    def trigger(self, who, reconnect, cause):
+        """who: 0 remote, 1 manual, 2 local; cause (logged): 0 remote, 1 manual,
+        2 load limiter, 3 tamper. The table and the relay driver are never loaded at once."""
+        code, reason = self._step("run", who, reconnect, cause)
+        if code >= 0:
+            return code, reason
+        gc.collect()
+        from meter.relay import Relay
+
+        try:
+            code, reason = Relay(self.clock, self.relay, self.ring, self.retries).switch(reason)
+        finally:
+            unload("relay")
+        return self._step("finish", code, reason, cause)
+
+    def _step(self, name, a, b, c):
+        gc.collect()  # room for the code about to load, in one piece
+        import meter.transition as t
+
+        try:
+            return getattr(t, name)(self, a, b, c)
+        finally:
+            unload("transition")
+
+    def service(self, meter):
+        """Once per poll: the local button, the command port, the load limiter."""
+        pin = self.button
+        if pin is not None:
+            if pin.value():  # released (active low)
+                self.latched = False
+            elif not self.latched:
+                from meter.button import held
+
+                ok = held(pin, self.clock)
+                unload("button")
+                if ok:
+                    self.latched = True  # acts once per hold
+                    self.trigger(_MANUAL, self.state == _READY, 1)
+        if self.port is not None and self.port.any():
+            from meter.cmdport import service
+
+            service(self)
+            unload("cmdport")
+        if self.limiter is not None:
+            self.limiter.service(self, self.clock.now(), meter.inst[2])
+        if self.tamper is not None:
+            opened = self.tamper.value() == 1
+            if opened and not self.cover_seen:
+                self.trigger(2, 0, 3)  # local disconnect (g), cause tamper
+            self.cover_seen = opened
