@@ -18,10 +18,15 @@ MPY_DIR = ROOT / "build" / "mpy"
 DEFAULT_START = "2026-01-01T00:00:00+05:30"
 HEAPSIZE = "64k"
 
-SCENARIO_KEYS = {"duration_s", "start", "board", "config", "load", "outages", "faults"}
-LOAD_KEYS = {"at_s", "volts", "amps", "pf", "hz"}
+SCENARIO_KEYS = {"duration_s", "start", "board", "config", "load", "outages", "faults",
+                 "chip", "calibrate"}
+LOAD_KEYS = {"at_s", "volts", "amps", "pf", "hz", "neutral_amps", "lead"}
 OUTAGE_KEYS = {"at_s", "for_s"}
-FAULT_KEYS = {"power_cut_at_write"}
+FAULT_KEYS = {"power_cut_at_write", "spi_bit_error_rate", "seed", "ic_resets_at_s",
+              "stuck_bus"}
+CHIP_KEYS = {"u_gain_error", "i_gain_error", "n_gain_error", "phase_error_deg",
+             "power_offset_w"}
+STUCK_KEYS = {"at_s", "for_s", "level"}
 BOARDS = {"sim"}
 RUNTIMES = ("cpython", "micropython")
 
@@ -94,6 +99,12 @@ def normalise(raw: Any) -> dict:
             pf,
             _number(item.get("hz", 50.0), f"load[{i}].hz"),
         ])
+        if "neutral_amps" in item or "lead" in item:
+            lead = item.get("lead", False)
+            if not isinstance(lead, bool):
+                raise ScenarioError(f"load[{i}].lead must be true or false")
+            neutral = item.get("neutral_amps", load[-1][2])
+            load[-1] += [_number(neutral, f"load[{i}].neutral_amps"), lead]
     load.sort(key=lambda p: p[0])
     if not load or load[0][0] > 0:
         volts = load[0][1] if load else 240.0
@@ -111,10 +122,17 @@ def normalise(raw: Any) -> dict:
             int(_number(item["for_s"], f"outages[{i}].for_s") * 1000),
         ])
     outages.sort()
-    faults = _object(scenario.get("faults", {}), "faults", FAULT_KEYS)
-    for key, value in faults.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ScenarioError(f"faults.{key} must be a whole number >= 0")
+    faults = _check_faults(_object(scenario.get("faults", {}), "faults", FAULT_KEYS))
+    chip = _object(scenario.get("chip", {}), "chip", CHIP_KEYS)
+    for key, value in chip.items():
+        _number(value, f"chip.{key}", None)
+        if key.endswith("gain_error") and abs(value) > 0.5:
+            raise ScenarioError(f"chip.{key} must be within +/-0.5")
+        if key == "phase_error_deg" and abs(value) > 10:
+            raise ScenarioError("chip.phase_error_deg must be within +/-10")
+    calibrate = scenario.get("calibrate", False)
+    if not isinstance(calibrate, bool):
+        raise ScenarioError("calibrate must be true or false")
     return {
         "duration_ms": int(duration * 1000),
         "start_unix": start_unix,
@@ -123,7 +141,36 @@ def normalise(raw: Any) -> dict:
         "load": load,
         "outages": outages,
         "faults": faults,
+        "chip": chip,
+        "calibrate": calibrate,
     }
+
+
+def _check_faults(faults: dict) -> dict:
+    for key in ("power_cut_at_write", "seed"):
+        value = faults.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ScenarioError(f"faults.{key} must be a whole number >= 0")
+    ber = _number(faults.get("spi_bit_error_rate", 0.0), "faults.spi_bit_error_rate")
+    if ber > 0.01:
+        raise ScenarioError("faults.spi_bit_error_rate must be at most 0.01")
+    resets = faults.get("ic_resets_at_s", [])
+    if not isinstance(resets, list):
+        raise ScenarioError("faults.ic_resets_at_s must be a list of times")
+    for i, t in enumerate(resets):
+        _number(t, f"faults.ic_resets_at_s[{i}]")
+    stuck = faults.get("stuck_bus", [])
+    if not isinstance(stuck, list):
+        raise ScenarioError("faults.stuck_bus must be a list")
+    for i, item in enumerate(stuck):
+        item = _object(item, f"faults.stuck_bus[{i}]", STUCK_KEYS)
+        if "at_s" not in item or "for_s" not in item:
+            raise ScenarioError(f"faults.stuck_bus[{i}] needs 'at_s' and 'for_s'")
+        _number(item["at_s"], f"faults.stuck_bus[{i}].at_s")
+        _number(item["for_s"], f"faults.stuck_bus[{i}].for_s")
+        if item.get("level", 0xFF) not in (0x00, 0xFF):
+            raise ScenarioError(f"faults.stuck_bus[{i}].level must be 0 or 255")
+    return faults
 
 
 def _check_config(config: dict) -> None:
@@ -281,6 +328,16 @@ def build_report(scenario: dict, raw: dict, flash_path: str, wall_s: float) -> d
         "wall_s": round(wall_s, 3),
         "sim_s_per_wall_s": round(scenario["duration_ms"] / 1000 / max(wall_s, 1e-9), 1),
     }
+    instant = {}
+    for code, key in (("32.7.0", "volts"), ("31.7.0", "amps"), ("91.7.0", "neutral_amps"),
+                      ("1.7.0", "watts"), ("3.7.0", "var"), ("9.7.0", "va"),
+                      ("13.7.0", "pf"), ("14.7.0", "hz")):
+        if code in readout:
+            instant[key] = float(readout[code])
+    report["instant"] = instant
+    for code, key in (("C.90.1", "rejected_reads"), ("C.90.2", "ic_reinits")):
+        if code in readout:
+            report[key] = int(readout[code])
     if raw["runtime"] == "micropython":
         report["heap_peak_bytes"] = raw["heap_peak_bytes"]
     return report

@@ -17,7 +17,21 @@ class Meter:
         self.ic = ic
         self.imp = Register(ic.energy_den)
         self.exp = Register(ic.energy_den)
-        self.inst = [0, 0, 0, 0, 0]  # cV, mA, W, PF x1000, cHz (see the IC driver)
+        # cV, mA, W, PF x1000, cHz, neutral mA, var, VA (see the IC driver)
+        self.inst = [0, 0, 0, 0, 0, 0, 0, 0]
+        cfg = self.cfg
+        # The most energy LSBs one second can hold: 1.2 x Vref x Imax, rounded up.
+        self.max_lsb_s = (cfg["vref_v"] * 12 * cfg["imax_a"] * ic.energy_den
+                          // (ic.energy_num * 36000) + 1)
+        self.reinits = 0
+        self.rejected = 0  # energy reads refused as impossible (see also ic.rejected)
+        self.rejected_logged = -3600
+        self.bus_fault = False
+        self.polls = 0
+        self.tamper_n = 0  # consecutive checks with live and neutral current apart
+        self.neutral_alarm = False
+        self.reverse_at = -1  # meter time of the last reverse flow while in alarm
+        self.read_ms = 0
         self.store = EnergyStore(fs)
         self.store.load(self.imp, self.exp)
         now = self.clock.now()
@@ -27,6 +41,14 @@ class Meter:
         if cfg_error is not None:
             print("config rejected:", cfg_error)
             self.log.log(now, events.CONFIG_REJECTED)
+        from meter import calib
+
+        self.cal, cal_error = calib.load(fs, ic)
+        if cal_error is not None:
+            print("calibration refused:", cal_error)
+            self.log.log(now, events.CALIB_BAD)
+        elif self.cal:
+            self.log.log(now, events.CALIB_LOADED)
         self.saved_at = now
         self.optical = OpticalPort(hw.optical, self.cfg["meter_id"]) if hw.optical else None
         self.telemetry = None
@@ -36,25 +58,97 @@ class Meter:
             self.telemetry = Telemetry(self.cfg, self.clock, hw.wlan)
 
     def start_ic(self):
-        if not self.ic.start():
+        ok = self.ic.start(self.cal)
+        self.read_ms = self.clock.ticks_ms()
+        if not ok:
             self.log.log(self.clock.now(), events.IC_FAULT)
-            return False
-        return True
+        return ok
+
+    def reject(self):
+        """An energy read that cannot be true: counted, logged (at most hourly), not added."""
+        self.rejected += 1
+        now = self.clock.now()
+        if now - self.rejected_logged >= 3600:
+            self.rejected_logged = now
+            self.log.log(now, events.READ_REJECTED)
 
     def poll(self):
         ic = self.ic
+        clock = self.clock
         if not ic.configured():
+            if ic.stuck:
+                # The bus, not the IC: leave the IC counting and read it when the bus is back.
+                if not self.bus_fault:
+                    self.bus_fault = True
+                    self.log.log(clock.now(), events.BUS_FAULT)
+                return
             # The IC was reset (brown-out, glitch): what it counted since is unknowable,
             # so start it again and count nothing for the gap.
-            self.log.log(self.clock.now(), events.IC_REINIT)
+            self.reinits += 1
+            self.log.log(clock.now(), events.IC_REINIT)
             self.start_ic()
             return
-        imp, exp = ic.read_energy()
+        if self.bus_fault:
+            self.bus_fault = False
+            self.log.log(clock.now(), events.BUS_RESTORED)
+        now_ms = clock.ticks_ms()
+        elapsed = clock.ticks_diff(now_ms, self.read_ms)
+        self.read_ms = now_ms
+        got = ic.read_energy()
+        if got is None:
+            self.reject()
+            return
+        imp, exp = got
+        limit = 0xFFFF
+        if elapsed < 400_000:
+            limit = self.max_lsb_s * (elapsed // 1000 + 1)
+        if imp > limit or exp > limit:
+            self.reject()
+            return
         if imp:
             self.imp.add(imp, ic.energy_num)
         if exp:
             self.exp.add(exp, ic.energy_num)
+            if self.cfg["import_only"]:
+                if self.reverse_at < 0:
+                    self.log.log(clock.now(), events.REVERSE_FLOW)
+                self.reverse_at = clock.now()
+        if self.reverse_at >= 0 and clock.now() - self.reverse_at >= 60:
+            self.reverse_at = -1
+            self.log.log(clock.now(), events.REVERSE_FLOW_END)
         self.inst[2] = ic.read_power()
+        self.polls += 1
+        if self.polls % 10 == 0:
+            self.check_neutral()
+
+    def check_neutral(self):
+        """Tamper: live and neutral currents apart by more than 0.2 A and 12.5 % for three
+        checks in a row (earth load, neutral bypass); restored after three agreeing ones."""
+        live, neutral = self.ic.read_currents()
+        diff = live - neutral if live > neutral else neutral - live
+        big = live if live > neutral else neutral
+        apart = diff > 200 and diff * 8 > big
+        if apart != self.neutral_alarm:
+            self.tamper_n += 1
+            if self.tamper_n >= 3:
+                self.tamper_n = 0
+                self.neutral_alarm = apart
+                code = events.TAMPER_NEUTRAL if apart else events.TAMPER_NEUTRAL_END
+                self.log.log(self.clock.now(), code)
+        else:
+            self.tamper_n = 0
+
+    def readout_extra(self):
+        """Readout lines beyond the basic block: the other instantaneous values and the
+        metering counters since boot (rejected reads, IC re-initialisations)."""
+        inst = self.inst
+        return ("91.7.0(" + str(inst[5] / 1000) + "*A)\r\n"
+                "3.7.0(" + str(inst[6]) + "*var)\r\n"
+                "9.7.0(" + str(inst[7]) + "*VA)\r\n"
+                "13.7.0(" + str(inst[3] / 1000) + ")\r\n"
+                "14.7.0(" + str(inst[4] / 100) + "*Hz)\r\n"
+                "C.90.1(" + str(self.rejected + self.ic.rejected) + ")\r\n"
+                "C.90.2(" + str(self.reinits) + ")\r\n")
 
     def refresh_instant(self):
         """Voltage, current, PF and frequency: read when someone is about to look at them."""

@@ -33,6 +33,7 @@ class OpticalPort:
             "32.7.0(" + str(meter.inst[0] / 100) + "*V)\r\n"
             "31.7.0(" + str(meter.inst[1] / 1000) + "*A)\r\n"
             "1.7.0(" + str(meter.inst[2]) + "*W)\r\n"
+            + meter.readout_extra() +
             "!\r\n"
         ).encode()
         body = block + b"\x03"

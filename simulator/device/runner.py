@@ -20,10 +20,10 @@ FIRMWARE_MODULES = ("boot", "main", "board", "meter", "umqtt")
 BOARDS = {"sim": "boards.sim"}
 
 
-def wire_board(world, board):
+def wire_board(world, board, chip_errors=None, faults=None):
     from boards import esp32_atm90e26 as pins
 
-    chip = Atm90e26()
+    chip = Atm90e26(chip=chip_errors, faults=faults)
     world.attach_spi(pins.SPI_BUS, pins.PIN_METER_CS, chip)
     world.meters.append(chip)
     world.uart(pins.OPTICAL_UART).on_end = request_readout
@@ -92,8 +92,13 @@ def prepare(scenario, flash_path):
                   scenario["outages"])
     world.flash = FlashChip(flash_path, DATA_BLOCKS, world)
     install_shims(world)  # the board module needs `machine` & co. even to read its pin map
-    board_module = wire_board(world, scenario["board"])
+    board_module = wire_board(world, scenario["board"], scenario.get("chip"),
+                              scenario.get("faults"))
     provision(world, scenario["config"])
+    if scenario.get("calibrate"):
+        from simulator.device import calibration
+
+        calibration.calibrate_world(world)
     world.flash.cut_at_op = scenario["faults"].get("power_cut_at_write", 0)
     return world, board_module
 

@@ -119,15 +119,20 @@ class World:
     def flow(self, ms: int):
         """Energy flows through the meter for `ms` with the current load."""
         point = self.current_load()
+        neutral = None  # the neutral carries the live current unless the load says otherwise
+        lead = False
         if point is None or not self.mains_on or self.ending:
             volts = 0.0
             amps = 0.0
             pf = 1.0
             hz = 50.0 if point is None else point[4]
         else:
-            _at, volts, amps, pf, hz = point
+            volts, amps, pf, hz = point[1], point[2], point[3], point[4]
+            if len(point) > 6:
+                neutral, lead = point[5], point[6]
             if not self.supply_on:
                 amps = 0.0
+                neutral = None
         watts = volts * amps * pf
         wh = watts * ms / 3_600_000
         if wh > 0:
@@ -135,7 +140,7 @@ class World:
         elif wh < 0:
             self.true_export_wh -= wh
         for meter in self.meters:
-            meter.integrate(ms, volts, amps, pf, hz)
+            meter.integrate(ms, volts, amps, pf, hz, neutral, lead)
 
     def mains_off_for(self, for_ms: int):
         """A power cut: the ESP32 and the metering IC lose power; time passes without us."""
