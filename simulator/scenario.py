@@ -287,6 +287,14 @@ def kwh_text_to_wh(text: str | None) -> float | None:
     return (int(whole) * 1_000_000 + int(frac)) / 1000
 
 
+# Names of the metering events (codes 100-149), kept host-side to spare the meter's heap.
+METERING_EVENT_NAMES = {
+    100: "read_rejected", 101: "bus_fault", 102: "bus_restored", 103: "tamper_neutral",
+    104: "tamper_neutral_end", 105: "reverse_flow", 106: "reverse_flow_end",
+    107: "calibration_loaded", 108: "calibration_bad",
+}
+
+
 def read_events(flash_path: str, start_unix: int) -> list[dict]:
     """The firmware's event log, read from the flash image with the firmware's own reader."""
     ensure_paths()
@@ -309,7 +317,7 @@ def read_events(flash_path: str, start_unix: int) -> list[dict]:
         chip.close()
     return [
         {"t_s": t + METER_EPOCH_UNIX - start_unix, "code": code,
-         "name": events.NAMES.get(code, "unknown")}
+         "name": events.NAMES.get(code) or METERING_EVENT_NAMES.get(code, "unknown")}
         for _seq, t, code in records
     ]
 

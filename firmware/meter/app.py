@@ -25,7 +25,8 @@ class Meter:
                           // (ic.energy_num * 36000) + 1)
         self.reinits = 0
         self.rejected = 0  # energy reads refused as impossible (see also ic.rejected)
-        self.rejected_logged = -3600
+        self.ic_rejected = 0
+        self.rejected_logged = -86400
         self.bus_fault = False
         self.polls = 0
         self.tamper_n = 0  # consecutive checks with live and neutral current apart
@@ -41,9 +42,7 @@ class Meter:
         if cfg_error is not None:
             print("config rejected:", cfg_error)
             self.log.log(now, events.CONFIG_REJECTED)
-        from meter import calib
-
-        self.cal, cal_error = calib.load(fs, ic)
+        self.cal, cal_error = self.load_calibration(fs, ic)
         if cal_error is not None:
             print("calibration refused:", cal_error)
             self.log.log(now, events.CALIB_BAD)
@@ -57,6 +56,19 @@ class Meter:
 
             self.telemetry = Telemetry(self.cfg, self.clock, hw.wlan)
 
+    def load_calibration(self, fs, ic):
+        """The calibration record, with its module dropped again: it is needed once a boot."""
+        import sys
+
+        import meter
+        from meter import calib
+
+        try:
+            return calib.load(fs, ic)
+        finally:
+            del meter.calib
+            sys.modules.pop("meter.calib", None)
+
     def start_ic(self):
         ok = self.ic.start(self.cal)
         self.read_ms = self.clock.ticks_ms()
@@ -64,18 +76,19 @@ class Meter:
             self.log.log(self.clock.now(), events.IC_FAULT)
         return ok
 
-    def reject(self):
-        """An energy read that cannot be true: counted, logged (at most hourly), not added."""
-        self.rejected += 1
+    def reject(self, count=1):
+        """A read that could not be trusted: counted, never added; logged at most daily
+        so a noisy bus cannot flood the event ring."""
+        self.rejected += count
         now = self.clock.now()
-        if now - self.rejected_logged >= 3600:
+        if now - self.rejected_logged >= 86400:
             self.rejected_logged = now
             self.log.log(now, events.READ_REJECTED)
 
     def poll(self):
         ic = self.ic
         clock = self.clock
-        if not ic.configured():
+        if not ic.configured() and not ic.configured():  # a reset persists; a glitch does not
             if ic.stuck:
                 # The bus, not the IC: leave the IC counting and read it when the bus is back.
                 if not self.bus_fault:
@@ -113,6 +126,9 @@ class Meter:
                 if self.reverse_at < 0:
                     self.log.log(clock.now(), events.REVERSE_FLOW)
                 self.reverse_at = clock.now()
+        if ic.rejected != self.ic_rejected:
+            self.ic_rejected = ic.rejected  # reads the driver had to retry
+            self.reject(0)
         if self.reverse_at >= 0 and clock.now() - self.reverse_at >= 60:
             self.reverse_at = -1
             self.log.log(clock.now(), events.REVERSE_FLOW_END)

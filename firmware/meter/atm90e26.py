@@ -89,8 +89,9 @@ class ATM90E26:
 
     def _verify(self, value):
         """Check a value just read against the chip's LastData echo of it; on a mismatch
-        read the echo until two reads agree. Returns -1 when they never do."""
-        for _ in range(4):
+        read the echo again until two reads in a row agree. Returns -1 when they never do
+        (then the caller counts nothing rather than something unconfirmed)."""
+        for _ in range(6):
             echo = self.read(_LAST_DATA)
             if echo == value:
                 return value

@@ -10,7 +10,7 @@ CONFIG_REJECTED = const(2)
 IC_REINIT = const(3)
 STORE_CORRUPT = const(4)
 IC_FAULT = const(5)
-# Metering (100-149)
+# Metering (100-149); their names live host-side (simulator/scenario.py), off the heap.
 READ_REJECTED = const(100)  # an impossible or unconfirmed IC read, never added
 BUS_FAULT = const(101)  # the IC's bus is stuck (all zeros or all ones)
 BUS_RESTORED = const(102)
@@ -27,15 +27,6 @@ NAMES = {
     IC_REINIT: "ic_reinitialised",
     STORE_CORRUPT: "store_corrupt",
     IC_FAULT: "ic_fault",
-    READ_REJECTED: "read_rejected",
-    BUS_FAULT: "bus_fault",
-    BUS_RESTORED: "bus_restored",
-    TAMPER_NEUTRAL: "tamper_neutral",
-    TAMPER_NEUTRAL_END: "tamper_neutral_end",
-    REVERSE_FLOW: "reverse_flow",
-    REVERSE_FLOW_END: "reverse_flow_end",
-    CALIB_LOADED: "calibration_loaded",
-    CALIB_BAD: "calibration_bad",
 }
 
 _PATH = "/events.log"

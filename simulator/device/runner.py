@@ -69,19 +69,24 @@ def forget_firmware():
     gc.collect()
 
 
-def provision(world, config):
-    """Write the scenario's configuration overrides, as the provisioning tool does."""
-    if not config:
-        return
+def mount(world):
+    """The data partition's filesystem, formatted if it has none yet."""
     try:
         import vfs
     except ImportError:
         from simulator import lfs_vfs as vfs
     try:
-        fs = vfs.VfsLfs2(world.flash)
+        return vfs.VfsLfs2(world.flash)
     except OSError:
         vfs.VfsLfs2.mkfs(world.flash)
-        fs = vfs.VfsLfs2(world.flash)
+        return vfs.VfsLfs2(world.flash)
+
+
+def provision(world, config):
+    """Write the scenario's configuration overrides, as the provisioning tool does."""
+    if not config:
+        return
+    fs = mount(world)
     with fs.open("/config.json", "w") as f:
         f.write(json.dumps(config))
 
@@ -96,9 +101,9 @@ def prepare(scenario, flash_path):
                               scenario.get("faults"))
     provision(world, scenario["config"])
     if scenario.get("calibrate"):
-        from simulator.device import calibration
+        from host_tools.calibrate import calibrate_world  # host side only
 
-        calibration.calibrate_world(world)
+        calibrate_world(world)
     world.flash.cut_at_op = scenario["faults"].get("power_cut_at_write", 0)
     return world, board_module
 
