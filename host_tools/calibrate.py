@@ -52,7 +52,14 @@ class Bench:
         from simulator.device.world import World
 
         sys.modules.setdefault("machine", machine)
-        from meter.atm90e26 import ATM90E26
+        if hasattr(chip, "meter_constant"):
+            from meter.atm90e26 import ATM90E26 as Driver
+
+            baud = 200_000
+        else:
+            from meter.ade7953 import ADE7953 as Driver
+
+            baud = 1_000_000
 
         self.chip = chip
         self.vref, self.ib, self.hz = vref, ib, hz
@@ -62,8 +69,9 @@ class Bench:
         self._saved = (shim.WORLD[0], chip.faults, chip.t_ms)
         chip.faults = BusFaults({})
         shim.WORLD[0] = self.world
-        self.driver = ATM90E26(machine.SPI(2, baudrate=200_000, polarity=1, phase=1),
-                               machine.Pin(5, machine.Pin.OUT, value=1))
+        self.driver = Driver(machine.SPI(2, baudrate=baud, polarity=1, phase=1),
+                             machine.Pin(5, machine.Pin.OUT, value=1))
+        self.inst = [0] * 8
 
     def close(self) -> None:
         from simulator.device import shim
@@ -94,9 +102,10 @@ class Bench:
             lsbs += imp + exp
             if not rms:
                 continue
-            cv += driver.read(0x49)
-            ma += driver.read(0x48)
-            na += driver.read(0x68)
+            driver.read_instant(self.inst)
+            cv += self.inst[0]
+            ma += self.inst[1]
+            na += self.inst[5]
         true = self.world.true_import_wh + self.world.true_export_wh - true0
         return {"ref_wh": true, "meas_wh": lsbs * driver.energy_num / driver.energy_den,
                 "cv": cv / seconds, "ma": ma / seconds, "na": na / seconds}
@@ -115,6 +124,10 @@ def procedure(bench: Bench, seconds: int = 300) -> dict:
     """The calibration steps; returns the register dict (the firmware computes every value)."""
     from meter import calibrate
 
+    ade = bench.driver.NAME == "ade7953"
+    gains = calibrate.ade_gains if ade else calibrate.gains
+    phase = calibrate.ade_phase if ade else calibrate.phase
+    offset = calibrate.ade_offset if ade else calibrate.offset
     cal: dict = {}
     ib, vref = bench.ib, bench.vref
     for step in ("gain", "phase", "gain", "offset"):
@@ -122,16 +135,16 @@ def procedure(bench: Bench, seconds: int = 300) -> dict:
         if step == "gain":
             bench.source(ib, 1.0)
             m = bench.measure(seconds)
-            calibrate.gains(cal, m["ref_wh"], m["meas_wh"], vref * 100, m["cv"],
+            gains(cal, m["ref_wh"], m["meas_wh"], vref * 100, m["cv"],
                             ib * 1000, m["ma"], ib * 1000, m["na"])
         elif step == "phase":
             bench.source(ib, 0.5)
             m = bench.measure(seconds * 2, rms=False)
-            calibrate.phase(cal, m["ref_wh"], m["meas_wh"], 0.5)
+            phase(cal, m["ref_wh"], m["meas_wh"], 0.5)
         else:
             bench.source(0.05 * ib, 1.0)
             m = bench.measure(seconds * 12, rms=False)
-            calibrate.offset(cal, m["ref_wh"], m["meas_wh"], seconds * 12)
+            offset(cal, m["ref_wh"], m["meas_wh"], seconds * 12)
     return cal
 
 
@@ -163,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                              '\'{"u_gain_error": 0.04, "i_gain_error": -0.07, '
                              '"phase_error_deg": 1.5, "power_offset_w": 0.4}\'')
     parser.add_argument("--flash", help="data partition image to store /calib.json in")
+    parser.add_argument("--ic", choices=("atm90e26", "ade7953"), default="atm90e26")
     parser.add_argument("--verify", action="store_true",
                         help="measure the class 1 table after calibrating")
     args = parser.parse_args(argv)
@@ -179,13 +193,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ScenarioError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    bench = Bench(Atm90e26(chip=errors))
+    if args.ic == "ade7953":
+        from simulator.device.ade7953_emu import Ade7953
+
+        bench = Bench(Ade7953(chip=errors))
+    else:
+        bench = Bench(Atm90e26(chip=errors))
     try:
         before = bench.error_pct(bench.ib, 1.0, False, None)
         cal = procedure(bench)
         print(f"error at Ib, PF 1 before calibration: {before:+.3f} %")
         print("registers: " + ", ".join(f"0x{a:02X}=0x{v:04X}" for a, v in sorted(cal.items())))
-        print("checksums: " + ", ".join(f"0x{c:04X}" for c in bench.driver.checksums(cal)))
+        sums = bench.driver.checksums(cal)
+        if sums:
+            print("checksums: " + ", ".join(f"0x{c:04X}" for c in sums))
         if args.verify:
             for lo, hi, pf, lead, limit in CLASS1_ROWS:
                 for frac in (lo, hi):

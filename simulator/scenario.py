@@ -27,7 +27,7 @@ FAULT_KEYS = {"power_cut_at_write", "spi_bit_error_rate", "seed", "ic_resets_at_
 CHIP_KEYS = {"u_gain_error", "i_gain_error", "n_gain_error", "phase_error_deg",
              "power_offset_w"}
 STUCK_KEYS = {"at_s", "for_s", "level"}
-BOARDS = {"sim"}
+BOARDS = {"sim", "sim-ade7953"}
 RUNTIMES = ("cpython", "micropython")
 
 

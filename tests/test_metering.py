@@ -200,14 +200,19 @@ CLASS1_POINTS = [  # (I / Ib, PF, capacitive, limit %)
 ]
 
 
-@pytest.mark.parametrize("errors", random_units(3, 2026) + [
+UNITS = random_units(3, 2026) + [
     {"u_gain_error": 0.1, "i_gain_error": 0.1, "phase_error_deg": 2.0},
     {"u_gain_error": -0.1, "i_gain_error": -0.1, "phase_error_deg": -2.0},
-])
-def test_class1_table_after_calibration(errors):
-    from host_tools.calibrate import Bench, procedure
+]
 
-    bench = Bench(Atm90e26(chip=errors))
+
+@pytest.mark.parametrize("ic", ["atm90e26", "ade7953"])
+@pytest.mark.parametrize("errors", UNITS)
+def test_class1_table_after_calibration(ic, errors):
+    from host_tools.calibrate import Bench, procedure
+    from simulator.device.ade7953_emu import Ade7953
+
+    bench = Bench(Atm90e26(chip=errors) if ic == "atm90e26" else Ade7953(chip=errors))
     try:
         uncalibrated = bench.error_pct(IB, 0.5, False, None)
         cal = procedure(bench)

@@ -31,9 +31,10 @@ def test_calibration_arithmetic_same_on_micropython(mpy_build):
 
 
 @pytest.mark.micropython
-def test_calibrated_meter_with_faults_same_on_both_runtimes(mpy_build):
+@pytest.mark.parametrize("board", ["sim", "sim-ade7953"])
+def test_calibrated_meter_with_faults_same_on_both_runtimes(mpy_build, board):
     scenario = sc.normalise({
-        "duration_s": 2400, "config": {"import_only": True},
+        "duration_s": 2400, "board": board, "config": {"import_only": True},
         "chip": {"u_gain_error": -0.07, "i_gain_error": 0.05, "phase_error_deg": -1.6,
                  "power_offset_w": -0.2},
         "calibrate": True,
@@ -54,3 +55,4 @@ def test_calibrated_meter_with_faults_same_on_both_runtimes(mpy_build):
     names = [e["name"] for e in cpy["events"]]
     assert names.count("ic_reinitialised") == 1
     assert "tamper_neutral" in names and "reverse_flow" in names
+    assert 0 < mpy["heap_peak_bytes"] < 64 * 1024

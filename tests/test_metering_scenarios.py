@@ -43,6 +43,20 @@ def test_week_with_bit_errors_resets_and_stuck_bus_stays_class1():
     assert bus == [300000, 300120, 500000, 500030]
 
 
+def test_ade7953_two_days_with_faults_stays_class1():
+    faults = {"spi_bit_error_rate": 1e-4, "seed": 5, "ic_resets_at_s": [5000, 90000],
+              "stuck_bus": [{"at_s": 120000, "for_s": 60, "level": 0}]}
+    scenario = sc.normalise({"duration_s": 2 * 86400, "board": "sim-ade7953",
+                             "load": daily_load(2), "chip": CHIP, "calibrate": True,
+                             "faults": faults})
+    report = sc.run(scenario, "cpython")
+    true, metered = report["true_import_wh"], report["meter_import_wh"]
+    assert abs(metered / true - 1) <= 0.01
+    assert report["ic_reinits"] == 2 and report["rejected_reads"] > 100
+    names = [e["name"] for e in report["events"]]
+    assert names.count("bus_fault") == 1 and names.count("bus_restored") == 1
+
+
 def test_three_days_without_errors_or_faults_within_0_1_percent():
     scenario = sc.normalise({"duration_s": 3 * 86400, "load": daily_load(3)})
     report = sc.run(scenario, "cpython")
@@ -87,6 +101,7 @@ def test_tamper_events_occur_and_restore():
     ({"faults": {"stuck_bus": [{"at_s": 1, "for_s": 1, "level": 3}]}}, "must be 0 or 255"),
     ({"faults": {"ic_resets_at_s": 5}}, "must be a list"),
     ({"calibrate": "yes"}, "calibrate must be true or false"),
+    ({"board": "sim-ade7954"}, "unknown board 'sim-ade7954'"),
     ({"load": [{"at_s": 0, "lead": 1}]}, "lead must be true or false"),
 ])
 def test_bad_metering_keys_get_clear_errors(bad, words):

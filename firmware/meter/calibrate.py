@@ -76,3 +76,62 @@ def offset(cal, ref_wh, meas_wh, seconds):
         raise ValueError("offset beyond what PoffsetL can correct")
     cal[P_OFFSET_L] = mw & 0xFFFF
     return cal
+
+
+# --- ADE7953: gains are 2^22-unity; AIGAIN/AVGAIN also scale the power ------------------
+_UNITY = 0x400000
+PHCALA = 0x108
+AIGAIN = 0x380
+AVGAIN = 0x381
+AWGAIN = 0x382
+AWATTOS = 0x389
+BIGAIN = 0x38C
+PHCAL_STEP_DEG = 0.02  # PHCALA: bit 9 sign, bits 8:0 magnitude in these steps
+
+
+def ade_gains(cal, ref_wh, meas_wh, ref_v, meas_v, ref_a, meas_a, ref_n=0, meas_n=0):
+    if meas_wh <= 0 or ref_wh <= 0 or meas_v <= 0 or meas_a <= 0:
+        raise ValueError("no reading at Ib")
+    kv = ref_v / meas_v
+    ki = ref_a / meas_a
+    new = {
+        AVGAIN: cal.get(AVGAIN, _UNITY) * kv,
+        AIGAIN: cal.get(AIGAIN, _UNITY) * ki,
+        AWGAIN: cal.get(AWGAIN, _UNITY) * ref_wh / (meas_wh * kv * ki),
+    }
+    if ref_n and meas_n > 0:
+        new[BIGAIN] = cal.get(BIGAIN, _UNITY) * ref_n / meas_n
+    for addr in new:
+        value = int(new[addr] + 0.5)
+        if not _UNITY // 2 <= value <= _UNITY * 2:
+            raise ValueError("gain beyond what register " + hex(addr) + " can correct")
+        cal[addr] = value
+    return cal
+
+
+def ade_phase(cal, ref_wh, meas_wh, ref_pf=0.5):
+    angle = math.acos(ref_pf)
+    ratio = meas_wh / ref_wh * ref_pf
+    if not -1 < ratio < 1:
+        raise ValueError("phase reading out of range")
+    error = math.degrees(math.acos(ratio) - angle)
+    old = cal.get(PHCALA, 0)
+    comp = (old & 0x1FF) * PHCAL_STEP_DEG
+    if old & 0x200:
+        comp = -comp
+    steps = int(round((comp + error) / PHCAL_STEP_DEG))
+    if abs(steps) > 0x1FF:
+        raise ValueError("phase error beyond what PHCALA can correct")
+    cal[PHCALA] = (0x200 | -steps) if steps < 0 else steps
+    return cal
+
+
+def ade_offset(cal, ref_wh, meas_wh, seconds):
+    watts = (meas_wh - ref_wh) * 3600 / seconds
+    old = cal.get(AWATTOS, 0)
+    old = old - 0x1000000 if old & 0x800000 else old
+    mw = old + int(round(watts * 1000))
+    if not -0x800000 <= mw < 0x800000:
+        raise ValueError("offset beyond what AWATTOS can correct")
+    cal[AWATTOS] = mw & 0xFFFFFF
+    return cal

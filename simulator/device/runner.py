@@ -17,13 +17,18 @@ from simulator.device.world import PowerCut, ScenarioEnd, World
 
 DATA_BLOCKS = 64  # 256 KiB data partition
 FIRMWARE_MODULES = ("boot", "main", "board", "meter", "umqtt")
-BOARDS = {"sim": "boards.sim"}
+BOARDS = {"sim": "boards.sim", "sim-ade7953": "boards.sim_ade7953"}
 
 
 def wire_board(world, board, chip_errors=None, faults=None):
     from boards import esp32_atm90e26 as pins
 
-    chip = Atm90e26(chip=chip_errors, faults=faults)
+    if board == "sim-ade7953":
+        from simulator.device.ade7953_emu import Ade7953
+
+        chip = Ade7953(chip=chip_errors, faults=faults)
+    else:
+        chip = Atm90e26(chip=chip_errors, faults=faults)
     world.attach_spi(pins.SPI_BUS, pins.PIN_METER_CS, chip)
     world.meters.append(chip)
     world.uart(pins.OPTICAL_UART).on_end = request_readout
