@@ -8,7 +8,15 @@ import pytest
 
 from simulator.device import shim
 from simulator.device.ade7953_emu import (
-    AENERGYA, AWGAIN, IRMSA, PHCALA, SETTING_120, UNITY, VRMS, Ade7953, width,
+    AENERGYA,
+    AWGAIN,
+    IRMSA,
+    PHCALA,
+    SETTING_120,
+    UNITY,
+    VRMS,
+    Ade7953,
+    width,
 )
 from simulator.device.shim.machine import SPI, Pin
 from simulator.device.world import World

@@ -139,7 +139,8 @@ class ADE7953:
         var = _signed32(self.read(_AVAR))
         va = (out[0] // 10) * out[1] // 100  # 10 mVA, every product below 2**30
         out[2] = w // 100
-        out[3] = (w // 10) * 1000 // (va // 10) if va >= 10 else 1000
+        pf = (w // 10) * 1000 // (va // 10) if va >= 10 else 1000
+        out[3] = 1000 if pf > 1000 else (-1000 if pf < -1000 else pf)  # rounding can overshoot
         period = self.read(_PERIOD)
         out[4] = 22375000 // (period + 1) if period else 0
         out[5] = self.read(_IRMSB)
