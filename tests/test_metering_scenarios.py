@@ -43,22 +43,22 @@ def test_week_with_bit_errors_resets_and_stuck_bus_stays_class1():
     assert bus == [300000, 300120, 500000, 500030]
 
 
-def test_ade7953_two_days_with_faults_stays_class1():
-    faults = {"spi_bit_error_rate": 1e-4, "seed": 5, "ic_resets_at_s": [5000, 90000],
-              "stuck_bus": [{"at_s": 120000, "for_s": 60, "level": 0}]}
-    scenario = sc.normalise({"duration_s": 2 * 86400, "board": "sim-ade7953",
-                             "load": daily_load(2), "chip": CHIP, "calibrate": True,
+def test_ade7953_day_with_faults_stays_class1():
+    faults = {"spi_bit_error_rate": 1e-4, "seed": 5, "ic_resets_at_s": [5000, 70000],
+              "stuck_bus": [{"at_s": 40000, "for_s": 60, "level": 0}]}
+    scenario = sc.normalise({"duration_s": 86400, "board": "sim-ade7953",
+                             "load": daily_load(1), "chip": CHIP, "calibrate": True,
                              "faults": faults})
     report = sc.run(scenario, "cpython")
     true, metered = report["true_import_wh"], report["meter_import_wh"]
     assert abs(metered / true - 1) <= 0.01
-    assert report["ic_reinits"] == 2 and report["rejected_reads"] > 100
+    assert report["ic_reinits"] == 2 and report["rejected_reads"] > 50
     names = [e["name"] for e in report["events"]]
     assert names.count("bus_fault") == 1 and names.count("bus_restored") == 1
 
 
-def test_three_days_without_errors_or_faults_within_0_1_percent():
-    scenario = sc.normalise({"duration_s": 3 * 86400, "load": daily_load(3)})
+def test_day_without_errors_or_faults_within_0_1_percent():
+    scenario = sc.normalise({"duration_s": 86400, "load": daily_load(1)})
     report = sc.run(scenario, "cpython")
     true, metered = report["true_import_wh"], report["meter_import_wh"]
     assert abs(metered / true - 1) <= 0.001
@@ -71,7 +71,7 @@ def test_three_days_without_errors_or_faults_within_0_1_percent():
 
 
 def test_uncalibrated_unit_is_out_of_class():
-    scenario = sc.normalise({"duration_s": 86400, "load": daily_load(1), "chip": CHIP})
+    scenario = sc.normalise({"duration_s": 6 * 3600, "load": daily_load(1), "chip": CHIP})
     report = sc.run(scenario, "cpython")
     assert abs(report["meter_import_wh"] / report["true_import_wh"] - 1) > 0.01
 
@@ -109,3 +109,43 @@ def test_bad_metering_keys_get_clear_errors(bad, words):
     raw.update(bad)
     with pytest.raises(sc.ScenarioError, match=words.replace("(", r"\(").replace(".", r"\.")):
         sc.normalise(raw)
+
+
+def test_calibration_survives_reboot_and_lives_on_the_data_partition():
+    """A re-deploy replaces the code filesystem only; like a reboot, the firmware then
+    finds /calib.json on the data partition and loads it again."""
+    scenario = sc.normalise({"duration_s": 7200, "chip": CHIP, "calibrate": True,
+                             "load": [{"at_s": 0, "amps": 8, "pf": 0.5}],
+                             "outages": [{"at_s": 3600, "for_s": 10}]})
+    report = sc.run(scenario, "cpython")
+    names = [e["name"] for e in report["events"]]
+    assert names == ["power_up", "calibration_loaded"] * 2
+    true, metered = report["true_import_wh"], report["meter_import_wh"]
+    assert metered <= true and abs(metered / true - 1) <= 0.01
+
+
+def test_calibrate_command(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    image = tmp_path / "data.img"
+    result = subprocess.run(
+        [sys.executable, "-m", "host_tools.calibrate", "--chip",
+         '{"u_gain_error": 0.05, "phase_error_deg": -1.2}', "--flash", str(image)],
+        cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "checksums: 0x" in result.stdout and image.exists()
+    from simulator import lfs_vfs
+    from simulator.device.flash import FlashChip
+
+    chip = FlashChip(str(image), 64)
+    try:
+        with lfs_vfs.VfsLfs2(chip).open("/calib.json", "r") as f:
+            assert '"ic": "atm90e26"' in f.read()
+    finally:
+        chip.close()
+    bad = subprocess.run([sys.executable, "-m", "host_tools.calibrate", "--chip", '{"x": 1}'],
+                         cwd=root, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

@@ -114,7 +114,8 @@ class Ade7953:
         ok = self.powered and polarity == 1 and phase == 1 and baudrate <= MAX_SPI_HZ
         for i in range(len(tx)):
             rx[i] = self.clock_byte(tx[i]) if ok else 0xFF
-        self.faults.corrupt(rx, self.t_ms)
+        if self.faults.active:
+            self.faults.corrupt(rx, self.t_ms)
 
     def clock_byte(self, byte: int) -> int:
         pos = self.frame_len

@@ -205,9 +205,23 @@ class Atm90e26:
     def exchange(self, mode: tuple, tx, rx):
         polarity, phase, baudrate = mode
         ok = self.powered and polarity == 1 and phase == 1 and baudrate <= MAX_SPI_HZ
-        for i in range(len(tx)):
-            rx[i] = self.clock_byte(tx[i]) if ok else 0xFF
-        self.faults.corrupt(rx, self.t_ms)
+        if ok and len(tx) == 3 and self.frame_len == 0:
+            # A whole frame in one transfer (the usual case): same as byte by byte.
+            first = tx[0]
+            self.frame_len = 3
+            rx[0] = 0
+            if first & 0x80:
+                value = self.read_register(first & 0x7F)
+                rx[1] = (value >> 8) & 0xFF
+                rx[2] = value & 0xFF
+            else:
+                rx[1] = rx[2] = 0
+                self.write_register(first & 0x7F, (tx[1] << 8) | tx[2])
+        else:
+            for i in range(len(tx)):
+                rx[i] = self.clock_byte(tx[i]) if ok else 0xFF
+        if self.faults.active:
+            self.faults.corrupt(rx, self.t_ms)
 
     def clock_byte(self, byte: int) -> int:
         pos = self.frame_len

@@ -16,6 +16,7 @@ class BusFaults:
                              s.get("level", 0xFF)) for s in faults.get("stuck_bus", ()))
         self.bit_errors = 0
         self.skip = self.next_skip() if self.ber > 0 else -1
+        self.active = self.ber > 0 or bool(self.stuck)  # anything to do on the bus
 
     def random(self) -> float:
         x = self.state
