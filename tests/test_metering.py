@@ -281,3 +281,51 @@ def test_register_capacity_beats_the_poll_interval_even_with_stalls():
     world.advance(int(worst_gap_s * 1000))
     imp, _exp = driver.read_energy()
     assert imp < 0xFFFF and imp == pytest.approx(lsb_per_s * worst_gap_s, abs=1)
+
+
+# --- the firmware's poll: impossible reads, re-initialisation ---------------------------
+
+def make_meter(tmp_path, **rig):
+    from simulator import lfs_vfs
+    from simulator.device.flash import FlashChip
+    from simulator.device.shim import vtime
+
+    from meter.app import Meter
+    from meter.clock import Clock
+    from meter.hw import Hardware
+
+    world, emu, driver = make_rig(**rig)
+    world.flash = FlashChip(str(tmp_path / "f.img"), 64, world)
+    lfs_vfs.VfsLfs2.mkfs(world.flash)
+    meter = Meter(Hardware(Clock(vtime), lfs_vfs.VfsLfs2(world.flash), driver))
+    meter.start_ic()
+    return world, emu, meter
+
+
+def test_impossible_energy_is_rejected_not_added(tmp_path):
+    world, emu, meter = make_meter(tmp_path, amps=10.0)
+    for _ in range(10):
+        world.advance(1000)
+        meter.poll()
+    before = meter.imp.wh_float()
+    assert before == pytest.approx(10 * 2400 / 3600, abs=0.05)
+    world.advance(1000)
+    emu.regs[AP_ENERGY] += 20_000  # a glitch inside the chip: 625 Wh in one second
+    meter.poll()
+    assert meter.rejected == 1 and meter.imp.wh_float() == before
+    codes = [code for _s, _t, code in meter.log.records()]
+    assert 100 in codes  # read_rejected
+    world.advance(1000)
+    meter.poll()
+    assert meter.imp.wh_float() == pytest.approx(before + 2400 / 3600, abs=0.05)
+
+
+def test_ic_reset_reinitialises_with_calibration_and_counts(tmp_path):
+    world, emu, meter = make_meter(tmp_path)
+    meter.cal = {L_GAIN: 0x0100}
+    meter.start_ic()
+    emu.reset()
+    world.advance(1000)
+    meter.poll()
+    assert meter.reinits == 1 and emu.metering() and emu.regs[L_GAIN] == 0x0100
+    assert 3 in [code for _s, _t, code in meter.log.records()]  # ic_reinitialised
