@@ -286,13 +286,13 @@ def test_register_capacity_beats_the_poll_interval_even_with_stalls():
 # --- the firmware's poll: impossible reads, re-initialisation ---------------------------
 
 def make_meter(tmp_path, **rig):
-    from simulator import lfs_vfs
-    from simulator.device.flash import FlashChip
-    from simulator.device.shim import vtime
-
     from meter.app import Meter
     from meter.clock import Clock
     from meter.hw import Hardware
+
+    from simulator import lfs_vfs
+    from simulator.device.flash import FlashChip
+    from simulator.device.shim import vtime
 
     world, emu, driver = make_rig(**rig)
     world.flash = FlashChip(str(tmp_path / "f.img"), 64, world)
