@@ -343,6 +343,11 @@ def build_report(scenario: dict, raw: dict, flash_path: str, wall_s: float) -> d
         if code in readout:
             instant[key] = float(readout[code])
     report["instant"] = instant
+    # Reactive energy (registers since the meter's last boot) and its truth.
+    report["true_q_import_varh"] = round(raw.get("true_q_import_varh", 0.0), 3)
+    report["true_q_export_varh"] = round(raw.get("true_q_export_varh", 0.0), 3)
+    report["meter_q_import_varh"] = kwh_text_to_wh(readout.get("3.8.0"))
+    report["meter_q_export_varh"] = kwh_text_to_wh(readout.get("4.8.0"))
     for code, key in (("C.90.1", "rejected_reads"), ("C.90.2", "ic_reinits")):
         if code in readout:
             report[key] = int(readout[code])

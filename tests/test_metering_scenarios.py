@@ -35,6 +35,9 @@ def test_week_with_bit_errors_resets_and_stuck_bus_stays_class1():
     assert true > 150_000
     assert abs(metered / true - 1) <= 0.01
     assert report["rejected_reads"] > 1000  # the bit errors were there, and caught
+    for kind in ("import", "export"):  # reactive: class 2 (IEC 62053-23)
+        true_q, metered_q = report[f"true_q_{kind}_varh"], report[f"meter_q_{kind}_varh"]
+        assert true_q > 1000 and abs(metered_q / true_q - 1) <= 0.02, kind
     assert report["ic_reinits"] == 5  # one per scheduled reset, none from bit errors
     names = [e["name"] for e in report["events"]]
     assert names.count("bus_fault") == 2 and names.count("bus_restored") == 2
@@ -53,6 +56,9 @@ def test_ade7953_day_with_faults_stays_class1():
     true, metered = report["true_import_wh"], report["meter_import_wh"]
     assert abs(metered / true - 1) <= 0.01
     assert report["ic_reinits"] == 2 and report["rejected_reads"] > 50
+    for kind in ("import", "export"):
+        true_q, metered_q = report[f"true_q_{kind}_varh"], report[f"meter_q_{kind}_varh"]
+        assert abs(metered_q / true_q - 1) <= 0.02, kind
     names = [e["name"] for e in report["events"]]
     assert names.count("bus_fault") == 1 and names.count("bus_restored") == 1
 

@@ -15,6 +15,7 @@ _IRMSA = const(0x31A)
 _IRMSB = const(0x31B)
 _VRMS = const(0x31C)
 _AENERGYA = const(0x31E)
+_RENERGYA = const(0x320)
 _LAST_RWDATA_32 = const(0x3FF)
 _LAST_RWDATA_16 = const(0x1FF)
 
@@ -114,16 +115,20 @@ class ADE7953:
                 return False
         return self.started
 
-    def read_energy(self):
+    def read_energy(self, reg=_AENERGYA):
         """(import, export) active energy since the last call, in energy LSBs (signed,
         read-with-reset register: one direction per read)."""
-        value = self.read(_AENERGYA)
+        value = self.read(reg)
         if value:
             value = self._verify(value)
             if value < 0:
                 return None
         value = _signed32(value)
         return (value, 0) if value >= 0 else (0, -value)
+
+    def read_reactive(self):
+        """(lagging, leading) reactive energy since the last call (mvarh)."""
+        return self.read_energy(_RENERGYA)
 
     def read_power(self):
         return _signed32(self.read(_AWATT)) // 100

@@ -17,6 +17,9 @@ class Meter:
         self.ic = ic
         self.imp = Register(ic.energy_den)
         self.exp = Register(ic.energy_den)
+        self.qimp = Register(ic.energy_den)  # reactive, lagging / leading (since boot)
+        self.qexp = Register(ic.energy_den)
+        self.q_read_ms = 0
         # cV, mA, W, PF x1000, cHz, neutral mA, var, VA (see the IC driver)
         self.inst = [0, 0, 0, 0, 0, 0, 0, 0]
         cfg = self.cfg
@@ -71,7 +74,7 @@ class Meter:
 
     def start_ic(self):
         ok = self.ic.start(self.cal)
-        self.read_ms = self.clock.ticks_ms()
+        self.read_ms = self.q_read_ms = self.clock.ticks_ms()
         if not ok:
             self.log.log(self.clock.now(), events.IC_FAULT)
         return ok
@@ -135,6 +138,24 @@ class Meter:
         self.polls += 1
         if self.polls % 10 == 0:
             self.check_neutral()
+            self.poll_reactive(now_ms)
+
+    def poll_reactive(self, now_ms):
+        """Reactive energy every 10 s: the register holds minutes even at Imax."""
+        ic = self.ic
+        secs = self.clock.ticks_diff(now_ms, self.q_read_ms) // 1000 + 2
+        self.q_read_ms = now_ms
+        got = ic.read_reactive()
+        if got is None:
+            return self.reject()
+        pos, neg = got
+        limit = self.max_lsb_s * (secs if secs < 100_000 else 100_000)
+        if pos > limit or neg > limit:
+            return self.reject()
+        if pos:
+            self.qimp.add(pos, ic.energy_num)
+        if neg:
+            self.qexp.add(neg, ic.energy_num)
 
     def check_neutral(self):
         """Tamper: live and neutral currents apart by more than 0.2 A and 12.5 % for three
@@ -157,7 +178,9 @@ class Meter:
         """Readout lines beyond the basic block: the other instantaneous values and the
         metering counters since boot (rejected reads, IC re-initialisations)."""
         inst = self.inst
-        return ("91.7.0(" + str(inst[5] / 1000) + "*A)\r\n"
+        return ("3.8.0(" + self.qimp.kwh_text() + "*kvarh)\r\n"
+                "4.8.0(" + self.qexp.kwh_text() + "*kvarh)\r\n"
+                "91.7.0(" + str(inst[5] / 1000) + "*A)\r\n"
                 "3.7.0(" + str(inst[6]) + "*var)\r\n"
                 "9.7.0(" + str(inst[7]) + "*VA)\r\n"
                 "13.7.0(" + str(inst[3] / 1000) + ")\r\n"

@@ -12,6 +12,8 @@ _ADJ_START = const(0x30)
 _CS2 = const(0x3B)
 _AP_ENERGY = const(0x40)
 _AN_ENERGY = const(0x41)
+_RP_ENERGY = const(0x43)
+_RN_ENERGY = const(0x44)
 _IRMS = const(0x48)
 _URMS = const(0x49)
 _PMEAN = const(0x4A)
@@ -163,6 +165,18 @@ class ATM90E26:
         if imp < 0 or exp < 0:
             return None
         return imp, exp
+
+    def read_reactive(self):
+        """(lagging, leading) reactive energy since the last call, in energy LSBs (varh)."""
+        pos = self.read(_RP_ENERGY)
+        if pos:
+            pos = self._verify(pos)
+        neg = self.read(_RN_ENERGY)
+        if neg:
+            neg = self._verify(neg)
+        if pos < 0 or neg < 0:
+            return None
+        return pos, neg
 
     def read_currents(self):
         """(live, neutral) RMS current in mA."""

@@ -16,8 +16,7 @@ DEFAULTS = {
     "checkpoint_s": 900,  # save energy at least this often while it changes
     "checkpoint_wh": 10,  # ... and as soon as this much is unsaved (at most once a minute)
     "checkpoint_min_s": 60,
-    "vref_v": 240,  # ratings: reference voltage, basic and maximum current
-    "ib_a": 10,
+    "vref_v": 240,  # ratings: reference voltage and maximum current (Ib: calibration)
     "imax_a": 60,
     "import_only": False,  # export is then a tamper signal (reverse flow)
 }

@@ -142,6 +142,8 @@ def results(world, heap_peak):
     return {
         "true_import_wh": world.true_import_wh,
         "true_export_wh": world.true_export_wh,
+        "true_q_import_varh": world.true_q_import_varh,
+        "true_q_export_varh": world.true_q_export_varh,
         "readout": readout.decode(),
         "reboots": world.reboots,
         "flash_bytes_written": world.flash.bytes_written,

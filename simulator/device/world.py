@@ -41,6 +41,8 @@ class World:
         self.flash = None
         self.true_import_wh = 0.0
         self.true_export_wh = 0.0
+        self.true_q_import_varh = 0.0  # reactive: lagging (inductive) positive
+        self.true_q_export_varh = 0.0
         self.reboots = 0
         self.heap_peak = 0
         self.next_heap_sample = 0
@@ -139,6 +141,14 @@ class World:
             self.true_import_wh += wh
         elif wh < 0:
             self.true_export_wh -= wh
+        if amps and pf != 1.0 and pf != -1.0:
+            varh = volts * amps * math.sqrt(1.0 - pf * pf) * ms / 3_600_000
+            if lead:
+                varh = -varh  # a capacitive load: the current leads
+            if varh > 0:
+                self.true_q_import_varh += varh
+            else:
+                self.true_q_export_varh -= varh
         for meter in self.meters:
             meter.integrate(ms, volts, amps, pf, hz, neutral, lead)
 
