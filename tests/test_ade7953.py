@@ -135,3 +135,14 @@ def test_rms_readings():
     assert driver.read(VRMS) == 25200 and driver.read(IRMSA) == 10000
     assert driver.read_currents() == (10000, 3000)
     assert driver.read(AENERGYA) > 0
+
+
+def test_energy_register_capacity_beats_the_poll_interval():
+    """Worst case at Imax and 1.2 x Vref: AENERGYA (24-bit signed, 1 mWh) holds ~29 min."""
+    lsb_per_s = 1.2 * 240 * 60 / 3.6  # mWh per second
+    assert 0x7FFFFF / lsb_per_s > 1700
+    world, emu, driver = make_rig(amps=60.0, volts=288.0)
+    driver.start()
+    world.advance(21_000)  # a poll plus four network timeouts of 5 s
+    imp, _exp = driver.read_energy()
+    assert imp == pytest.approx(lsb_per_s * 21, abs=1) and imp < 0x7FFFFF
