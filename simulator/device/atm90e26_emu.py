@@ -171,6 +171,7 @@ class Atm90e26:
         self.hz = 50.0
         self.p = 0.0  # measured active / reactive power, W and var
         self.q = 0.0
+        self.power_key = None
         self.t_ms = 0  # the chip's own view of elapsed time, for scheduled faults
         self.resets = 0
         self.reset()
@@ -331,11 +332,16 @@ class Atm90e26:
         self.volts = volts
         self.amps = amps
         self.neutral = amps if neutral is None else neutral
-        self.angle = load_angle(pf, lead)
+        angle = load_angle(pf, lead)
         self.hz = hz
         if not self.metering():
             return
-        self.compute_power()
+        key = (volts, amps, angle, self.reg(L_GAIN), self.reg(L_PHI), self.reg(P_OFFSET_L),
+               self.reg(Q_OFFSET_L))
+        if key != self.power_key:  # the same load and registers give the same power
+            self.angle = angle
+            self.power_key = key
+            self.compute_power()
         # 0.1 pulse per LSB: LSBs = Wh * meter_constant / 100, at the default PLconst.
         plconst = (self.reg(PL_CONST_H) << 16) | self.reg(PL_CONST_L)
         if plconst == 0:
