@@ -7,12 +7,63 @@ minute) under the 64 KiB cap. Also the flash traffic of that day.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from simulator import scenario as sc
 
 ROOT = Path(__file__).resolve().parent.parent
 ONE_DAY = ROOT / "tests" / "scenarios" / "one_day.json"
+
+
+def poll_cost() -> None:
+    """Cost of one metering poll (IC check, energy read and check, power read) per runtime:
+    on CPython the driver against the emulated chip in-process; on MicroPython the wall time
+    per simulated second of a 10-minute run, where every SPI frame is a round trip."""
+    import time
+
+    sc.ensure_paths()
+    from simulator.device import shim
+    from simulator.device import shim as machine
+    from simulator.device.atm90e26_emu import Atm90e26
+    from simulator.device.shim import micropython
+    from simulator.device.world import World
+
+    sys.modules.setdefault("micropython", micropython)
+    from meter.atm90e26 import ATM90E26
+
+    world = World(10**12, 1_767_205_800, [[0, 240.0, 10.0, 1.0, 50.0]], [])
+    chip = Atm90e26()
+    world.attach_spi(2, 5, chip)
+    world.meters.append(chip)
+    frames = [0]
+    exchange = chip.exchange
+
+    def counting(mode, tx, rx):
+        frames[0] += 1
+        exchange(mode, tx, rx)
+
+    chip.exchange = counting
+    shim.WORLD[0] = world
+    driver = ATM90E26(machine.SPI(2, baudrate=200_000, polarity=1, phase=1),
+                      machine.Pin(5, machine.Pin.OUT, value=1))
+    driver.start()
+    n = 5000
+    frames[0] = 0
+    started = time.perf_counter()
+    for _ in range(n):
+        world.advance(1000)
+        driver.configured()
+        driver.read_energy()
+        driver.read_power()
+    cost = (time.perf_counter() - started) / n
+    shim.WORLD[0] = None
+    print(f"metering poll: {frames[0] / n:.1f} SPI frames")
+    print(f"  cpython      {cost * 1e6:9.1f} us per poll (driver + emulated chip, in-process)")
+    scenario = sc.normalise({"duration_s": 600, "load": [{"at_s": 0, "amps": 10}]})
+    report = sc.run(scenario, "micropython")
+    print(f"  micropython  {report['wall_s'] / 600 * 1e3:9.2f} ms per poll, whole duty cycle "
+          f"over the wire; heap peak {report['heap_peak_bytes']} B")
 
 
 def main() -> int:
@@ -27,6 +78,7 @@ def main() -> int:
         print(line)
         print(f"  {'':<12} flash: {report['flash']['bytes_written']} bytes written, "
               f"{report['flash']['erases']} erases in the day")
+    poll_cost()
     return 0
 
 

@@ -4,7 +4,6 @@ process (real MicroPython), restarting that process at every power cut."""
 from __future__ import annotations
 
 import socket
-import struct
 import subprocess
 from collections.abc import Callable
 
@@ -13,6 +12,7 @@ from simulator.device.world import PowerCut, ScenarioEnd, World
 OK = 0
 CUT = 1
 END = 2
+POSTED = (0x57, 0x44)  # pin writes and watchdog: the device does not wait
 
 
 class DeviceServer:
@@ -20,7 +20,6 @@ class DeviceServer:
         self.world = world
         self.command = command
         self.env = env
-        self.heap_peak = 0
 
     def run(self) -> None:
         """Boot the device again and again until the scenario is over."""
@@ -87,68 +86,14 @@ class DeviceServer:
                 return
 
     def handle(self, op: int, payload: bytearray) -> bytes | None:
-        world = self.world
-        if op == 0x41:  # A: advance(ms), with an optional heap sample
-            ms, heap = struct.unpack("<II", payload)
-            if heap > self.heap_peak:
-                self.heap_peak = heap
-            world.advance(ms)
-            pending = sum(len(port.rx) for port in world.uarts.values())
-            return struct.pack("<qqH", world.now_ms, world.start_unix + world.rtc_offset_s,
-                               min(pending, 0xFFFF))
-        if op == 0x53:  # S: SPI transfer
-            bus, polarity, phase, baud = struct.unpack_from("<BBBI", payload)
-            tx = payload[7:]
-            rx = bytearray(len(tx))
-            world.spi_transfer(bus, (polarity, phase, baud), tx, rx)
-            return bytes(rx)
-        if op == 0x57:  # W: pin write (posted)
+        """One wire operation; None for posted ones, which get no answer."""
+        if op in POSTED:
             try:
-                world.pin_write(payload[0], payload[1])
+                self.world.call(bytes((op,)), payload)
             except PowerCut:
                 pass  # reported at the device's next call
             return None
-        if op == 0x52:  # R: pin read
-            return bytes((world.pin_read(payload[0]),))
-        if op == 0x55:  # U: UART any / read / write
-            port = world.uart(payload[0])
-            if payload[1] == 0:
-                return struct.pack("<H", min(port.any(), 0xFFFF))
-            if payload[1] == 1:
-                return port.read() or b""
-            port.write(bytes(payload[2:]))
-            return b""
-        if op == 0x46:  # F: flash program
-            block, offset = struct.unpack_from("<HH", payload)
-            world.flash.writeblocks(block, memoryview(payload)[4:], offset)
-            world.flash.fh.flush()
-            return b""
-        if op == 0x45:  # E: flash erase
-            world.flash.erase(struct.unpack("<H", payload)[0])
-            world.flash.fh.flush()
-            return b""
-        if op == 0x48:  # H: hello
-            world.check_power()
-            return (struct.pack("<qqqH", world.now_ms, world.boot_ms,
-                                world.start_unix + world.rtc_offset_s, world.flash.block_count)
-                    + bytes(world.unique_id) + bytes((world.reset_cause,))
-                    + world.flash.path.encode())
-        if op == 0x54:  # T: set the RTC
-            world.set_unix(struct.unpack("<q", payload)[0])
-            return struct.pack("<q", world.start_unix + world.rtc_offset_s)
-        if op == 0x4E:  # N: is the network up
-            world.check_power()
-            return b"\x01" if world.network_up() else b"\x00"
-        if op == 0x44:  # D: watchdog start (ms) or feed (0)
-            ms = struct.unpack("<I", payload)[0]
-            try:
-                world.watchdog_start(ms) if ms else world.watchdog_feed()
-            except PowerCut:
-                pass
-            return None
-        if op == 0x58:  # X: machine.reset()
-            world.request_reset()
-        raise RuntimeError(f"unknown wire op {op:#x}")
+        return self.world.call(bytes((op,)), payload)
 
 
 def _recv_exact(recv: Callable, view: memoryview) -> bool:

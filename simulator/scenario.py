@@ -19,18 +19,21 @@ DEFAULT_START = "2026-01-01T00:00:00+05:30"
 HEAPSIZE = "64k"
 
 SCENARIO_KEYS = {"duration_s", "start", "board", "config", "load", "outages", "faults",
-                 "commands", "button", "cover_open"}
-LOAD_KEYS = {"at_s", "volts", "amps", "pf", "hz"}
+                 "commands", "button", "cover_open", "chip", "calibrate"}
+LOAD_KEYS = {"at_s", "volts", "amps", "pf", "hz", "neutral_amps", "lead"}
 OUTAGE_KEYS = {"at_s", "for_s"}
-FAULT_KEYS = {"power_cut_at_write", "relay_weld_at_s", "relay_coil_open_at_s",
-              "relay_shock_at_s"}
 RELAY_FAULTS = {"relay_weld_at_s", "relay_coil_open_at_s", "relay_shock_at_s"}
+FAULT_KEYS = {"power_cut_at_write", "spi_bit_error_rate", "seed", "ic_resets_at_s",
+              "stuck_bus"} | RELAY_FAULTS
 COMMAND_KEYS = {"at_s", "cmd", "args"}
 COMMANDS = ("disconnect", "reconnect")
 BUTTON_KEYS = {"at_s", "hold_s"}
 # Configuration values with a range beyond their type.
 CONFIG_RANGES = {"control_mode": (0, 6), "relay_retries": (0, 10), "relay_ops_per_min": (1, 60)}
-BOARDS = {"sim", "sim_hbridge"}
+CHIP_KEYS = {"u_gain_error", "i_gain_error", "n_gain_error", "phase_error_deg",
+             "power_offset_w"}
+STUCK_KEYS = {"at_s", "for_s", "level"}
+BOARDS = {"sim", "sim_hbridge", "sim-ade7953"}
 RUNTIMES = ("cpython", "micropython")
 
 
@@ -102,6 +105,12 @@ def normalise(raw: Any) -> dict:
             pf,
             _number(item.get("hz", 50.0), f"load[{i}].hz"),
         ])
+        if "neutral_amps" in item or "lead" in item:
+            lead = item.get("lead", False)
+            if not isinstance(lead, bool):
+                raise ScenarioError(f"load[{i}].lead must be true or false")
+            neutral = item.get("neutral_amps", load[-1][2])
+            load[-1] += [_number(neutral, f"load[{i}].neutral_amps"), lead]
     load.sort(key=lambda p: p[0])
     if not load or load[0][0] > 0:
         volts = load[0][1] if load else 240.0
@@ -119,12 +128,7 @@ def normalise(raw: Any) -> dict:
             int(_number(item["for_s"], f"outages[{i}].for_s") * 1000),
         ])
     outages.sort()
-    faults = _object(scenario.get("faults", {}), "faults", FAULT_KEYS)
-    for key, value in faults.items():
-        if key in RELAY_FAULTS:
-            _number(value, f"faults.{key}")
-        elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ScenarioError(f"faults.{key} must be a whole number >= 0")
+    faults = _check_faults(_object(scenario.get("faults", {}), "faults", FAULT_KEYS))
     commands = []
     items = scenario.get("commands", [])
     if not isinstance(items, list):
@@ -164,6 +168,16 @@ def normalise(raw: Any) -> dict:
         cover.append([int(_number(item["at_s"], f"cover_open[{i}].at_s") * 1000),
                       int(_number(item["for_s"], f"cover_open[{i}].for_s") * 1000)])
     cover.sort()
+    chip = _object(scenario.get("chip", {}), "chip", CHIP_KEYS)
+    for key, value in chip.items():
+        _number(value, f"chip.{key}", None)
+        if key.endswith("gain_error") and abs(value) > 0.5:
+            raise ScenarioError(f"chip.{key} must be within +/-0.5")
+        if key == "phase_error_deg" and abs(value) > 10:
+            raise ScenarioError("chip.phase_error_deg must be within +/-10")
+    calibrate = scenario.get("calibrate", False)
+    if not isinstance(calibrate, bool):
+        raise ScenarioError("calibrate must be true or false")
     return {
         "duration_ms": int(duration * 1000),
         "start_unix": start_unix,
@@ -175,7 +189,38 @@ def normalise(raw: Any) -> dict:
         "commands": commands,
         "button": button,
         "cover_open": cover,
+        "chip": chip,
+        "calibrate": calibrate,
     }
+
+
+def _check_faults(faults: dict) -> dict:
+    for key in ("power_cut_at_write", "seed"):
+        value = faults.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ScenarioError(f"faults.{key} must be a whole number >= 0")
+    for key in RELAY_FAULTS & set(faults):
+        _number(faults[key], f"faults.{key}")
+    ber = _number(faults.get("spi_bit_error_rate", 0.0), "faults.spi_bit_error_rate")
+    if ber > 0.01:
+        raise ScenarioError("faults.spi_bit_error_rate must be at most 0.01")
+    resets = faults.get("ic_resets_at_s", [])
+    if not isinstance(resets, list):
+        raise ScenarioError("faults.ic_resets_at_s must be a list of times")
+    for i, t in enumerate(resets):
+        _number(t, f"faults.ic_resets_at_s[{i}]")
+    stuck = faults.get("stuck_bus", [])
+    if not isinstance(stuck, list):
+        raise ScenarioError("faults.stuck_bus must be a list")
+    for i, item in enumerate(stuck):
+        item = _object(item, f"faults.stuck_bus[{i}]", STUCK_KEYS)
+        if "at_s" not in item or "for_s" not in item:
+            raise ScenarioError(f"faults.stuck_bus[{i}] needs 'at_s' and 'for_s'")
+        _number(item["at_s"], f"faults.stuck_bus[{i}].at_s")
+        _number(item["for_s"], f"faults.stuck_bus[{i}].for_s")
+        if item.get("level", 0xFF) not in (0x00, 0xFF):
+            raise ScenarioError(f"faults.stuck_bus[{i}].level must be 0 or 255")
+    return faults
 
 
 def _check_config(config: dict) -> None:
@@ -262,12 +307,12 @@ def run_micropython(scenario: dict, flash_path: str, progress: Callable | None,
 
     server = DeviceServer(world, command, micropython_env())
     server.run()
-    return runner.results(world, server.heap_peak)
+    return runner.results(world, world.heap_peak)
 
 
 def run(scenario: dict, runtime: str = "cpython", progress: Callable | None = None,
-        workdir: str | None = None) -> dict:
-    """Run a normalised scenario and return its report."""
+        workdir: str | None = None, heapsize: str = HEAPSIZE) -> dict:
+    """Run a normalised scenario and return its report (heapsize: MicroPython's GC heap)."""
     if runtime not in RUNTIMES:
         raise ScenarioError(f"unknown runtime {runtime!r} (use cpython or micropython)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -278,7 +323,7 @@ def run(scenario: dict, runtime: str = "cpython", progress: Callable | None = No
         if runtime == "cpython":
             raw = run_cpython(scenario, flash_path, progress)
         else:
-            raw = run_micropython(scenario, flash_path, progress)
+            raw = run_micropython(scenario, flash_path, progress, heapsize)
         raw["runtime"] = runtime
         wall = time.monotonic() - started
         return build_report(scenario, raw, flash_path, wall)
@@ -301,6 +346,14 @@ def kwh_text_to_wh(text: str | None) -> float | None:
     whole, _, frac = text.partition(".")
     frac = (frac + "000000")[:6]
     return (int(whole) * 1_000_000 + int(frac)) / 1000
+
+
+# Names of the metering events (codes 100-149), kept host-side to spare the meter's heap.
+METERING_EVENT_NAMES = {
+    100: "read_rejected", 101: "bus_fault", 102: "bus_restored", 103: "tamper_neutral",
+    104: "tamper_neutral_end", 105: "reverse_flow", 106: "reverse_flow_end",
+    107: "calibration_loaded", 108: "calibration_bad",
+}
 
 
 def read_events(flash_path: str, start_unix: int) -> list[dict]:
@@ -340,6 +393,8 @@ def event_name(code: int) -> str:
 
     if code in events.NAMES:
         return events.NAMES[code]
+    if code in METERING_EVENT_NAMES:
+        return METERING_EVENT_NAMES[code]
     extra = {events.RELAY_FAULT: "relay_fault", events.RELAY_REASSERTED: "relay_reasserted",
              events.LIMITER_LOCKOUT: "limiter_lockout"}
     if code in extra:
@@ -400,6 +455,21 @@ def build_report(scenario: dict, raw: dict, flash_path: str, wall_s: float) -> d
         "command_replies": raw["command_replies"],
         "control_events": [e for e in report["events"] if 150 <= e["code"] <= 199],
     })
+    instant = {}
+    for code, key in (("32.7.0", "volts"), ("31.7.0", "amps"), ("91.7.0", "neutral_amps"),
+                      ("1.7.0", "watts"), ("3.7.0", "var"), ("9.7.0", "va"),
+                      ("13.7.0", "pf"), ("14.7.0", "hz")):
+        if code in readout:
+            instant[key] = float(readout[code])
+    report["instant"] = instant
+    # Reactive energy (registers since the meter's last boot) and its truth.
+    report["true_q_import_varh"] = round(raw.get("true_q_import_varh", 0.0), 3)
+    report["true_q_export_varh"] = round(raw.get("true_q_export_varh", 0.0), 3)
+    report["meter_q_import_varh"] = kwh_text_to_wh(readout.get("3.8.0"))
+    report["meter_q_export_varh"] = kwh_text_to_wh(readout.get("4.8.0"))
+    for code, key in (("C.90.1", "rejected_reads"), ("C.90.2", "ic_reinits")):
+        if code in readout:
+            report[key] = int(readout[code])
     if raw["runtime"] == "micropython":
         report["heap_peak_bytes"] = raw["heap_peak_bytes"]
     return report

@@ -88,6 +88,6 @@ def test_instant_values(rig):
     world, chip, driver = rig
     driver.start()
     world.advance(1000)
-    out = [0] * 5
+    out = [0] * 8
     driver.read_instant(out)
-    assert out == [24000, 10000, 2400, 1000, 5000]
+    assert out == [24000, 10000, 2400, 1000, 5000, 10000, 0, 2400]

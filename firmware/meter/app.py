@@ -19,7 +19,25 @@ class Meter:
         self.ic = ic
         self.imp = Register(ic.energy_den)
         self.exp = Register(ic.energy_den)
-        self.inst = [0, 0, 0, 0, 0]  # cV, mA, W, PF x1000, cHz (see the IC driver)
+        self.qimp = Register(ic.energy_den)  # reactive, lagging / leading (since boot)
+        self.qexp = Register(ic.energy_den)
+        self.q_read_ms = 0
+        # cV, mA, W, PF x1000, cHz, neutral mA, var, VA (see the IC driver)
+        self.inst = [0, 0, 0, 0, 0, 0, 0, 0]
+        cfg = self.cfg
+        # The most energy LSBs one second can hold: 1.2 x Vref x Imax, rounded up.
+        self.max_lsb_s = (cfg["vref_v"] * 12 * cfg["imax_a"] * ic.energy_den
+                          // (ic.energy_num * 36000) + 1)
+        self.reinits = 0
+        self.rejected = 0  # energy reads refused as impossible (see also ic.rejected)
+        self.ic_rejected = 0
+        self.rejected_logged = -86400
+        self.bus_fault = False
+        self.polls = 0
+        self.tamper_n = 0  # consecutive checks with live and neutral current apart
+        self.neutral_alarm = False
+        self.reverse_at = -1  # meter time of the last reverse flow while in alarm
+        self.read_ms = 0
         self.store = EnergyStore(fs)
         self.store.load(self.imp, self.exp)
         now = self.clock.now()
@@ -29,6 +47,12 @@ class Meter:
         if cfg_error is not None:
             print("config rejected:", cfg_error)
             self.log.log(now, events.CONFIG_REJECTED)
+        self.cal, cal_error = self.load_calibration(fs, ic)
+        if cal_error is not None:
+            print("calibration refused:", cal_error)
+            self.log.log(now, events.CALIB_BAD)
+        elif self.cal:
+            self.log.log(now, events.CALIB_LOADED)
         self.saved_at = now
         self.optical = OpticalPort(hw.optical, self.cfg["meter_id"]) if hw.optical else None
         self.control = None
@@ -44,26 +68,134 @@ class Meter:
 
             self.telemetry = Telemetry(self.cfg, self.clock, hw.wlan)
 
+    def load_calibration(self, fs, ic):
+        """The calibration record, with its module dropped again: it is needed once a boot."""
+        import sys
+
+        import meter
+        from meter import calib
+
+        try:
+            return calib.load(fs, ic)
+        finally:
+            del meter.calib
+            sys.modules.pop("meter.calib", None)
+
     def start_ic(self):
-        if not self.ic.start():
+        ok = self.ic.start(self.cal)
+        self.read_ms = self.q_read_ms = self.clock.ticks_ms()
+        if not ok:
             self.log.log(self.clock.now(), events.IC_FAULT)
-            return False
-        return True
+        return ok
+
+    def reject(self, count=1):
+        """A read that could not be trusted: counted, never added; logged at most daily
+        so a noisy bus cannot flood the event ring."""
+        self.rejected += count
+        now = self.clock.now()
+        if now - self.rejected_logged >= 86400:
+            self.rejected_logged = now
+            self.log.log(now, events.READ_REJECTED)
 
     def poll(self):
         ic = self.ic
-        if not ic.configured():
+        clock = self.clock
+        if not ic.configured() and not ic.configured():  # a reset persists; a glitch does not
+            if ic.stuck:
+                # The bus, not the IC: leave the IC counting and read it when the bus is back.
+                if not self.bus_fault:
+                    self.bus_fault = True
+                    self.log.log(clock.now(), events.BUS_FAULT)
+                return
             # The IC was reset (brown-out, glitch): what it counted since is unknowable,
             # so start it again and count nothing for the gap.
-            self.log.log(self.clock.now(), events.IC_REINIT)
+            self.reinits += 1
+            self.log.log(clock.now(), events.IC_REINIT)
             self.start_ic()
             return
-        imp, exp = ic.read_energy()
+        if self.bus_fault:
+            self.bus_fault = False
+            self.log.log(clock.now(), events.BUS_RESTORED)
+        now_ms = clock.ticks_ms()
+        elapsed = clock.ticks_diff(now_ms, self.read_ms)
+        self.read_ms = now_ms
+        got = ic.read_energy()
+        if got is None:
+            self.reject()
+            return
+        imp, exp = got
+        secs = elapsed // 1000 + 1  # capped so the product stays a small int
+        limit = self.max_lsb_s * (secs if secs < 100_000 else 100_000)
+        if imp > limit or exp > limit:
+            self.reject()
+            return
         if imp:
             self.imp.add(imp, ic.energy_num)
         if exp:
             self.exp.add(exp, ic.energy_num)
+            if self.cfg["import_only"]:
+                if self.reverse_at < 0:
+                    self.log.log(clock.now(), events.REVERSE_FLOW)
+                self.reverse_at = clock.now()
+        if ic.rejected != self.ic_rejected:
+            self.ic_rejected = ic.rejected  # reads the driver had to retry
+            self.reject(0)
+        if self.reverse_at >= 0 and clock.now() - self.reverse_at >= 60:
+            self.reverse_at = -1
+            self.log.log(clock.now(), events.REVERSE_FLOW_END)
         self.inst[2] = ic.read_power()
+        self.polls += 1
+        if self.polls % 10 == 0:
+            self.check_neutral()
+            self.poll_reactive(now_ms)
+
+    def poll_reactive(self, now_ms):
+        """Reactive energy every 10 s: the register holds minutes even at Imax."""
+        ic = self.ic
+        secs = self.clock.ticks_diff(now_ms, self.q_read_ms) // 1000 + 2
+        self.q_read_ms = now_ms
+        got = ic.read_reactive()
+        if got is None:
+            return self.reject()
+        pos, neg = got
+        limit = self.max_lsb_s * (secs if secs < 100_000 else 100_000)
+        if pos > limit or neg > limit:
+            return self.reject()
+        if pos:
+            self.qimp.add(pos, ic.energy_num)
+        if neg:
+            self.qexp.add(neg, ic.energy_num)
+
+    def check_neutral(self):
+        """Tamper: live and neutral currents apart by more than 0.2 A and 12.5 % for three
+        checks in a row (earth load, neutral bypass); restored after three agreeing ones."""
+        live, neutral = self.ic.read_currents()
+        diff = live - neutral if live > neutral else neutral - live
+        big = live if live > neutral else neutral
+        apart = diff > 200 and diff * 8 > big
+        if apart != self.neutral_alarm:
+            self.tamper_n += 1
+            if self.tamper_n >= 3:
+                self.tamper_n = 0
+                self.neutral_alarm = apart
+                code = events.TAMPER_NEUTRAL if apart else events.TAMPER_NEUTRAL_END
+                self.log.log(self.clock.now(), code)
+        else:
+            self.tamper_n = 0
+
+    def readout_extra(self):
+        """Readout lines beyond the basic block: the other instantaneous values and the
+        metering counters since boot (rejected reads, IC re-initialisations)."""
+        inst = self.inst
+        return ("3.8.0(" + self.qimp.kwh_text() + "*kvarh)\r\n"
+                "4.8.0(" + self.qexp.kwh_text() + "*kvarh)\r\n"
+                "91.7.0(" + str(inst[5] / 1000) + "*A)\r\n"
+                "3.7.0(" + str(inst[6]) + "*var)\r\n"
+                "9.7.0(" + str(inst[7]) + "*VA)\r\n"
+                "13.7.0(" + str(inst[3] / 1000) + ")\r\n"
+                "14.7.0(" + str(inst[4] / 100) + "*Hz)\r\n"
+                "C.90.1(" + str(self.rejected + self.ic.rejected) + ")\r\n"
+                "C.90.2(" + str(self.reinits) + ")\r\n")
 
     def refresh_instant(self):
         """Voltage, current, PF and frequency: read when someone is about to look at them."""

@@ -23,6 +23,9 @@ DEFAULTS = {
     "load_limit_w": 0,  # 0: no load limiter
     "tamper_disconnect": False,  # open terminal cover: local disconnect (g)
     "load_limiter": {},  # the limiter's other settings (meter/ctlboot.py LIMITER)
+    "vref_v": 240,  # ratings: reference voltage and maximum current (Ib: calibration)
+    "imax_a": 60,
+    "import_only": False,  # export is then a tamper signal (reverse flow)
 }
 
 PATH = "/config.json"

@@ -15,6 +15,16 @@ CONTROL = const(150)
 RELAY_FAULT = const(170)
 RELAY_REASSERTED = const(171)
 LIMITER_LOCKOUT = const(172)
+# Metering (100-149); their names live host-side (simulator/scenario.py), off the heap.
+READ_REJECTED = const(100)  # an impossible or unconfirmed IC read, never added
+BUS_FAULT = const(101)  # the IC's bus is stuck (all zeros or all ones)
+BUS_RESTORED = const(102)
+TAMPER_NEUTRAL = const(103)  # neutral current differs from live current
+TAMPER_NEUTRAL_END = const(104)
+REVERSE_FLOW = const(105)  # export on an import-only meter
+REVERSE_FLOW_END = const(106)
+CALIB_LOADED = const(107)
+CALIB_BAD = const(108)  # calibration file unreadable or its checksums wrong: defaults used
 
 NAMES = {
     POWER_UP: "power_up",

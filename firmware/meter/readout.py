@@ -26,14 +26,21 @@ class OpticalPort:
             return
         self._rx = b""
         meter.refresh_instant()
-        block = (
-            "0.0.0(" + self._id + ")\r\n"
-            "1.8.0(" + meter.imp.kwh_text() + "*kWh)\r\n"
-            "2.8.0(" + meter.exp.kwh_text() + "*kWh)\r\n"
-            "32.7.0(" + str(meter.inst[0] / 100) + "*V)\r\n"
-            "31.7.0(" + str(meter.inst[1] / 1000) + "*A)\r\n"
-            "1.7.0(" + str(meter.inst[2]) + "*W)\r\n"
-            "!\r\n"
-        ).encode()
-        body = block + b"\x03"
-        self._uart.write(b"/SIM5METER\r\n\x02" + body + bytes((_bcc(body),)))
+        uart = self._uart
+        uart.write(b"/SIM5METER\r\n\x02")
+        # Line by line, the block check character kept running: no big string on the heap.
+        bcc = 0
+        for line in (
+            "0.0.0(" + self._id + ")\r\n",
+            "1.8.0(" + meter.imp.kwh_text() + "*kWh)\r\n",
+            "2.8.0(" + meter.exp.kwh_text() + "*kWh)\r\n",
+            "32.7.0(" + str(meter.inst[0] / 100) + "*V)\r\n",
+            "31.7.0(" + str(meter.inst[1] / 1000) + "*A)\r\n",
+            "1.7.0(" + str(meter.inst[2]) + "*W)\r\n",
+            meter.readout_extra(),
+        ):
+            data = line.encode()
+            bcc ^= _bcc(data)
+            uart.write(data)
+        bcc ^= _bcc(b"!\r\n\x03")
+        uart.write(b"!\r\n\x03" + bytes((bcc,)))

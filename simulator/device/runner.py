@@ -18,14 +18,20 @@ from simulator.device.world import PowerCut, ScenarioEnd, World
 
 DATA_BLOCKS = 64  # 256 KiB data partition
 FIRMWARE_MODULES = ("boot", "main", "board", "meter", "umqtt")
-BOARDS = {"sim": "boards.sim", "sim_hbridge": "boards.sim_hbridge"}
+BOARDS = {"sim": "boards.sim", "sim_hbridge": "boards.sim_hbridge",
+          "sim-ade7953": "boards.sim_ade7953"}
 COMMAND_UART = 2  # boards/sim.py's command port
 
 
-def wire_board(world, board):
+def wire_board(world, board, chip_errors=None, faults=None):
     from boards import esp32_atm90e26 as pins
 
-    chip = Atm90e26()
+    if board == "sim-ade7953":
+        from simulator.device.ade7953_emu import Ade7953
+
+        chip = Ade7953(chip=chip_errors, faults=faults)
+    else:
+        chip = Atm90e26(chip=chip_errors, faults=faults)
     world.attach_spi(pins.SPI_BUS, pins.PIN_METER_CS, chip)
     world.meters.append(chip)
     world.uart(pins.OPTICAL_UART).on_end = request_readout
@@ -97,19 +103,24 @@ def forget_firmware():
     gc.collect()
 
 
-def provision(world, config):
-    """Write the scenario's configuration overrides, as the provisioning tool does."""
-    if not config:
-        return
+def mount(world):
+    """The data partition's filesystem, formatted if it has none yet."""
     try:
         import vfs
     except ImportError:
         from simulator import lfs_vfs as vfs
     try:
-        fs = vfs.VfsLfs2(world.flash)
+        return vfs.VfsLfs2(world.flash)
     except OSError:
         vfs.VfsLfs2.mkfs(world.flash)
-        fs = vfs.VfsLfs2(world.flash)
+        return vfs.VfsLfs2(world.flash)
+
+
+def provision(world, config):
+    """Write the scenario's configuration overrides, as the provisioning tool does."""
+    if not config:
+        return
+    fs = mount(world)
     with fs.open("/config.json", "w") as f:
         f.write(json.dumps(config))
 
@@ -120,8 +131,13 @@ def prepare(scenario, flash_path):
                   scenario["outages"])
     world.flash = FlashChip(flash_path, DATA_BLOCKS, world)
     install_shims(world)  # the board module needs `machine` & co. even to read its pin map
-    board_module = wire_board(world, scenario["board"])
+    board_module = wire_board(world, scenario["board"], scenario.get("chip"),
+                              scenario.get("faults"))
     provision(world, scenario["config"])
+    if scenario.get("calibrate"):
+        from host_tools.calibrate import calibrate_world  # host side only
+
+        calibrate_world(world)
     world.flash.cut_at_op = scenario["faults"].get("power_cut_at_write", 0)
     script_control(world, scenario)
     return world, board_module
@@ -165,6 +181,8 @@ def results(world, heap_peak):
         "command_replies": replies.splitlines(),
         "true_import_wh": world.true_import_wh,
         "true_export_wh": world.true_export_wh,
+        "true_q_import_varh": world.true_q_import_varh,
+        "true_q_export_varh": world.true_q_export_varh,
         "readout": readout.decode(),
         "reboots": world.reboots,
         "flash_bytes_written": world.flash.bytes_written,

@@ -88,6 +88,8 @@ class RemoteWorld:
         if head[0] != OK:
             self.dead = head[0]
             self.check_power()
+        if op == b"T":
+            self.unix_base = struct.unpack("<q", data)[0]  # the RTC was just set
         return data
 
     # --- what the shims use -----------------------------------------------------------
@@ -104,42 +106,3 @@ class RemoteWorld:
 
     def now_unix(self):
         return self.unix_base + self.now_ms // 1000
-
-    def pin_write(self, pin_id, level):
-        self.post(b"W", bytes((pin_id, level)))
-
-    def pin_read(self, pin_id):
-        return self.call(b"R", bytes((pin_id,)))[0]
-
-    def spi_transfer(self, bus_id, mode, tx, rx):
-        polarity, phase, baudrate = mode
-        reply = self.call(b"S", struct.pack("<BBBI", bus_id, polarity, phase, baudrate) + tx)
-        rx[:] = reply
-
-    def uart_any(self, uart_id):
-        if not self.uart_rx_pending:
-            return 0  # the last advance said nothing is waiting on any UART
-        return struct.unpack("<H", self.call(b"U", bytes((uart_id, 0))))[0]
-
-    def uart_read(self, uart_id, nbytes=-1):
-        return self.call(b"U", bytes((uart_id, 1))) or None
-
-    def uart_write(self, uart_id, data):
-        self.call(b"U", bytes((uart_id, 2)) + bytes(data))
-        return len(data)
-
-    def set_unix(self, unix):
-        reply = self.call(b"T", struct.pack("<q", unix))
-        self.unix_base = struct.unpack("<q", reply)[0]
-
-    def network_up(self):
-        return self.call(b"N", b"")[0] == 1
-
-    def watchdog_start(self, timeout_ms):
-        self.post(b"D", struct.pack("<I", timeout_ms))
-
-    def watchdog_feed(self):
-        self.post(b"D", struct.pack("<I", 0))
-
-    def request_reset(self):
-        self.call(b"X", b"")

@@ -7,6 +7,7 @@
 
 import gc
 import math
+import struct
 
 from simulator.device.shim import PowerCut, ScenarioEnd
 
@@ -41,6 +42,8 @@ class World:
         self.flash = None
         self.true_import_wh = 0.0
         self.true_export_wh = 0.0
+        self.true_q_import_varh = 0.0  # reactive: lagging (inductive) positive
+        self.true_q_export_varh = 0.0
         self.reboots = 0
         self.heap_peak = 0
         self.next_heap_sample = 0
@@ -125,23 +128,36 @@ class World:
     def flow(self, ms: int):
         """Energy flows through the meter for `ms` with the current load."""
         point = self.current_load()
+        neutral = None  # the neutral carries the live current unless the load says otherwise
+        lead = False
         if point is None or not self.mains_on or self.ending:
             volts = 0.0
             amps = 0.0
             pf = 1.0
             hz = 50.0 if point is None else point[4]
         else:
-            _at, volts, amps, pf, hz = point
+            volts, amps, pf, hz = point[1], point[2], point[3], point[4]
+            if len(point) > 6:
+                neutral, lead = point[5], point[6]
             if not self.supply_on:
                 amps = 0.0
+                neutral = None
         watts = volts * amps * pf
         wh = watts * ms / 3_600_000
         if wh > 0:
             self.true_import_wh += wh
         elif wh < 0:
             self.true_export_wh -= wh
+        if amps and pf != 1.0 and pf != -1.0:
+            varh = volts * amps * math.sqrt(1.0 - pf * pf) * ms / 3_600_000
+            if lead:
+                varh = -varh  # a capacitive load: the current leads
+            if varh > 0:
+                self.true_q_import_varh += varh
+            else:
+                self.true_q_export_varh -= varh
         for meter in self.meters:
-            meter.integrate(ms, volts, amps, pf, hz)
+            meter.integrate(ms, volts, amps, pf, hz, neutral, lead)
 
     def mains_off_for(self, for_ms: int):
         """A power cut: the ESP32 and the metering IC lose power; time passes without us."""
@@ -219,14 +235,78 @@ class World:
                 return False
         return True
 
-    def uart_any(self, uart_id: int) -> int:
-        return self.uart(uart_id).any()
+    # --- the wire: what the shims say to the board's hardware -------------------------
+    # One byte of operation, then its payload. In-process the shims call these directly;
+    # simulator.host serves the same operations to a firmware process over a socket.
+    @property
+    def uart_rx_pending(self) -> int:
+        total = 0
+        for port in self.uarts.values():
+            total += len(port.rx)
+        return total
 
-    def uart_read(self, uart_id: int, nbytes: int = -1):
-        return self.uart(uart_id).read(nbytes)
+    def post(self, op: bytes, payload):
+        self.call(op, payload)
 
-    def uart_write(self, uart_id: int, data) -> int:
-        return self.uart(uart_id).write(data)
+    def call(self, op: bytes, payload) -> bytes:
+        code = op[0]
+        if code == 0x53:  # S: SPI transfer
+            bus, polarity, phase, baud = struct.unpack_from("<BBBI", payload)
+            tx = payload[7:]
+            rx = bytearray(len(tx))
+            self.spi_transfer(bus, (polarity, phase, baud), tx, rx)
+            return bytes(rx)
+        if code == 0x57:  # W: pin write (posted)
+            self.pin_write(payload[0], payload[1])
+            return b""
+        if code == 0x52:  # R: pin read
+            return bytes((self.pin_read(payload[0]),))
+        if code == 0x55:  # U: UART any / read / write
+            port = self.uart(payload[0])
+            if payload[1] == 0:
+                return struct.pack("<H", min(port.any(), 0xFFFF))
+            if payload[1] == 1:
+                return port.read() or b""
+            port.write(bytes(payload[2:]))
+            return b""
+        if code == 0x41:  # A: advance(ms), with the device's heap sample
+            ms, heap = struct.unpack("<II", payload)
+            if heap > self.heap_peak:
+                self.heap_peak = heap
+            self.advance(ms)
+            return struct.pack("<qqH", self.now_ms, self.start_unix + self.rtc_offset_s,
+                               min(self.uart_rx_pending, 0xFFFF))
+        if code == 0x46:  # F: flash program
+            block, offset = struct.unpack_from("<HH", payload)
+            self.flash.writeblocks(block, memoryview(payload)[4:], offset)
+            self.flash.fh.flush()
+            return b""
+        if code == 0x45:  # E: flash erase
+            self.flash.erase(struct.unpack("<H", payload)[0])
+            self.flash.fh.flush()
+            return b""
+        if code == 0x48:  # H: hello, at every boot of a firmware process
+            self.check_power()
+            return (struct.pack("<qqqH", self.now_ms, self.boot_ms,
+                                self.start_unix + self.rtc_offset_s, self.flash.block_count)
+                    + bytes(self.unique_id) + bytes((self.reset_cause,))
+                    + self.flash.path.encode())
+        if code == 0x54:  # T: set the RTC
+            self.set_unix(struct.unpack("<q", payload)[0])
+            return struct.pack("<q", self.start_unix + self.rtc_offset_s)
+        if code == 0x4E:  # N: is the network up
+            self.check_power()
+            return b"\x01" if self.network_up() else b"\x00"
+        if code == 0x44:  # D: watchdog start (ms) or feed (0)
+            ms = struct.unpack("<I", payload)[0]
+            if ms:
+                self.watchdog_start(ms)
+            else:
+                self.watchdog_feed()
+            return b""
+        if code == 0x58:  # X: machine.reset()
+            self.request_reset()
+        raise ValueError("unknown wire op %r" % op)
 
     def uart(self, uart_id: int):
         port = self.uarts.get(uart_id)

@@ -2,9 +2,13 @@
 # it in sys.modules as `machine`, `esp32` and `network`, and boards use it as their `time`
 # source (virtual time). One module, because on the MicroPython unix port every module and
 # class costs heap of its own, and the firmware shares a 64 KiB heap with this layer.
-# Runs on CPython and MicroPython; it talks to a World (in-process) or a RemoteWorld (wire).
+# Runs on CPython and MicroPython. Every hardware access is one operation of the simulator's
+# wire (see World.call): `call` waits for the answer, `post` does not. In-process the World
+# answers directly; in a MicroPython process a RemoteWorld carries it over a socket.
 # It carries only what the firmware uses (each method costs heap on MicroPython): add the
 # MicroPython API a driver needs when the driver comes.
+
+import struct
 
 WORLD = [None]  # the world the shims talk to; one meter per process
 
@@ -50,8 +54,8 @@ class Pin:
 
     def value(self, level=None):
         if level is None:
-            return world().pin_read(self.id)
-        world().pin_write(self.id, 1 if level else 0)
+            return world().call(b"R", bytes((self.id,)))[0]
+        world().post(b"W", bytes((self.id, 1 if level else 0)))
         return None
 
     def on(self):
@@ -73,7 +77,9 @@ class SPI:
         self.mode = (polarity, phase, baudrate)
 
     def write_readinto(self, wbuf, rbuf):
-        world().spi_transfer(self.bus_id, self.mode, wbuf, rbuf)
+        polarity, phase, baudrate = self.mode
+        head = struct.pack("<BBBI", self.bus_id, polarity, phase, baudrate)
+        rbuf[:] = world().call(b"S", head + bytes(wbuf))
 
 
 class UART:
@@ -81,13 +87,17 @@ class UART:
         self.id = uart_id
 
     def any(self):
-        return world().uart_any(self.id)
+        w = world()
+        if not w.uart_rx_pending:
+            return 0  # as of the last sleep nothing waits on any UART: save a round trip
+        return struct.unpack("<H", w.call(b"U", bytes((self.id, 0))))[0]
 
     def read(self, nbytes=-1):
-        return world().uart_read(self.id, nbytes)
+        return world().call(b"U", bytes((self.id, 1))) or None
 
     def write(self, data):
-        return world().uart_write(self.id, data)
+        world().call(b"U", bytes((self.id, 2)) + bytes(data))
+        return len(data)
 
 
 class RTC:
@@ -101,21 +111,22 @@ class RTC:
         year, month, day, _weekday, hour, minute, second, _sub = dt
         from simulator.device.timeutil import unix_from_fields
 
-        w.set_unix(unix_from_fields(year, month, day, hour, minute, second))
+        unix = unix_from_fields(year, month, day, hour, minute, second)
+        w.call(b"T", struct.pack("<q", unix))
         return None
 
 
 class WDT:
     def __init__(self, id=0, timeout=5000):
-        world().watchdog_start(timeout)
+        world().post(b"D", struct.pack("<I", timeout))
 
     def feed(self):
-        world().watchdog_feed()
+        world().post(b"D", struct.pack("<I", 0))
 
 
 def reset():
     # A software reset ends this boot like a power cycle does, but keeps the supply on.
-    world().request_reset()
+    world().call(b"X", b"")
 
 
 def reset_cause():
@@ -162,7 +173,7 @@ class WLAN:
         pass
 
     def isconnected(self):
-        return self.enabled and world().network_up()
+        return self.enabled and world().call(b"N", b"")[0] == 1
 
     def config(self, *args, **kwargs):
         if args and args[0] == "mac":
