@@ -21,6 +21,11 @@ OPTICAL_UART = 1
 PIN_OPTICAL_TX = 17
 PIN_OPTICAL_RX = 16
 DATA_PARTITION = "meterdata"
+# Power-fail detect: a comparator on the unregulated supply pulls this input low when mains
+# goes; the supply capacitor then keeps the ESP32 and the ATM90E26 running this long.
+PIN_POWER_FAIL = 34
+POWER_FAIL_HOLDUP_MS = 30
+IMAX_A = 60  # the meter's rated maximum current (sizes the flash-wear worst case)
 
 
 def mount_data():
@@ -42,4 +47,5 @@ def build(time_source=time):
         metering=ATM90E26(spi, cs),
         optical=UART(OPTICAL_UART, 300, tx=PIN_OPTICAL_TX, rx=PIN_OPTICAL_RX),
         wlan=network.WLAN(network.STA_IF),
+        power_fail=Pin(PIN_POWER_FAIL, Pin.IN),
     )

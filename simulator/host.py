@@ -92,10 +92,10 @@ class DeviceServer:
             ms, heap = struct.unpack("<II", payload)
             if heap > self.heap_peak:
                 self.heap_peak = heap
-            world.advance(ms)
+            fired = world.advance(ms)
             pending = sum(len(port.rx) for port in world.uarts.values())
-            return struct.pack("<qqH", world.now_ms, world.start_unix + world.rtc_offset_s,
-                               min(pending, 0xFFFF))
+            return struct.pack("<qqHh", world.now_ms, world.start_unix + world.rtc_offset_s,
+                               min(pending, 0xFFFF), fired)
         if op == 0x53:  # S: SPI transfer
             bus, polarity, phase, baud = struct.unpack_from("<BBBI", payload)
             tx = payload[7:]
@@ -107,6 +107,12 @@ class DeviceServer:
                 world.pin_write(payload[0], payload[1])
             except PowerCut:
                 pass  # reported at the device's next call
+            return None
+        if op == 0x51:  # Q: arm or disarm a pin IRQ (posted)
+            try:
+                world.pin_irq(payload[0], payload[1])
+            except PowerCut:
+                pass
             return None
         if op == 0x52:  # R: pin read
             return bytes((world.pin_read(payload[0]),))

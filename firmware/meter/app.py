@@ -3,7 +3,18 @@
 from meter import config, events
 from meter.energy import Register
 from meter.readout import OpticalPort
-from meter.store import EnergyStore
+from meter.store import FLAG_LAST_GASP, EnergyStore, unload
+
+
+def _profile():
+    from meter import profile
+
+    return profile
+
+
+def _unload_profile():
+    unload("profile")
+    unload("ring")
 
 
 class Meter:
@@ -18,16 +29,35 @@ class Meter:
         self.imp = Register(ic.energy_den)
         self.exp = Register(ic.energy_den)
         self.inst = [0, 0, 0, 0, 0]  # cV, mA, W, PF x1000, cHz (see the IC driver)
+        self.log.snapshot = self.snapshot
         self.store = EnergyStore(fs)
-        self.store.load(self.imp, self.exp)
+        saved = self.store.load(self.imp, self.exp)
         now = self.clock.now()
         self.log.log(now, events.POWER_UP)
-        if self.store.bad_slots:
+        if saved is not None and self.store.flags & FLAG_LAST_GASP:
+            self.log.log(saved, events.POWER_FAIL, now - saved)
+        period = self.cfg["profile_period_s"]
+        # only whole divisions of a day line periods up with midnight
+        self.period_s = period if period >= 60 and 86400 % period == 0 else 900
+        self.acc = [0, 0, 0, 0, 0]  # profile: V sum, I sum, samples, next sample, flags
+        self.period_end = 0
+        bad = _profile().boot(self, now)
+        _unload_profile()
+        if self.store.bad_slots or self.log.bad or bad:
             self.log.log(now, events.STORE_CORRUPT)
+        try:
+            fs.remove("/reset.flag")  # left by meter.maint.factory_reset
+            self.log.log(now, events.FACTORY_RESET)
+        except OSError:
+            pass
         if cfg_error is not None:
             print("config rejected:", cfg_error)
             self.log.log(now, events.CONFIG_REJECTED)
+        self.dying = False
         self.saved_at = now
+        self.checkpoint(True)  # clears the last-gasp flag
+        if hw.power_fail is not None:
+            hw.power_fail.irq(handler=self.power_fail, trigger=hw.power_fail.IRQ_FALLING)
         self.optical = OpticalPort(hw.optical, self.cfg["meter_id"]) if hw.optical else None
         self.telemetry = None
         if self.cfg["mqtt_host"]:
@@ -56,12 +86,42 @@ class Meter:
             self.exp.add(exp, ic.energy_num)
         self.inst[2] = ic.read_power()
 
+    def power_fail(self, _pin):
+        """Last gasp: mains is gone and the supply capacitor holds us up for a few tens of
+        ms. Collect what the IC still holds and save it; write nothing after that."""
+        if self.dying:
+            return
+        self.dying = True
+        if self.ic.configured():
+            self.poll()
+        self.store.save(self.imp, self.exp, self.clock.now(), FLAG_LAST_GASP)
+
+    def snapshot(self):
+        """(centivolts, milliamps, cumulative import Wh) recorded with every event."""
+        return self.inst[0], self.inst[1], self.imp.kwh * 1000 + self.imp.wh
+
     def refresh_instant(self):
         """Voltage, current, PF and frequency: read when someone is about to look at them."""
         self.ic.read_instant(self.inst)
 
     def checkpoint(self, force=False):
+        if self.dying:
+            return
         now = self.clock.now()
+        acc = self.acc
+        if now >= acc[3]:
+            acc[3] = now + 30  # sample V and I for the profile's averages
+            self.refresh_instant()
+            acc[0] += self.inst[0]
+            acc[1] += self.inst[1]
+            acc[2] += 1
+        if now >= self.period_end:
+            self.store.save(self.imp, self.exp, now)  # energy first: a period start is never
+            _profile().close(self, now)  # above the registers a reboot restores
+            _unload_profile()
+            self.saved_at = now
+            self.imp.unsaved_wh = 0
+            self.exp.unsaved_wh = 0
         since = now - self.saved_at
         cfg = self.cfg
         unsaved = self.imp.unsaved_wh + self.exp.unsaved_wh

@@ -1,15 +1,23 @@
-# The event log: a ring of fixed-size records (meter time, code, CRC) in one file, so an
-# event costs one small write and a torn record is detected and skipped.
-import struct
-from binascii import crc32
-
+# Event logs by category, each a ring of fixed-size CRC'd records (meter.ring.Ring), so an
+# event costs one small write and a damaged record is detected and skipped.
+# Each record: time, code, category, a snapshot (V, I, cumulative import Wh) and a value
+# (e.g. the length of a power failure in seconds).
+#
+# Codes: 1-99 core (below); 100-149 metering/tamper (100-109 voltage, 110-119 current,
+# 120-149 other/tamper); 150-199 control (connect/disconnect); 200-249 transaction
+# (configuration, commands). A code can be put in another category through CATEGORY_OF.
 from micropython import const
+
+from meter.store import unload
 
 POWER_UP = const(1)
 CONFIG_REJECTED = const(2)
 IC_REINIT = const(3)
 STORE_CORRUPT = const(4)
 IC_FAULT = const(5)
+POWER_FAIL = const(6)  # value: seconds without power (from the last gasp, or an upper bound)
+FACTORY_RESET = const(7)
+COVER_OPEN = const(140)
 
 NAMES = {
     POWER_UP: "power_up",
@@ -17,52 +25,93 @@ NAMES = {
     IC_REINIT: "ic_reinitialised",
     STORE_CORRUPT: "store_corrupt",
     IC_FAULT: "ic_fault",
+    POWER_FAIL: "power_fail",
+    FACTORY_RESET: "factory_reset",
+    COVER_OPEN: "cover_open",
 }
 
-_PATH = "/events.log"
-_REC = const(16)  # seq(4) time(4) code(2) pad(2) crc(4)
-_CAPACITY = const(50)
+VOLTAGE = const(0)
+CURRENT = const(1)
+POWER = const(2)
+TRANSACTION = const(3)
+OTHER = const(4)
+CONTROL = const(5)
+COVER = const(6)  # never overwritten: once full, later openings are not recorded
+CATEGORY_NAMES = ("voltage", "current", "power", "transaction", "other", "control", "cover")
+_CAPACITY = b"\x32\x32\x14\x32\x32\x32\x14"  # 50 50 20 50 50 50 20 records
+CATEGORY_OF = {
+    POWER_UP: POWER,
+    POWER_FAIL: POWER,
+    CONFIG_REJECTED: TRANSACTION,
+    FACTORY_RESET: TRANSACTION,
+    COVER_OPEN: COVER,
+}
+
+# ring n(4) | seq(4) time(4) code(2) category(1) pad(1) centivolts(2) milliamps(2)
+# import Wh(4) value(4) | crc(4): 32 bytes
+_FMT = "<IIHBBHHII"
+_DIR = "/ev"
+
+
+def category(code):
+    cat = CATEGORY_OF.get(code)
+    if cat is not None:
+        return cat
+    if 100 <= code < 110:
+        return VOLTAGE
+    if 110 <= code < 120:
+        return CURRENT
+    if 150 <= code < 200:
+        return CONTROL
+    if 200 <= code < 250:
+        return TRANSACTION
+    return OTHER
+
+
+def _ring(fs, cat):
+    from meter.ring import Ring
+
+    return Ring(fs, _DIR + "/" + str(cat), _FMT, _CAPACITY[cat], _CAPACITY[cat], cat != COVER)
 
 
 class EventLog:
     def __init__(self, fs):
         self._fs = fs
-        self._buf = bytearray(_REC)
+        self.snapshot = None  # callable -> (centivolts, milliamps, import Wh), set by the app
+        self.bad = 0  # damaged records found at boot
         self.seq = 0
-        for seq, _t, _code in self.records():
-            if seq > self.seq:
-                self.seq = seq
-
-    def log(self, now, code):
-        self.seq += 1
-        buf = self._buf
-        struct.pack_into("<IIHH", buf, 0, self.seq, now, code, 0)
-        struct.pack_into("<I", buf, 12, crc32(memoryview(buf)[:12]))
         try:
-            f = self._fs.open(_PATH, "r+b")
+            fs.mkdir(_DIR)
         except OSError:
-            f = self._fs.open(_PATH, "wb")
-        try:
-            f.seek(((self.seq - 1) % _CAPACITY) * _REC)
-            f.write(buf)
-        finally:
-            f.close()
+            pass
+        for cat in range(len(_CAPACITY)):
+            ring = _ring(fs, cat)
+            last = ring.get(ring.n)
+            self.bad += ring.bad
+            if last is not None and last[0] > self.seq:
+                self.seq = last[0]
+        unload("ring")
+
+    def log(self, now, code, value=0):
+        """Record an event now; returns False when its log is full and does not roll over."""
+        volts = amps = wh = 0
+        if self.snapshot is not None:
+            volts, amps, wh = self.snapshot()
+        self.seq += 1
+        cat = category(code)
+        ok = _ring(self._fs, cat).append(self.seq, now, code, cat, 0, volts, amps, wh, value)
+        unload("ring")
+        return ok
+
+    def read(self, cat, since=0, until=0x7FFFFFFF, newest_first=False, start=0):
+        """Stream (n, (seq, time, code, category, pad, cV, mA, Wh, value)) of one category
+        with time in [since, until]; see meter.maint.read for paging."""
+        from meter.maint import read
+
+        return read(_ring(self._fs, cat), since, until, newest_first, start, 1)
 
     def records(self):
-        """Yield (seq, meter time, code) for every valid record, in file order."""
-        try:
-            f = self._fs.open(_PATH, "rb")
-        except OSError:
-            return
-        buf = bytearray(_REC)
-        try:
-            while True:
-                n = f.readinto(buf)
-                if not n or n < _REC:
-                    break
-                if crc32(memoryview(buf)[:12]) != struct.unpack_from("<I", buf, 12)[0]:
-                    continue
-                seq, t, code, _pad = struct.unpack_from("<IIHH", buf, 0)
-                yield seq, t, code
-        finally:
-            f.close()
+        """Yield (seq, meter time, code) for every valid record of every category."""
+        for cat in range(len(_CAPACITY)):
+            for _n, rec in self.read(cat):
+                yield rec[0], rec[1], rec[2]

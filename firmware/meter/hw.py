@@ -2,9 +2,10 @@
 
 
 class Hardware:
-    def __init__(self, clock, fs, metering, optical=None, wlan=None):
+    def __init__(self, clock, fs, metering, optical=None, wlan=None, power_fail=None):
         self.clock = clock
         self.fs = fs
         self.metering = metering
         self.optical = optical
         self.wlan = wlan
+        self.power_fail = power_fail  # input, low while mains is gone (None: not fitted)

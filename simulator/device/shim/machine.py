@@ -8,6 +8,15 @@ DEEPSLEEP_RESET = 4
 SOFT_RESET = 5
 
 
+IRQ_HANDLERS = {}  # pin id -> (Pin, handler) armed with Pin.irq
+
+
+def run_irq(pin_id):
+    entry = IRQ_HANDLERS.get(pin_id)
+    if entry is not None and entry[1] is not None:
+        entry[1](entry[0])
+
+
 class Pin:
     IN = 1
     OUT = 3
@@ -29,6 +38,12 @@ class Pin:
             return world().pin_read(self.id)
         world().pin_write(self.id, 1 if level else 0)
         return None
+
+    def irq(self, handler=None, trigger=3, hard=False):
+        """A soft IRQ, as on the ESP32 port: the handler runs in the firmware's thread at the
+        next chance, which includes the middle of a sleep (see vtime.sleep_ms)."""
+        IRQ_HANDLERS[self.id] = (self, handler)
+        world().pin_irq(self.id, trigger if handler is not None else 0)
 
     def on(self):
         self.value(1)

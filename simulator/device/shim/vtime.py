@@ -21,8 +21,17 @@ def ticks_diff(end, start):
 
 
 def sleep_ms(ms):
-    if ms > 0:
-        world().advance(ms)
+    w = world()
+    end = w.now_ms + ms
+    while ms > 0:
+        fired = w.advance(ms)
+        if fired < 0:
+            return
+        # An armed pin IRQ interrupted the sleep: its handler runs, then the sleep goes on.
+        from simulator.device.shim import machine
+
+        machine.run_irq(fired)
+        ms = end - w.now_ms
 
 
 def sleep(seconds):

@@ -1,0 +1,41 @@
+# Rarely used maintenance, imported only when called (from the REPL or a remote command).
+
+
+def factory_reset(fs):
+    """Forget readings, profiles and logs; keep calibration (/calib.json) and provisioning
+    (/config.json). From the REPL: `import board; from meter.maint import factory_reset;
+    factory_reset(board.mount_data())`, then reset; the meter logs factory_reset at boot."""
+    for path in ("/energy.a", "/energy.b", "/period.a", "/period.b"):
+        try:
+            fs.remove(path)
+        except OSError:
+            pass
+    for folder in ("/ev", "/p"):
+        try:
+            names = [entry[0] for entry in fs.ilistdir(folder)]
+        except OSError:
+            continue
+        for name in names:
+            fs.remove(folder + "/" + name)
+        fs.rmdir(folder)
+    with fs.open("/reset.flag", "wb") as f:
+        f.write(b"1")
+
+
+def read(ring, since=0, until=0x7FFFFFFF, newest_first=False, start=0, tfield=0):
+    """Stream a ring's records whose time (field tfield) is in [since, until], oldest or
+    newest first, one record in RAM at a time. Yields (n, payload); page by passing the last
+    n seen +1 (oldest first) or -1 (newest first) as start."""
+    last = ring.n
+    oldest = last - ring.capacity + 1 if last > ring.capacity else 1
+    if newest_first:
+        n = start if 0 < start < last else last
+        step = -1
+    else:
+        n = start if start > oldest else oldest
+        step = 1
+    while oldest <= n <= last:
+        rec = ring.get(n)
+        if rec is not None and since <= rec[tfield] <= until:
+            yield n, rec
+        n += step
