@@ -81,8 +81,8 @@ def read_state(bdev: Any) -> dict:
     records = []
     for n, rec in maint.read(block):
         records.append((n, rec))
-    log = events.EventLog(fs)
-    seqs = [r[0] for r in log.records()]
+    events.EventLog(fs)  # what boot does: find each log's head
+    seqs = [r[0] for r in maint.all_events(fs)]
     return {"wh": imp.wh_float() + exp.wh_float(), "profile": records, "event_seqs": seqs}
 
 
@@ -120,7 +120,7 @@ class Sweep:
         if deficit - before > self.bound_wh:
             self.failures.append(f"cut {self.cuts}: loses {deficit - before:.3f} Wh")
         times = [rec[0] for _n, rec in state["profile"]]
-        if any(b <= a for a, b in zip(times, times[1:])):
+        if any(b <= a for a, b in zip(times, times[1:], strict=False)):
             self.failures.append(f"cut {self.cuts}: profile times not increasing {times}")
         if len(set(state["event_seqs"])) != len(state["event_seqs"]):
             self.failures.append(f"cut {self.cuts}: duplicated event sequence numbers")

@@ -209,13 +209,14 @@ def run_micropython(scenario: dict, flash_path: str, progress: Callable | None,
 
 
 def run(scenario: dict, runtime: str = "cpython", progress: Callable | None = None,
-        workdir: str | None = None) -> dict:
-    """Run a normalised scenario and return its report."""
+        workdir: str | None = None, keep_flash: bool = False) -> dict:
+    """Run a normalised scenario and return its report. keep_flash: boot on the flash image
+    already in workdir (a meter taken off one scenario and put into the next)."""
     if runtime not in RUNTIMES:
         raise ScenarioError(f"unknown runtime {runtime!r} (use cpython or micropython)")
     with tempfile.TemporaryDirectory() as tmp:
         flash_path = str(Path(workdir or tmp) / "flash.img")
-        if os.path.exists(flash_path):
+        if os.path.exists(flash_path) and not keep_flash:
             os.remove(flash_path)
         started = time.monotonic()
         if runtime == "cpython":
@@ -295,7 +296,7 @@ def read_events(flash_path: str, start_unix: int) -> list[dict]:
     from simulator.device.shim import micropython
 
     sys.modules.setdefault("micropython", micropython)
-    from meter import events
+    from meter import events, maint
     from meter.clock import METER_EPOCH_UNIX
 
     chip = FlashChip(flash_path, 64)
@@ -304,7 +305,7 @@ def read_events(flash_path: str, start_unix: int) -> list[dict]:
             fs = lfs_vfs.VfsLfs2(chip)
         except OSError:
             return []
-        records = sorted(events.EventLog(fs).records())  # by sequence: the order logged
+        records = sorted(maint.all_events(fs))  # by sequence: the order logged
     finally:
         chip.close()
     return [

@@ -3,10 +3,13 @@
 from meter import config, events
 from meter.energy import Register
 from meter.readout import OpticalPort
-from meter.store import FLAG_LAST_GASP, EnergyStore, unload
+from meter.store import EnergyStore, unload
 
 
 def _profile():
+    import gc
+
+    gc.collect()  # the module's code goes into the holes its last use left
     from meter import profile
 
     return profile
@@ -31,28 +34,25 @@ class Meter:
         self.inst = [0, 0, 0, 0, 0]  # cV, mA, W, PF x1000, cHz (see the IC driver)
         self.log.snapshot = self.snapshot
         self.store = EnergyStore(fs)
-        saved = self.store.load(self.imp, self.exp)
         now = self.clock.now()
-        self.log.log(now, events.POWER_UP)
-        if saved is not None and self.store.flags & FLAG_LAST_GASP:
-            self.log.log(saved, events.POWER_FAIL, now - saved)
         period = self.cfg["profile_period_s"]
         # only whole divisions of a day line periods up with midnight
         self.period_s = period if period >= 60 and 86400 % period == 0 else 900
         self.acc = [0, 0, 0, 0, 0]  # profile: V sum, I sum, samples, next sample, flags
         self.period_end = 0
+        from meter import restore
+
+        restore.restore(self, now, cfg_error)
+        unload("restore")
+        del restore
         bad = _profile().boot(self, now)
         _unload_profile()
-        if self.store.bad_slots or self.log.bad or bad:
-            self.log.log(now, events.STORE_CORRUPT)
-        try:
-            fs.remove("/reset.flag")  # left by meter.maint.factory_reset
-            self.log.log(now, events.FACTORY_RESET)
-        except OSError:
-            pass
-        if cfg_error is not None:
-            print("config rejected:", cfg_error)
-            self.log.log(now, events.CONFIG_REJECTED)
+        from meter import restore
+
+        restore.report(self, now, cfg_error, bad)
+        unload("restore")
+        del restore
+        unload("ring")
         self.dying = False
         self.saved_at = now
         self.checkpoint(True)  # clears the last-gasp flag
@@ -94,7 +94,7 @@ class Meter:
         self.dying = True
         if self.ic.configured():
             self.poll()
-        self.store.save(self.imp, self.exp, self.clock.now(), FLAG_LAST_GASP)
+        self.store.save(self.imp, self.exp, self.clock.now(), 1)  # store.FLAG_LAST_GASP
 
     def snapshot(self):
         """(centivolts, milliamps, cumulative import Wh) recorded with every event."""

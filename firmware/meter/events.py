@@ -37,10 +37,8 @@ TRANSACTION = const(3)
 OTHER = const(4)
 CONTROL = const(5)
 COVER = const(6)  # never overwritten: once full, later openings are not recorded
-CATEGORY_NAMES = ("voltage", "current", "power", "transaction", "other", "control", "cover")
 _CAPACITY = b"\x32\x32\x14\x32\x32\x32\x14"  # 50 50 20 50 50 50 20 records
 CATEGORY_OF = {
-    POWER_UP: POWER,
     POWER_FAIL: POWER,
     CONFIG_REJECTED: TRANSACTION,
     FACTORY_RESET: TRANSACTION,
@@ -68,7 +66,8 @@ def category(code):
     return OTHER
 
 
-def _ring(fs, cat):
+def ring(fs, cat):
+    """One category's ring (meter.ring; unload("ring") when done with it)."""
     from meter.ring import Ring
 
     return Ring(fs, _DIR + "/" + str(cat), _FMT, _CAPACITY[cat], _CAPACITY[cat], cat != COVER)
@@ -78,19 +77,8 @@ class EventLog:
     def __init__(self, fs):
         self._fs = fs
         self.snapshot = None  # callable -> (centivolts, milliamps, import Wh), set by the app
-        self.bad = 0  # damaged records found at boot
-        self.seq = 0
-        try:
-            fs.mkdir(_DIR)
-        except OSError:
-            pass
-        for cat in range(len(_CAPACITY)):
-            ring = _ring(fs, cat)
-            last = ring.get(ring.n)
-            self.bad += ring.bad
-            if last is not None and last[0] > self.seq:
-                self.seq = last[0]
-        unload("ring")
+        self.bad = 0  # damaged records found at boot (meter.restore)
+        self.seq = 0  # the newest record's, found at boot (meter.restore)
 
     def log(self, now, code, value=0):
         """Record an event now; returns False when its log is full and does not roll over."""
@@ -99,19 +87,6 @@ class EventLog:
             volts, amps, wh = self.snapshot()
         self.seq += 1
         cat = category(code)
-        ok = _ring(self._fs, cat).append(self.seq, now, code, cat, 0, volts, amps, wh, value)
+        ok = ring(self._fs, cat).append(self.seq, now, code, cat, 0, volts, amps, wh, value)
         unload("ring")
         return ok
-
-    def read(self, cat, since=0, until=0x7FFFFFFF, newest_first=False, start=0):
-        """Stream (n, (seq, time, code, category, pad, cV, mA, Wh, value)) of one category
-        with time in [since, until]; see meter.maint.read for paging."""
-        from meter.maint import read
-
-        return read(_ring(self._fs, cat), since, until, newest_first, start, 1)
-
-    def records(self):
-        """Yield (seq, meter time, code) for every valid record of every category."""
-        for cat in range(len(_CAPACITY)):
-            for _n, rec in self.read(cat):
-                yield rec[0], rec[1], rec[2]

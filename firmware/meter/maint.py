@@ -39,3 +39,22 @@ def read(ring, since=0, until=0x7FFFFFFF, newest_first=False, start=0, tfield=0)
         if rec is not None and since <= rec[tfield] <= until:
             yield n, rec
         n += step
+
+
+# Event log categories by number (meter.events): the names used by read-back tools.
+CATEGORY_NAMES = ("voltage", "current", "power", "transaction", "other", "control", "cover")
+
+
+def read_events(fs, cat, since=0, until=0x7FFFFFFF, newest_first=False, start=0):
+    """Stream (n, (seq, time, code, category, pad, cV, mA, import Wh, value)) of one event
+    category with time in [since, until]; paging as for read()."""
+    from meter import events
+
+    return read(events.ring(fs, cat), since, until, newest_first, start, 1)
+
+
+def all_events(fs):
+    """Yield (seq, meter time, code) of every valid event of every category."""
+    for cat in range(len(CATEGORY_NAMES)):
+        for _n, rec in read_events(fs, cat):
+            yield rec[0], rec[1], rec[2]

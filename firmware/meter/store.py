@@ -26,31 +26,6 @@ class Slots:
         self._size = struct.calcsize(fmt) + 4  # seq first
         self._buf = bytearray(self._size + 4)
         self.seq = 0
-        self.bad = 0
-
-    def load(self):
-        """The newest valid record's fields, or None. Damaged slots are counted in bad."""
-        best = None
-        best_seq = -1
-        size = self._size
-        for path in self._paths:
-            try:
-                with self._fs.open(path, "rb") as f:
-                    data = f.read()
-            except OSError:
-                continue
-            if len(data) != size + 4 or crc32(data[:size]) != struct.unpack_from(
-                "<I", data, size
-            )[0]:
-                self.bad += 1
-                continue
-            seq = struct.unpack_from("<I", data, 0)[0]
-            if seq > best_seq:
-                best_seq = seq
-                best = struct.unpack_from(self._fmt, data, 4)
-        if best is not None:
-            self.seq = best_seq
-        return best
 
     def save(self, *fields):
         self.seq += 1
@@ -70,29 +45,17 @@ class EnergyStore:
         # the billing month's maximum demand: W and its time; the block profile's head
         self._period = Slots(fs, "/period", "<IIIIII")
         self.bad_slots = 0
-        self.time = 0
         self.flags = 0
         self.period = [0, 0, 0]
         self.demand = [0, 0]
         self.profile_head = 0
 
     def load(self, imp, exp):
-        """Restore the newest valid checkpoint into the registers; returns its time or None
-        when there is none. Damaged slots are skipped (counted in bad_slots)."""
-        rec = self._period.load()
-        if rec is not None:
-            self.period = [rec[0], rec[1], rec[2]]
-            self.demand = [rec[3], rec[4]]
-            self.profile_head = rec[5]
-        best = self._energy.load()
-        self.bad_slots = self._energy.bad + self._period.bad
-        if best is None:
-            return None
-        imp.set(best[0], best[1])
-        exp.set(best[2], best[3])
-        self.time = best[4]
-        self.flags = best[5]
-        return best[4]
+        """Restore the newest valid checkpoint into the registers (meter.restore); returns
+        its time or None."""
+        from meter.restore import load_energy
+
+        return load_energy(self, imp, exp)
 
     def save(self, imp, exp, now, flags=0):
         self._energy.save(imp.kwh, imp.total_mwh(), exp.kwh, exp.total_mwh(), now, flags)
@@ -113,5 +76,5 @@ def unload(name):
 
     try:
         delattr(meter, name)
-    except AttributeError:
+    except (AttributeError, KeyError):  # MicroPython says KeyError
         pass
