@@ -9,7 +9,8 @@ from meter.store import EnergyStore, unload
 def _profile():
     import gc
 
-    gc.collect()  # the module's code goes into the holes its last use left
+    if hasattr(gc, "mem_free"):  # MicroPython: the module's code goes into the holes its
+        gc.collect()  # last use left (a full collection on a host is just slow)
     from meter import profile
 
     return profile
@@ -61,6 +62,9 @@ class Meter:
         self.optical = OpticalPort(hw.optical, self.cfg["meter_id"]) if hw.optical else None
         self.telemetry = None
         if self.cfg["mqtt_host"]:
+            import gc
+
+            gc.collect()  # after the boot-only modules went: one big free stretch
             from meter.telemetry import Telemetry
 
             self.telemetry = Telemetry(self.cfg, self.clock, hw.wlan)

@@ -34,11 +34,27 @@ def read(ring, since=0, until=0x7FFFFFFF, newest_first=False, start=0, tfield=0)
     else:
         n = start if start > oldest else oldest
         step = 1
-    while oldest <= n <= last:
-        rec = ring.get(n)
-        if rec is not None and since <= rec[tfield] <= until:
-            yield n, rec
-        n += step
+    f = None
+    at = -1
+    try:
+        while oldest <= n <= last:
+            seg = ring.segment(n)
+            if seg != at:  # one segment file open at a time
+                if f is not None:
+                    f.close()
+                    f = None
+                at = seg
+                try:
+                    f = ring._fs.open(ring._file(seg), "rb")
+                except OSError:
+                    pass
+            rec = ring.get(n, f) if f is not None else None
+            if rec is not None and since <= rec[tfield] <= until:
+                yield n, rec
+            n += step
+    finally:
+        if f is not None:
+            f.close()
 
 
 # Event log categories by number (meter.events): the names used by read-back tools.

@@ -49,15 +49,17 @@ class Ring:
             f.close()
         return best
 
-    def _probe(self, n):
-        """True if record n is in its slot, intact."""
+    def _probe(self, n, f=None):
+        """True if record n is in its slot, intact (f: its segment file, already open)."""
         slot = (n - 1) % self.capacity
         buf = self._buf
         try:
-            with self._fs.open(self._file(slot // self._per_file), "rb") as f:
-                f.seek((slot % self._per_file) * self.size)
-                if f.readinto(buf) != self.size:
-                    return False
+            if f is None:
+                with self._fs.open(self._file(slot // self._per_file), "rb") as g:
+                    return self._probe(n, g)
+            f.seek((slot % self._per_file) * self.size)
+            if f.readinto(buf) != self.size:
+                return False
         except OSError:
             return False
         if not self._valid(buf):
@@ -110,10 +112,15 @@ class Ring:
         self.n = n
         return True
 
-    def get(self, n):
-        """Record n's payload tuple if its slot holds it intact, else None."""
+    def segment(self, n):
+        """Which segment file record n is in."""
+        return ((n - 1) % self.capacity) // self._per_file
+
+    def get(self, n, f=None):
+        """Record n's payload tuple if its slot holds it intact, else None. f: its segment
+        file, already open (see segment())."""
         if n < 1 or n > self.n or n <= self.n - self.capacity:
             return None
-        if not self._probe(n):
+        if not self._probe(n, f):
             return None
         return struct.unpack_from(self._fmt, self._buf, 4)
