@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ONE_DAY = ROOT / "tests" / "scenarios" / "one_day.json"
 CYCLES = 100_000  # rated erase cycles per 4 KiB block of the data partition's NOR flash
 BLOCKS = 64  # 256 KiB
-WEAR_DAYS = 3
+WEAR_DAYS = 2
 
 
 def worst_case_wear() -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,8 +31,6 @@ def mounted(flash_path):
     from simulator.device.flash import FlashChip
     from simulator.device.shim import micropython
 
-    import sys
-
     sys.modules.setdefault("micropython", micropython)
     chip = FlashChip(str(flash_path), 64)
     try:
@@ -42,10 +41,9 @@ def mounted(flash_path):
 
 def block_profile(fs):
     from meter import maint, profile, store
-
-    energy = store.EnergyStore(fs)
     from meter.energy import Register
 
+    energy = store.EnergyStore(fs)
     energy.load(Register(1000), Register(1000))
     return list(maint.read(profile.block(fs, energy.profile_head)))
 
@@ -75,7 +73,7 @@ def _cut_scenario(cut):
 
 
 @pytest.mark.parametrize("runtime, cuts", [
-    ("cpython", (12, 17, 40, 77, 123, 250, 400, 777, 1500, 2222)),
+    ("cpython", (12, 40, 123, 400, 1500, 2222)),
     pytest.param("micropython", (15, 60, 333), marks=pytest.mark.micropython),
 ])
 def test_sampled_cuts_reboot_and_run_on(tmp_path, runtime, cuts, request):
