@@ -110,7 +110,10 @@ class Meter:
 
     def checkpoint(self, force=False):
         if self.dying:
-            return
+            pin = self.hw.power_fail
+            if pin is None or not pin.value():
+                return  # the supply is going: nothing more is written
+            self.dying = False  # mains came back within the hold-up: carry on
         now = self.clock.now()
         acc = self.acc
         if now >= acc[3]:
