@@ -220,3 +220,32 @@ def test_factory_reset_keeps_calibration(tmp_path):
     assert report["meter_import_wh"] < 100  # the registers started again from zero
     with mounted(tmp_path / "flash.img") as fs:
         assert json.loads(fs.open("/calib.json").read()) == {"ugain": 12345}
+
+
+def test_event_categories_capacities_and_the_cover_log_never_rolls_over(tmp_path):
+    sc.ensure_paths()
+    sys.modules.setdefault("micropython", __import__("simulator.device.shim.micropython",
+                                                     None, None, ["x"]))
+    from meter import events, maint
+
+    from simulator import lfs_vfs
+    from simulator.device.flash import FlashChip
+
+    chip = FlashChip(str(tmp_path / "f.img"), 64)
+    lfs_vfs.VfsLfs2.mkfs(chip)
+    fs = lfs_vfs.VfsLfs2(chip)
+    fs.mkdir("/ev")
+    log = events.EventLog(fs)
+    assert [events.category(c) for c in (events.POWER_FAIL, 101, 111, 120, 160, 210, 3)] == [
+        events.POWER, events.VOLTAGE, events.CURRENT, events.OTHER, events.CONTROL,
+        events.TRANSACTION, events.OTHER]
+    for t in range(1, 31):
+        log.log(t, events.COVER_OPEN)
+        log.log(t, 160, t)  # a control event
+    cover = [rec for _n, rec in maint.read_events(fs, events.COVER)]
+    assert [r[1] for r in cover] == list(range(1, 21))  # the first 20 kept, later ones refused
+    assert log.log(99, events.COVER_OPEN) is False
+    control = [rec for _n, rec in maint.read_events(fs, events.CONTROL, 10, 25, True)]
+    assert [r[1] for r in control] == list(range(25, 9, -1))
+    assert all(r[8] == r[1] for r in control)  # the value travels with the event
+    chip.close()
