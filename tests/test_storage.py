@@ -172,7 +172,7 @@ def test_profiles_daily_billing_and_read_back(tmp_path):
         _t, imp_wh, _exp, demand_w, demand_t, trigger = bills[0][1]
         assert trigger == profile.BILL_MONTHLY and demand_w == 4800
         assert demand_t - start == 4500 and 2490 <= imp_wh <= 2510
-        power = [rec for _n, rec in maint.read_events(fs, events.POWER)]
+        power = [rec for _n, rec in maint.read_events(fs, events.CAT_POWER)]
         assert [(r[2], r[1] - start, r[8]) for r in power] == [(events.POWER_FAIL, 5000, 100)]
 
 
@@ -237,15 +237,15 @@ def test_event_categories_capacities_and_the_cover_log_never_rolls_over(tmp_path
     fs.mkdir("/ev")
     log = events.EventLog(fs)
     assert [events.category(c) for c in (events.POWER_FAIL, 101, 111, 120, 160, 210, 3)] == [
-        events.POWER, events.VOLTAGE, events.CURRENT, events.OTHER, events.CONTROL,
-        events.TRANSACTION, events.OTHER]
+        events.CAT_POWER, events.CAT_VOLTAGE, events.CAT_CURRENT, events.CAT_OTHER,
+        events.CAT_CONTROL, events.CAT_TRANSACTION, events.CAT_OTHER]
     for t in range(1, 31):
         log.log(t, events.COVER_OPEN)
         log.log(t, 160, t)  # a control event
-    cover = [rec for _n, rec in maint.read_events(fs, events.COVER)]
+    cover = [rec for _n, rec in maint.read_events(fs, events.CAT_COVER)]
     assert [r[1] for r in cover] == list(range(1, 21))  # the first 20 kept, later ones refused
     assert log.log(99, events.COVER_OPEN) is False
-    control = [rec for _n, rec in maint.read_events(fs, events.CONTROL, 10, 25, True)]
+    control = [rec for _n, rec in maint.read_events(fs, events.CAT_CONTROL, 10, 25, True)]
     assert [r[1] for r in control] == list(range(25, 9, -1))
     assert all(r[8] == r[1] for r in control)  # the value travels with the event
     chip.close()

@@ -30,19 +30,20 @@ NAMES = {
     COVER_OPEN: "cover_open",
 }
 
-VOLTAGE = const(0)
-CURRENT = const(1)
-POWER = const(2)
-TRANSACTION = const(3)
-OTHER = const(4)
-CONTROL = const(5)
-COVER = const(6)  # never overwritten: once full, later openings are not recorded
+CAT_VOLTAGE = const(0)
+CAT_CURRENT = const(1)
+CAT_POWER = const(2)
+CAT_TRANSACTION = const(3)
+CAT_OTHER = const(4)
+CAT_CONTROL = const(5)
+CAT_COVER = const(6)  # never overwritten: once full, later openings are not recorded
+# (named CAT_* so they never clash with event codes such as a CONTROL base code)
 _CAPACITY = b"\x32\x32\x14\x32\x32\x32\x14"  # 50 50 20 50 50 50 20 records
 CATEGORY_OF = {
-    POWER_FAIL: POWER,
-    CONFIG_REJECTED: TRANSACTION,
-    FACTORY_RESET: TRANSACTION,
-    COVER_OPEN: COVER,
+    POWER_FAIL: CAT_POWER,
+    CONFIG_REJECTED: CAT_TRANSACTION,
+    FACTORY_RESET: CAT_TRANSACTION,
+    COVER_OPEN: CAT_COVER,
 }
 
 # ring n(4) | seq(4) time(4) code(2) category(1) pad(1) centivolts(2) milliamps(2)
@@ -56,21 +57,22 @@ def category(code):
     if cat is not None:
         return cat
     if 100 <= code < 110:
-        return VOLTAGE
+        return CAT_VOLTAGE
     if 110 <= code < 120:
-        return CURRENT
+        return CAT_CURRENT
     if 150 <= code < 200:
-        return CONTROL
+        return CAT_CONTROL
     if 200 <= code < 250:
-        return TRANSACTION
-    return OTHER
+        return CAT_TRANSACTION
+    return CAT_OTHER
 
 
 def ring(fs, cat):
     """One category's ring (meter.ring; unload("ring") when done with it)."""
     from meter.ring import Ring
 
-    return Ring(fs, _DIR + "/" + str(cat), _FMT, _CAPACITY[cat], _CAPACITY[cat], cat != COVER)
+    size = _CAPACITY[cat]
+    return Ring(fs, _DIR + "/" + str(cat), _FMT, size, size, cat != CAT_COVER)
 
 
 class EventLog:
@@ -90,3 +92,9 @@ class EventLog:
         ok = ring(self._fs, cat).append(self.seq, now, code, cat, 0, volts, amps, wh, value)
         unload("ring")
         return ok
+
+    def records(self):
+        """(seq, meter time, code) of every valid event (meter.maint.all_events)."""
+        from meter.maint import all_events
+
+        return all_events(self._fs)
