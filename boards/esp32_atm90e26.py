@@ -30,6 +30,11 @@ PIN_RELAY_FEEDBACK = 34
 RELAY_PULSE_MS = 100
 PIN_BUTTON = 35
 PIN_COVER = 36  # terminal cover switch, input only: 1 while the cover is open
+# Power-fail detect: a comparator on the unregulated supply pulls this input low when mains
+# goes; the supply capacitor then keeps the ESP32 and the ATM90E26 running this long.
+PIN_POWER_FAIL = 39  # input only
+POWER_FAIL_HOLDUP_MS = 30
+IMAX_A = 60  # the meter's rated maximum current (sizes the flash-wear worst case)
 
 
 def mount_data():
@@ -55,4 +60,5 @@ def build(time_source=time, hbridge=False):
                Pin(PIN_RELAY_FEEDBACK, Pin.IN), RELAY_PULSE_MS, hbridge),
         button=Pin(PIN_BUTTON, Pin.IN, Pin.PULL_UP),
         cover=Pin(PIN_COVER, Pin.IN),
+        power_fail=Pin(PIN_POWER_FAIL, Pin.IN),
     )

@@ -12,7 +12,7 @@ from simulator.device.world import PowerCut, ScenarioEnd, World
 OK = 0
 CUT = 1
 END = 2
-POSTED = (0x57, 0x44)  # pin writes and watchdog: the device does not wait
+POSTED = (0x57, 0x44, 0x51)  # pin writes, watchdog, IRQ arming: the device does not wait
 
 
 class DeviceServer:

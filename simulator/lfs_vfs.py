@@ -68,8 +68,10 @@ class _BlockDeviceContext(UserContext):
             raise failure
 
 
-def _make(ctx: _BlockDeviceContext, mount: bool) -> LittleFS:
+def _make(ctx: _BlockDeviceContext, mount: bool, cache_size: int = 0) -> LittleFS:
+    extra = {"cache_size": cache_size} if cache_size else {}
     return LittleFS(
+        **extra,
         context=ctx,
         mount=mount,
         block_size=ctx.bdev.ioctl(5, 0),
@@ -98,11 +100,13 @@ class VfsLfs2:
     """The subset of MicroPython's VfsLfs2 the firmware uses."""
 
     def __init__(self, bdev: Any, readsize: int = READ_SIZE, progsize: int = PROG_SIZE,
-                 lookahead: int = LOOKAHEAD, mtime: bool = True) -> None:
+                 lookahead: int = LOOKAHEAD, mtime: bool = True, cache_size: int = 0) -> None:
+        # cache_size (simulator only): a bigger read cache for host-side readers that mount
+        # an image many times; it changes nothing on flash for reading.
         self._ctx = _BlockDeviceContext(bdev)
         # Mount explicitly: littlefs-python's own mount=True formats a device it cannot mount,
         # which would wipe a meter's data where MicroPython reports ENODEV.
-        self._fs = _make(self._ctx, mount=False)
+        self._fs = _make(self._ctx, mount=False, cache_size=cache_size)
         try:
             self._fs.mount()
         except littlefs.LittleFSError as exc:

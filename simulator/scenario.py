@@ -19,7 +19,7 @@ DEFAULT_START = "2026-01-01T00:00:00+05:30"
 HEAPSIZE = "64k"
 
 SCENARIO_KEYS = {"duration_s", "start", "board", "config", "load", "outages", "faults",
-                 "commands", "button", "cover_open", "chip", "calibrate"}
+                 "commands", "button", "cover_open", "chip", "calibrate", "power_fail_input"}
 LOAD_KEYS = {"at_s", "volts", "amps", "pf", "hz", "neutral_amps", "lead"}
 OUTAGE_KEYS = {"at_s", "for_s"}
 RELAY_FAULTS = {"relay_weld_at_s", "relay_coil_open_at_s", "relay_shock_at_s"}
@@ -178,7 +178,11 @@ def normalise(raw: Any) -> dict:
     calibrate = scenario.get("calibrate", False)
     if not isinstance(calibrate, bool):
         raise ScenarioError("calibrate must be true or false")
+    power_fail_input = scenario.get("power_fail_input", True)
+    if not isinstance(power_fail_input, bool):
+        raise ScenarioError("power_fail_input must be true or false")
     return {
+        "power_fail_input": power_fail_input,
         "duration_ms": int(duration * 1000),
         "start_unix": start_unix,
         "board": board,
@@ -283,7 +287,7 @@ def run_cpython(scenario: dict, flash_path: str, progress: Callable | None,
     if progress is not None:
         def tick(now_ms: int) -> None:
             progress(min(now_ms, duration) / duration)
-    return runner.run(scenario, flash_path, tick)
+    return runner.run(scenario, flash_path, tick, measure_loss)
 
 
 def run_micropython(scenario: dict, flash_path: str, progress: Callable | None,
@@ -298,6 +302,7 @@ def run_micropython(scenario: dict, flash_path: str, progress: Callable | None,
     world, board_module = runner.prepare(scenario, flash_path)
     duration = scenario["duration_ms"]
     world.on_tick = on_tick
+    world.on_restore = measure_loss
     if progress is not None:
         world.on_tick = lambda now_ms: progress(min(now_ms, duration) / duration)
 
@@ -311,13 +316,15 @@ def run_micropython(scenario: dict, flash_path: str, progress: Callable | None,
 
 
 def run(scenario: dict, runtime: str = "cpython", progress: Callable | None = None,
-        workdir: str | None = None, heapsize: str = HEAPSIZE) -> dict:
-    """Run a normalised scenario and return its report (heapsize: MicroPython's GC heap)."""
+        workdir: str | None = None, heapsize: str = HEAPSIZE, keep_flash: bool = False) -> dict:
+    """Run a normalised scenario and return its report. heapsize: MicroPython's GC heap;
+    keep_flash: boot on the flash image already in workdir (a meter taken off one scenario
+    and put into the next)."""
     if runtime not in RUNTIMES:
         raise ScenarioError(f"unknown runtime {runtime!r} (use cpython or micropython)")
     with tempfile.TemporaryDirectory() as tmp:
         flash_path = str(Path(workdir or tmp) / "flash.img")
-        if os.path.exists(flash_path):
+        if os.path.exists(flash_path) and not keep_flash:
             os.remove(flash_path)
         started = time.monotonic()
         if runtime == "cpython":
@@ -327,6 +334,47 @@ def run(scenario: dict, runtime: str = "cpython", progress: Callable | None = No
         raw["runtime"] = runtime
         wall = time.monotonic() - started
         return build_report(scenario, raw, flash_path, wall)
+
+
+def read_store(flash_path: str) -> dict:
+    """What the meter would restore at boot, read from the flash image with the firmware's
+    own readers: energy registers (Wh) and the block-profile record count."""
+    ensure_paths()
+    from simulator import lfs_vfs
+    from simulator.device.flash import FlashChip
+    from simulator.device.shim import micropython
+
+    sys.modules.setdefault("micropython", micropython)
+    from meter import profile, store
+    from meter.energy import Register
+
+    chip = FlashChip(flash_path, 64)
+    try:
+        try:
+            fs = lfs_vfs.VfsLfs2(chip)
+        except OSError:
+            return {"wh": 0.0, "profile_records": 0}
+        imp, exp = Register(1000), Register(1000)
+        energy = store.EnergyStore(fs)
+        energy.load(imp, exp)
+        ring = profile.block(fs, energy.profile_head)
+        count = ring.n if ring.n < ring.capacity else ring.capacity
+        return {"wh": imp.wh_float() + exp.wh_float(), "profile_records": count,
+                "import_wh": imp.wh_float()}
+    finally:
+        chip.close()
+
+
+def measure_loss(world: Any) -> None:
+    """Before each reboot: how much of what flowed the meter lost over this power cut
+    (true energy minus what it restores, less the shortfall it already had)."""
+    world.flash.fh.flush()
+    restored = read_store(world.flash.path)["wh"]
+    deficit = world.true_import_wh + world.true_export_wh - restored
+    before = getattr(world, "deficit_wh", 0.0)
+    world.losses_wh = getattr(world, "losses_wh", [])
+    world.losses_wh.append(deficit - before)
+    world.deficit_wh = deficit
 
 
 def parse_readout(text: str) -> dict:
@@ -348,11 +396,11 @@ def kwh_text_to_wh(text: str | None) -> float | None:
     return (int(whole) * 1_000_000 + int(frac)) / 1000
 
 
-# Names of the metering events (codes 100-149), kept host-side to spare the meter's heap.
+# Names of the metering events (codes 120-128), kept host-side to spare the meter's heap.
 METERING_EVENT_NAMES = {
-    100: "read_rejected", 101: "bus_fault", 102: "bus_restored", 103: "tamper_neutral",
-    104: "tamper_neutral_end", 105: "reverse_flow", 106: "reverse_flow_end",
-    107: "calibration_loaded", 108: "calibration_bad",
+    120: "read_rejected", 121: "bus_fault", 122: "bus_restored", 123: "tamper_neutral",
+    124: "tamper_neutral_end", 125: "reverse_flow", 126: "reverse_flow_end",
+    127: "calibration_loaded", 128: "calibration_bad",
 }
 
 
@@ -364,7 +412,7 @@ def read_events(flash_path: str, start_unix: int) -> list[dict]:
     from simulator.device.shim import micropython
 
     sys.modules.setdefault("micropython", micropython)
-    from meter import events
+    from meter import maint
     from meter.clock import METER_EPOCH_UNIX
 
     chip = FlashChip(flash_path, 64)
@@ -373,7 +421,7 @@ def read_events(flash_path: str, start_unix: int) -> list[dict]:
             fs = lfs_vfs.VfsLfs2(chip)
         except OSError:
             return []
-        records = sorted(events.EventLog(fs).records())
+        records = sorted(maint.all_events(fs))  # by sequence: the order logged
     finally:
         chip.close()
     return [
@@ -436,7 +484,10 @@ def build_report(scenario: dict, raw: dict, flash_path: str, wall_s: float) -> d
         "meter_export_wh": kwh_text_to_wh(readout.get("2.8.0")),
         "reboots": raw["reboots"],
         "events": read_events(flash_path, scenario["start_unix"]),
-        "flash": {"bytes_written": raw["flash_bytes_written"], "erases": raw["flash_erases"]},
+        "flash": {"bytes_written": raw["flash_bytes_written"], "erases": raw["flash_erases"],
+                  "erases_max_block": raw["flash_erases_max_block"]},
+        "lost_wh_per_outage_max": round(max(raw["losses_wh"], default=0.0), 3),
+        "profile_records": read_store(flash_path)["profile_records"],
         "runtime": raw["runtime"],
         "wall_s": round(wall_s, 3),
         "sim_s_per_wall_s": round(scenario["duration_ms"] / 1000 / max(wall_s, 1e-9), 1),

@@ -314,7 +314,7 @@ def test_impossible_energy_is_rejected_not_added(tmp_path):
     meter.poll()
     assert meter.rejected == 1 and meter.imp.wh_float() == before
     codes = [code for _s, _t, code in meter.log.records()]
-    assert 100 in codes  # read_rejected
+    assert 120 in codes  # read_rejected
     world.advance(1000)
     meter.poll()
     assert meter.imp.wh_float() == pytest.approx(before + 2400 / 3600, abs=0.05)

@@ -50,10 +50,12 @@ def test_one_day_same_energy_on_both_runtimes(mpy_build):
         assert mpy[key] == cpy[key], key
     assert cpy["reboots"] == 1
     # Never above the truth; below it by at most the read lag plus what the one outage may
-    # lose under the checkpoint policy (60 s of flow at the load then, plus 10 Wh).
-    outage_loss = 241 * 4 * 60 / 3600 + 10
+    # lose with the board's power-fail input (last gasp: 1 Wh).
+    outage_loss = 1.0
     for kind in ("import", "export"):
         true, metered = cpy[f"true_{kind}_wh"], cpy[f"meter_{kind}_wh"]
         assert metered <= true
         assert true - metered <= outage_loss + 0.1
+    assert mpy["profile_records"] == cpy["profile_records"] == 96
+    assert mpy["lost_wh_per_outage_max"] <= outage_loss
     assert 0 < mpy["heap_peak_bytes"] < HEAP_CAP

@@ -78,15 +78,18 @@ def test_outage_reboots_and_never_invents_energy():
                                          {"at_s": 5000, "for_s": 60}]})
     report = sc.run(scenario, "cpython")
     assert report["reboots"] == 2
-    assert [e["name"] for e in report["events"]] == ["power_up"] * 3
-    assert [e["t_s"] for e in report["events"]] == [0, 2100, 5060]
+    # Power-up events, and the power failure the last gasp recorded, logged on return with
+    # the time the power went and how long it stayed away.
+    names = ["power_up", "power_up", "power_fail", "power_up", "power_fail"]
+    assert [e["name"] for e in report["events"]] == names
+    assert [e["t_s"] for e in report["events"]] == [0, 2100, 1800, 5060, 5000]
     true = report["true_import_wh"]
     assert true == pytest.approx(4800 * (7200 - 360) / 3600)
     metered = report["meter_import_wh"]
     assert metered <= true
-    # Without a power-fail input the checkpoint policy loses at most its window per outage:
-    # 60 s at 4.8 kW plus the 10 Wh threshold.
-    assert true - metered <= 2 * (4800 * 60 / 3600 + 10)
+    # The sim board has a power-fail input: each outage loses at most 1 Wh (last gasp).
+    assert report["lost_wh_per_outage_max"] <= 1.0
+    assert true - metered <= 2 * 1.0 + READ_LAG_WH
 
 
 def test_same_scenario_same_report():

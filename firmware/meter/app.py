@@ -5,7 +5,22 @@ import gc
 from meter import config, events
 from meter.energy import Register
 from meter.readout import OpticalPort
-from meter.store import EnergyStore
+from meter.store import EnergyStore, unload
+
+
+def _profile():
+    import gc
+
+    if hasattr(gc, "mem_free"):  # MicroPython: the module's code goes into the holes its
+        gc.collect()  # last use left (a full collection on a host is just slow)
+    from meter import profile
+
+    return profile
+
+
+def _unload_profile():
+    unload("profile")
+    unload("ring")
 
 
 class Meter:
@@ -38,15 +53,28 @@ class Meter:
         self.neutral_alarm = False
         self.reverse_at = -1  # meter time of the last reverse flow while in alarm
         self.read_ms = 0
+        self.log.snapshot = self.snapshot
         self.store = EnergyStore(fs)
-        self.store.load(self.imp, self.exp)
         now = self.clock.now()
-        self.log.log(now, events.POWER_UP)
-        if self.store.bad_slots:
-            self.log.log(now, events.STORE_CORRUPT)
-        if cfg_error is not None:
-            print("config rejected:", cfg_error)
-            self.log.log(now, events.CONFIG_REJECTED)
+        period = self.cfg["profile_period_s"]
+        # only whole divisions of a day line periods up with midnight
+        self.period_s = period if period >= 60 and 86400 % period == 0 else 900
+        self.acc = [0, 0, 0, 0, 0]  # profile: V sum, I sum, samples, next sample, flags
+        self.period_end = 0
+        from meter import restore
+
+        restore.restore(self, now, cfg_error)
+        unload("restore")
+        del restore
+        bad = _profile().boot(self, now)
+        _unload_profile()
+        from meter import restore
+
+        restore.report(self, now, cfg_error, bad)
+        unload("restore")
+        del restore
+        unload("ring")
+        self.dying = False
         self.cal, cal_error = self.load_calibration(fs, ic)
         if cal_error is not None:
             print("calibration refused:", cal_error)
@@ -54,6 +82,9 @@ class Meter:
         elif self.cal:
             self.log.log(now, events.CALIB_LOADED)
         self.saved_at = now
+        self.checkpoint(True)  # clears the last-gasp flag
+        if hw.power_fail is not None:
+            hw.power_fail.irq(handler=self.power_fail, trigger=hw.power_fail.IRQ_FALLING)
         self.optical = OpticalPort(hw.optical, self.cfg["meter_id"]) if hw.optical else None
         self.control = None
         if hw.relay is not None:
@@ -64,6 +95,7 @@ class Meter:
             gc.collect()
         self.telemetry = None
         if self.cfg["mqtt_host"]:
+            gc.collect()  # after the boot-only modules went: one big free stretch
             from meter.telemetry import Telemetry
 
             self.telemetry = Telemetry(self.cfg, self.clock, hw.wlan)
@@ -197,12 +229,45 @@ class Meter:
                 "C.90.1(" + str(self.rejected + self.ic.rejected) + ")\r\n"
                 "C.90.2(" + str(self.reinits) + ")\r\n")
 
+    def power_fail(self, _pin):
+        """Last gasp: mains is gone and the supply capacitor holds us up for a few tens of
+        ms. Collect what the IC still holds and save it; write nothing after that."""
+        if self.dying:
+            return
+        self.dying = True
+        if self.ic.configured():
+            self.poll()
+        self.store.save(self.imp, self.exp, self.clock.now(), 1)  # store.FLAG_LAST_GASP
+
+    def snapshot(self):
+        """(centivolts, milliamps, cumulative import Wh) recorded with every event."""
+        return self.inst[0], self.inst[1], self.imp.kwh * 1000 + self.imp.wh
+
     def refresh_instant(self):
         """Voltage, current, PF and frequency: read when someone is about to look at them."""
         self.ic.read_instant(self.inst)
 
     def checkpoint(self, force=False):
+        if self.dying:
+            pin = self.hw.power_fail
+            if pin is None or not pin.value():
+                return  # the supply is going: nothing more is written
+            self.dying = False  # mains came back within the hold-up: carry on
         now = self.clock.now()
+        acc = self.acc
+        if now >= acc[3]:
+            acc[3] = now + 30  # sample V and I for the profile's averages
+            self.refresh_instant()
+            acc[0] += self.inst[0]
+            acc[1] += self.inst[1]
+            acc[2] += 1
+        if now >= self.period_end:
+            self.store.save(self.imp, self.exp, now)  # energy first: a period start is never
+            _profile().close(self, now)  # above the registers a reboot restores
+            _unload_profile()
+            self.saved_at = now
+            self.imp.unsaved_wh = 0
+            self.exp.unsaved_wh = 0
         since = now - self.saved_at
         cfg = self.cfg
         unsaved = self.imp.unsaved_wh + self.exp.unsaved_wh

@@ -14,8 +14,9 @@ DEFAULTS = {
     "wifi_ssid": "",
     "wifi_key": "",
     "checkpoint_s": 900,  # save energy at least this often while it changes
-    "checkpoint_wh": 10,  # ... and as soon as this much is unsaved (at most once a minute)
-    "checkpoint_min_s": 60,
+    "checkpoint_wh": 5,  # ... and as soon as this much is unsaved (see README: loss bound)
+    "checkpoint_min_s": 0,  # ... but no more often than this
+    "profile_period_s": 900,  # block load profile capture period: 900 or 1800
     # supply control (meter/control.py, meter/relay.py, meter/limiter.py)
     "control_mode": 1,  # DLMS disconnect control mode 0-6, until one is persisted
     "relay_retries": 2,

@@ -1,30 +1,39 @@
-# The event log: a ring of fixed-size records (meter time, code, CRC) in one file, so an
-# event costs one small write and a torn record is detected and skipped.
-import struct
-from binascii import crc32
-
+# Event logs by category, each a ring of fixed-size CRC'd records (meter.ring.Ring), so an
+# event costs one small write and a damaged record is detected and skipped.
+# Each record: time, code, category, a snapshot (V, I, cumulative import Wh) and a value
+# (e.g. the length of a power failure in seconds).
+#
+# Codes: 1-99 core (below); 100-149 metering/tamper (100-109 voltage, 110-119 current,
+# 120-149 other/tamper); 150-199 control (connect/disconnect); 200-249 transaction
+# (configuration, commands). A code can be put in another category through CATEGORY_OF.
 from micropython import const
+
+from meter.store import unload
 
 POWER_UP = const(1)
 CONFIG_REJECTED = const(2)
 IC_REINIT = const(3)
 STORE_CORRUPT = const(4)
 IC_FAULT = const(5)
+POWER_FAIL = const(6)  # value: seconds without power (from the last gasp, or an upper bound)
+FACTORY_RESET = const(7)
+COVER_OPEN = const(140)
 # Supply control (150-199): CONTROL + cause * 3 + resulting state (meter/transition.py).
 CONTROL = const(150)
 RELAY_FAULT = const(170)
 RELAY_REASSERTED = const(171)
 LIMITER_LOCKOUT = const(172)
-# Metering (100-149); their names live host-side (simulator/scenario.py), off the heap.
-READ_REJECTED = const(100)  # an impossible or unconfirmed IC read, never added
-BUS_FAULT = const(101)  # the IC's bus is stuck (all zeros or all ones)
-BUS_RESTORED = const(102)
-TAMPER_NEUTRAL = const(103)  # neutral current differs from live current
-TAMPER_NEUTRAL_END = const(104)
-REVERSE_FLOW = const(105)  # export on an import-only meter
-REVERSE_FLOW_END = const(106)
-CALIB_LOADED = const(107)
-CALIB_BAD = const(108)  # calibration file unreadable or its checksums wrong: defaults used
+# Metering (120-139: other/tamper; 100-119 stay for voltage and current events). Their names
+# live host-side (simulator/scenario.py), off the heap.
+READ_REJECTED = const(120)  # an impossible or unconfirmed IC read, never added
+BUS_FAULT = const(121)  # the IC's bus is stuck (all zeros or all ones)
+BUS_RESTORED = const(122)
+TAMPER_NEUTRAL = const(123)  # neutral current differs from live current
+TAMPER_NEUTRAL_END = const(124)
+REVERSE_FLOW = const(125)  # export on an import-only meter
+REVERSE_FLOW_END = const(126)
+CALIB_LOADED = const(127)
+CALIB_BAD = const(128)  # calibration file unreadable or its checksums wrong: defaults used
 
 NAMES = {
     POWER_UP: "power_up",
@@ -32,52 +41,76 @@ NAMES = {
     IC_REINIT: "ic_reinitialised",
     STORE_CORRUPT: "store_corrupt",
     IC_FAULT: "ic_fault",
+    POWER_FAIL: "power_fail",
+    FACTORY_RESET: "factory_reset",
+    COVER_OPEN: "cover_open",
 }
 
-_PATH = "/events.log"
-_REC = const(16)  # seq(4) time(4) code(2) pad(2) crc(4)
-_CAPACITY = const(50)
+CAT_VOLTAGE = const(0)
+CAT_CURRENT = const(1)
+CAT_POWER = const(2)
+CAT_TRANSACTION = const(3)
+CAT_OTHER = const(4)
+CAT_CONTROL = const(5)
+CAT_COVER = const(6)  # never overwritten: once full, later openings are not recorded
+# (named CAT_* so they never clash with event codes such as a CONTROL base code)
+_CAPACITY = b"\x32\x32\x14\x32\x32\x32\x14"  # 50 50 20 50 50 50 20 records
+CATEGORY_OF = {
+    POWER_FAIL: CAT_POWER,
+    CONFIG_REJECTED: CAT_TRANSACTION,
+    FACTORY_RESET: CAT_TRANSACTION,
+    COVER_OPEN: CAT_COVER,
+}
+
+# ring n(4) | seq(4) time(4) code(2) category(1) pad(1) centivolts(2) milliamps(2)
+# import Wh(4) value(4) | crc(4): 32 bytes
+_FMT = "<IIHBBHHII"
+_DIR = "/ev"
+
+
+def category(code):
+    cat = CATEGORY_OF.get(code)
+    if cat is not None:
+        return cat
+    if 100 <= code < 110:
+        return CAT_VOLTAGE
+    if 110 <= code < 120:
+        return CAT_CURRENT
+    if 150 <= code < 200:
+        return CAT_CONTROL
+    if 200 <= code < 250:
+        return CAT_TRANSACTION
+    return CAT_OTHER
+
+
+def ring(fs, cat):
+    """One category's ring (meter.ring; unload("ring") when done with it)."""
+    from meter.ring import Ring
+
+    size = _CAPACITY[cat]
+    return Ring(fs, _DIR + "/" + str(cat), _FMT, size, size, cat != CAT_COVER)
 
 
 class EventLog:
     def __init__(self, fs):
         self._fs = fs
-        self._buf = bytearray(_REC)
-        self.seq = 0
-        for seq, _t, _code in self.records():
-            if seq > self.seq:
-                self.seq = seq
+        self.snapshot = None  # callable -> (centivolts, milliamps, import Wh), set by the app
+        self.bad = 0  # damaged records found at boot (meter.restore)
+        self.seq = 0  # the newest record's, found at boot (meter.restore)
 
-    def log(self, now, code):
+    def log(self, now, code, value=0):
+        """Record an event now; returns False when its log is full and does not roll over."""
+        volts = amps = wh = 0
+        if self.snapshot is not None:
+            volts, amps, wh = self.snapshot()
         self.seq += 1
-        buf = self._buf
-        struct.pack_into("<IIHH", buf, 0, self.seq, now, code, 0)
-        struct.pack_into("<I", buf, 12, crc32(memoryview(buf)[:12]))
-        try:
-            f = self._fs.open(_PATH, "r+b")
-        except OSError:
-            f = self._fs.open(_PATH, "wb")
-        try:
-            f.seek(((self.seq - 1) % _CAPACITY) * _REC)
-            f.write(buf)
-        finally:
-            f.close()
+        cat = category(code)
+        ok = ring(self._fs, cat).append(self.seq, now, code, cat, 0, volts, amps, wh, value)
+        unload("ring")
+        return ok
 
     def records(self):
-        """Yield (seq, meter time, code) for every valid record, in file order."""
-        try:
-            f = self._fs.open(_PATH, "rb")
-        except OSError:
-            return
-        buf = bytearray(_REC)
-        try:
-            while True:
-                n = f.readinto(buf)
-                if not n or n < _REC:
-                    break
-                if crc32(memoryview(buf)[:12]) != struct.unpack_from("<I", buf, 12)[0]:
-                    continue
-                seq, t, code, _pad = struct.unpack_from("<IIHH", buf, 0)
-                yield seq, t, code
-        finally:
-            f.close()
+        """(seq, meter time, code) of every valid event (meter.maint.all_events)."""
+        from meter.maint import all_events
+
+        return all_events(self._fs)

@@ -22,6 +22,7 @@ class FlashChip:
         self.bytes_written = 0
         self.ops = 0  # programs plus erases: the points where power can be cut
         self.cut_at_op = 0  # 1-based op number at which to cut power; 0 = never
+        self.on_op = None  # optional callable(kind "P"/"E", block, offset, data) before an op
         self.fh = None
         self.open_image()
 
@@ -66,6 +67,8 @@ class FlashChip:
             self.erase(block)
             offset = 0
         length = len(buf)
+        if self.on_op is not None:
+            self.on_op("P", block, offset, buf)
         torn = self.next_op_cuts()
         if torn:
             length = length // 2  # the write is torn: only its first half lands
@@ -77,6 +80,8 @@ class FlashChip:
 
     def erase(self, block: int):
         self.check_power()
+        if self.on_op is not None:
+            self.on_op("E", block, 0, None)
         if self.next_op_cuts():
             self.cut_power()  # power gone before the erase: the block keeps its data
         self.fh.seek(block * BLOCK_SIZE)

@@ -42,6 +42,10 @@ def wire_board(world, board, chip_errors=None, faults=None):
     world.external_pins.add(pins.PIN_BUTTON)
     world.pins[pins.PIN_BUTTON] = 1  # pulled up: released
     world.uart(COMMAND_UART)
+    world.power_fail_pin = pins.PIN_POWER_FAIL
+    world.holdup_ms = pins.POWER_FAIL_HOLDUP_MS
+    world.external_pins.add(pins.PIN_POWER_FAIL)
+    world.pins[pins.PIN_POWER_FAIL] = 1  # mains present
     return BOARDS[board]
 
 
@@ -140,13 +144,16 @@ def prepare(scenario, flash_path):
         calibrate_world(world)
     world.flash.cut_at_op = scenario["faults"].get("power_cut_at_write", 0)
     script_control(world, scenario)
+    if not scenario.get("power_fail_input", True):
+        world.power_fail_pin = None  # no detector fitted: the sense line just stays high
     return world, board_module
 
 
-def run(scenario, flash_path, progress=None):
+def run(scenario, flash_path, progress=None, on_restore=None):
     """Run a normalised scenario with the firmware in this process; returns raw results."""
     world, board_module = prepare(scenario, flash_path)
     world.on_tick = progress
+    world.on_restore = on_restore
     while True:
         forget_firmware()
         sys.modules["board"] = __import__(board_module, None, None, ["build"])
@@ -189,4 +196,5 @@ def results(world, heap_peak):
         "flash_erases": world.flash.total_erases(),
         "flash_erases_max_block": max(world.flash.erases),
         "heap_peak_bytes": heap_peak,
+        "losses_wh": list(getattr(world, "losses_wh", [])),
     }

@@ -102,7 +102,11 @@ class RemoteWorld:
             heap = gc.mem_alloc()
             self.next_heap_sample = self.now_ms + HEAP_SAMPLE_MS
         reply = self.call(b"A", struct.pack("<II", ms, heap))
-        self.now_ms, self.unix_base, self.uart_rx_pending = struct.unpack("<qqH", reply)
+        self.now_ms, self.unix_base, self.uart_rx_pending, fired = struct.unpack("<qqHh", reply)
+        return fired
+
+    def pin_irq(self, pin_id, trigger):
+        self.post(b"Q", bytes((pin_id, trigger)))
 
     def now_unix(self):
         return self.unix_base + self.now_ms // 1000

@@ -48,6 +48,7 @@ class World:
         self.heap_peak = 0
         self.next_heap_sample = 0
         self.on_tick = None  # optional callable(now_ms): progress display, pacing
+        self.on_restore = None  # optional callable(world) before the firmware boots again
         self.rtc_offset_s = 0  # set by RTC.datetime(): wall clock minus virtual clock
         self.boot_ms = 0  # virtual time of the current boot: ticks_ms() counts from here
         self.flash_label = "meterdata"
@@ -59,6 +60,14 @@ class World:
         self.watchdog_deadline = 0
         self.timed = []  # [at_ms, callable()] scripted actions (button, faults, commands)
         self.relays = []  # emulated latching relays: de-energised when the board dies
+        # Power-fail detect: a sense line that goes low (active) when mains goes; the supply
+        # capacitor then holds the ESP32 and the metering IC up for holdup_ms.
+        self.power_fail_pin = None
+        self.holdup_ms = 0
+        self.holdup = None  # (end of hold-up ms, remaining outage ms) while holding up
+        self.irq_pins = {}  # pin id -> trigger (1 rising, 2 falling) armed by the firmware
+        self.irq_fired = -1  # pin id whose edge interrupted the current sleep
+        self.outage_log = []  # (ms mains went, true import + export Wh at that moment)
 
     # --- time ---------------------------------------------------------------------
     def now_unix(self) -> int:
@@ -69,15 +78,19 @@ class World:
             return None
         return self.load[self.load_index]
 
-    def advance(self, ms: int):
-        """Let `ms` of virtual time pass while the firmware sleeps."""
+    def advance(self, ms: int) -> int:
+        """Let up to `ms` of virtual time pass while the firmware sleeps. An edge on a pin
+        with an armed IRQ ends the step early; returns that pin's id (its handler runs and
+        the sleep goes on, as MicroPython runs soft IRQs inside sleep_ms) or -1."""
         self.check_power()
+        self.irq_fired = -1
         self.pass_time(self.now_ms + ms, True)
         if self.on_tick is not None:
             self.on_tick(self.now_ms)
         if self.now_ms >= self.next_heap_sample:
             self.next_heap_sample = self.now_ms + HEAP_SAMPLE_MS
             self.sample_heap()
+        return self.irq_fired
 
     def pass_time(self, end: int, firmware_running: bool):
         """Step to `end`, stopping at every load change, outage and the scenario's end.
@@ -93,6 +106,8 @@ class World:
             self.apply_changes()
             if firmware_running:
                 self.check_power()
+                if self.irq_fired >= 0:
+                    return
 
     def next_change_ms(self):
         best = None
@@ -106,6 +121,8 @@ class World:
             best = self.timed[0][0]
         if not self.ending and (best is None or self.duration_ms < best):
             best = self.duration_ms
+        if self.holdup is not None and (best is None or self.holdup[0] < best):
+            best = self.holdup[0]
         return best
 
     def apply_changes(self):
@@ -117,9 +134,23 @@ class World:
             self.timed.pop(0)[1]()
         if self.outage_index < len(self.outages):
             at, for_ms = self.outages[self.outage_index]
-            if at <= self.now_ms:
+            if at <= self.now_ms and self.holdup is None:
                 self.outage_index += 1
-                self.mains_off_for(for_ms)
+                self.outage_log.append((self.now_ms, self.true_import_wh + self.true_export_wh))
+                if self.power_fail_pin is None or not self.holdup_ms:
+                    self.mains_off_for(for_ms)
+                else:
+                    # Mains is gone: the sense line goes active; the ESP32 and the IC run on
+                    # the supply capacitor for holdup_ms more, with no current flowing.
+                    hold = self.holdup_ms if self.holdup_ms < for_ms else for_ms
+                    self.mains_on = False
+                    self.holdup = (self.now_ms + hold, for_ms - hold)
+                    self.set_external_pin(self.power_fail_pin, 0)
+        if self.holdup is not None and self.holdup[0] <= self.now_ms:
+            remaining = self.holdup[1]
+            self.holdup = None
+            self.mains_off_for(remaining)
+            self.set_external_pin(self.power_fail_pin, 1)
         if not self.ending and self.now_ms >= self.duration_ms:
             self.begin_ending()
         if self.ending and self.now_ms >= self.duration_ms + READOUT_GRACE_MS:
@@ -186,6 +217,8 @@ class World:
 
     def power_restored(self):
         """Called by the runner before it boots the firmware again."""
+        if self.on_restore is not None:
+            self.on_restore(self)
         soft = self.reset_requested
         self.reset_requested = False
         self.reset_cause = 5 if soft else 1  # machine.SOFT_RESET / PWRON_RESET
@@ -198,6 +231,8 @@ class World:
         for pin in list(self.pins):
             if pin not in self.external_pins:
                 del self.pins[pin]
+        self.irq_pins = {}
+        self.irq_fired = -1
         if not soft:
             for meter in self.meters:
                 meter.power_on()
@@ -259,6 +294,9 @@ class World:
         if code == 0x57:  # W: pin write (posted)
             self.pin_write(payload[0], payload[1])
             return b""
+        if code == 0x51:  # Q: arm or disarm a pin IRQ (posted)
+            self.pin_irq(payload[0], payload[1])
+            return b""
         if code == 0x52:  # R: pin read
             return bytes((self.pin_read(payload[0]),))
         if code == 0x55:  # U: UART any / read / write
@@ -273,9 +311,9 @@ class World:
             ms, heap = struct.unpack("<II", payload)
             if heap > self.heap_peak:
                 self.heap_peak = heap
-            self.advance(ms)
-            return struct.pack("<qqH", self.now_ms, self.start_unix + self.rtc_offset_s,
-                               min(self.uart_rx_pending, 0xFFFF))
+            fired = self.advance(ms)
+            return struct.pack("<qqHh", self.now_ms, self.start_unix + self.rtc_offset_s,
+                               min(self.uart_rx_pending, 0xFFFF), fired)
         if code == 0x46:  # F: flash program
             block, offset = struct.unpack_from("<HH", payload)
             self.flash.writeblocks(block, memoryview(payload)[4:], offset)
@@ -323,6 +361,22 @@ class World:
                 self.heap_peak = used
 
     # --- pins -------------------------------------------------------------------------
+    def set_external_pin(self, pin_id: int, level: int):
+        """The outside world drives a sense line; an armed IRQ on that edge fires."""
+        old = self.pins.get(pin_id, 1)
+        self.pins[pin_id] = level
+        trigger = self.irq_pins.get(pin_id, 0)
+        if self.powered and old != level and trigger & (1 if level else 2):
+            self.irq_fired = pin_id
+
+    def pin_irq(self, pin_id: int, trigger: int):
+        """The firmware arms (trigger 1 rising, 2 falling, 3 both) or disarms (0) an IRQ."""
+        self.check_power()
+        if trigger:
+            self.irq_pins[pin_id] = trigger
+        else:
+            self.irq_pins.pop(pin_id, None)
+
     def pin_write(self, pin_id: int, level: int):
         self.check_power()
         self.pins[pin_id] = level

@@ -36,6 +36,15 @@ DEEPSLEEP_RESET = 4
 SOFT_RESET = 5
 
 
+IRQ_HANDLERS = {}  # pin id -> (Pin, handler) armed with Pin.irq
+
+
+def run_irq(pin_id):
+    entry = IRQ_HANDLERS.get(pin_id)
+    if entry is not None and entry[1] is not None:
+        entry[1](entry[0])
+
+
 class Pin:
     IN = 1
     OUT = 3
@@ -57,6 +66,12 @@ class Pin:
             return world().call(b"R", bytes((self.id,)))[0]
         world().post(b"W", bytes((self.id, 1 if level else 0)))
         return None
+
+    def irq(self, handler=None, trigger=3, hard=False):
+        """A soft IRQ, as on the ESP32 port: the handler runs in the firmware's thread at the
+        next chance, which includes the middle of a sleep (see sleep_ms)."""
+        IRQ_HANDLERS[self.id] = (self, handler)
+        world().post(b"Q", bytes((self.id, trigger if handler is not None else 0)))
 
     def on(self):
         self.value(1)
@@ -201,8 +216,15 @@ def ticks_diff(end, start):
 
 
 def sleep_ms(ms):
-    if ms > 0:
-        world().advance(ms)
+    w = world()
+    end = w.now_ms + ms
+    while ms > 0:
+        fired = w.advance(ms)
+        if fired < 0:
+            return
+        # An armed pin IRQ interrupted the sleep: its handler runs, then the sleep goes on.
+        run_irq(fired)
+        ms = end - w.now_ms
 
 
 def time():

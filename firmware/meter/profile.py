@@ -1,0 +1,138 @@
+# Load profiles on the data filesystem, as rings of fixed-size CRC'd records (meter.store):
+# - block: one record per capture period (15 min default, 30 configurable): period end,
+#   import and export Wh in the period, average volts and amps, status flags; >= 60 days;
+# - daily: cumulative import/export Wh at 00:00 UTC, 35 days;
+# - billing: cumulative Wh and the month's maximum demand (W over a capture period, with its
+#   time) at 00:00 UTC on the 1st of each month and on command; 12 entries.
+# The period in progress (its start and the registers then), the month's maximum demand and
+# the block ring's head travel in the checkpoint's period slot, so a reboot carries on.
+# Used at boot and once a period: the app imports it then and lets it go again (heap).
+from micropython import const
+
+from meter.ring import Ring
+
+# block payload: period end (meter s), import Wh, export Wh, cV, mA, flags (22 B a record)
+BLOCK_FMT = "<IHHHHH"
+BLOCK_PER_FILE = const(186)  # 186 x 22 B fills one 4 KiB block
+BLOCK_CAPACITY = const(5766)  # 31 files: 60 days of 15-min periods, 120 of 30-min
+DAILY_FMT = "<III"  # midnight, cumulative import Wh, export Wh
+BILLING_FMT = "<IIIIIB"  # time, import Wh, export Wh, max demand W, its time, trigger
+BILL_MONTHLY = const(0)
+BILL_COMMAND = const(1)
+# block flags
+POWER_FAILED = const(1)  # the supply failed during the period (energy may be missing)
+PARTIAL = const(2)  # the meter was not running for the whole period
+NO_SAMPLES = const(4)  # no V/I samples: the averages are zero
+
+
+def block(fs, hint=0):
+    return Ring(fs, "/p/block", BLOCK_FMT, BLOCK_CAPACITY, BLOCK_PER_FILE, True, hint)
+
+
+def daily(fs):
+    return Ring(fs, "/p/daily", DAILY_FMT, 35, 35)
+
+
+def billing(fs):
+    return Ring(fs, "/p/bill", BILLING_FMT, 12, 12)
+
+
+def civil_day(days):
+    """(year, month, day) of a day number counted from 2020-01-01."""
+    z = days + 18262 + 719468  # to days from 0000-03-01
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    return yoe + era * 400 + (1 if m <= 2 else 0), m, d
+
+
+def _wh(reg):
+    return reg.kwh * 1000 + reg.wh
+
+
+def boot(meter, now):
+    """Close the period the last checkpoint was in if it has ended (unless its record made
+    it to flash before the power went), then begin the current one. Returns how many
+    damaged records were met."""
+    fs = meter.hw.fs
+    try:
+        fs.mkdir("/p")
+    except OSError:
+        pass
+    store = meter.store
+    p = store.period
+    ring = block(fs, store.profile_head)
+    meter.acc[4] |= POWER_FAILED | PARTIAL
+    if p[0] and now < _end(meter, p[0]):
+        meter.period_end = _end(meter, p[0])
+        return ring.bad
+    if p[0]:
+        end = _end(meter, p[0])
+        last = ring.get(ring.n)
+        if last is None or last[0] < end:
+            _capture(meter, ring, end)
+    _begin(meter, ring, now)
+    return ring.bad
+
+
+def _end(meter, start):
+    return start - start % meter.period_s + meter.period_s
+
+
+def _begin(meter, ring, now):
+    store = meter.store
+    p = store.period
+    p[0] = now - now % meter.period_s
+    p[1] = _wh(meter.imp)
+    p[2] = _wh(meter.exp)
+    store.profile_head = ring.n
+    meter.period_end = _end(meter, p[0])
+    store.save_period()
+
+
+def close(meter, now):
+    """The period has ended: write its record (and at midnight the daily one, on the 1st the
+    billing one), begin the next."""
+    ring = block(meter.hw.fs, meter.store.profile_head)
+    end = meter.period_end
+    _capture(meter, ring, end)
+    meter.acc[4] = 0 if now == end else PARTIAL
+    _begin(meter, ring, now)
+
+
+def _capture(meter, ring, end):
+    p = meter.store.period
+    d_imp = _wh(meter.imp) - p[1]
+    d_exp = _wh(meter.exp) - p[2]
+    acc = meter.acc
+    n = acc[2]
+    flags = acc[4]
+    if not n:
+        flags |= NO_SAMPLES
+        n = 1
+    ring.append(end, min(max(d_imp, 0), 0xFFFF), min(max(d_exp, 0), 0xFFFF),
+                min(acc[0] // n, 0xFFFF), min(acc[1] // n, 0xFFFF), flags)
+    acc[0] = acc[1] = acc[2] = 0
+    demand = meter.store.demand
+    watts = d_imp * 3600 // (end - p[0]) if end > p[0] else 0
+    if watts > demand[0]:
+        demand[0] = watts
+        demand[1] = end
+    if end % 86400 == 0:
+        daily(meter.hw.fs).append(end, _wh(meter.imp), _wh(meter.exp))
+        if civil_day(end // 86400)[2] == 1:
+            bill(meter, end, BILL_MONTHLY)
+
+
+def bill(meter, now, trigger=BILL_COMMAND):
+    """Snapshot the registers and the month's maximum demand; a monthly one starts a new
+    month of demand. (A remote command calls this with BILL_COMMAND.)"""
+    demand = meter.store.demand
+    billing(meter.hw.fs).append(now, _wh(meter.imp), _wh(meter.exp), demand[0], demand[1],
+                                trigger)
+    if trigger == BILL_MONTHLY:
+        demand[0] = demand[1] = 0

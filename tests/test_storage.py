@@ -1,0 +1,253 @@
+"""Storage that survives any power cut: last gasp, checkpoint bound, fault injection at every
+flash write, profiles, event logs, read-back, corruption and factory reset."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from simulator import faultsweep
+from simulator import scenario as sc
+
+ROOT = Path(__file__).resolve().parent.parent
+HOUSEHOLD_DAY = ROOT / "tests" / "scenarios" / "household_day.json"
+# Without a power-fail input: checkpoint_wh (5) + the sub-Wh remainder (1) + one poll of flow
+# at Imax (60 A x 240 V for 1 s = 4 Wh).
+NO_PF_BOUND_WH = 10.0
+PF_BOUND_WH = 1.0
+METER_EPOCH_UNIX = 1577836800
+
+
+@contextmanager
+def mounted(flash_path):
+    sc.ensure_paths()
+    from simulator import lfs_vfs
+    from simulator.device.flash import FlashChip
+    from simulator.device.shim import micropython
+
+    sys.modules.setdefault("micropython", micropython)
+    chip = FlashChip(str(flash_path), 64)
+    try:
+        yield lfs_vfs.VfsLfs2(chip)
+    finally:
+        chip.close()
+
+
+def block_profile(fs):
+    from meter import maint, profile, store
+    from meter.energy import Register
+
+    energy = store.EnergyStore(fs)
+    energy.load(Register(1000), Register(1000))
+    return list(maint.read(profile.block(fs, energy.profile_head)))
+
+
+def test_fault_sweep_every_cut_point_of_a_day(tmp_path, capsys):
+    scenario = sc.load_file(HOUSEHOLD_DAY)
+    started = time.monotonic()
+    sweep, raw, final = faultsweep.run(scenario, str(tmp_path / "flash.img"), NO_PF_BOUND_WH)
+    wall = time.monotonic() - started
+    with capsys.disabled():
+        print(f"\nfault sweep: {sweep.cuts} cut points ({sweep.programs} programs torn, "
+              f"{sweep.erases} erases) of a day, checked in {wall:.1f} s")
+    assert sweep.failures == []
+    assert sweep.cuts > 5000 and sweep.erases > 50
+    assert len(final) == 96  # one record per 15 min, the outages' periods included
+    times = [rec[0] for _n, rec in final]
+    assert times == sorted(set(times))
+    assert max(raw["losses_wh"]) <= PF_BOUND_WH  # its two real outages had the last gasp
+
+
+def _cut_scenario(cut):
+    return sc.normalise({
+        "duration_s": 2400, "config": {"meter_id": "m"},
+        "load": [{"at_s": 0, "volts": 240, "amps": 60, "pf": 1.0}],
+        "faults": {"power_cut_at_write": cut},
+    })
+
+
+@pytest.mark.parametrize("runtime, cuts", [
+    ("cpython", (12, 40, 123, 400, 1500, 2222)),
+    pytest.param("micropython", (15, 60, 333), marks=pytest.mark.micropython),
+])
+def test_sampled_cuts_reboot_and_run_on(tmp_path, runtime, cuts, request):
+    if runtime == "micropython":
+        request.getfixturevalue("mpy_build")
+    for cut in cuts:
+        work = tmp_path / str(cut)
+        work.mkdir()
+        report = sc.run(_cut_scenario(cut), runtime, workdir=str(work))
+        assert report["reboots"] == 1, cut  # the cut happened and the meter came back
+        true, metered = report["true_import_wh"], report["meter_import_wh"]
+        assert metered <= true, cut
+        assert true - metered <= NO_PF_BOUND_WH + 0.1, cut
+        with mounted(work / "flash.img") as fs:
+            times = [rec[0] for _n, rec in block_profile(fs)]
+        assert times == sorted(set(times)) and len(times) >= 2, cut
+
+
+def test_thirty_days_hundred_outages_last_gasp_bound(tmp_path):
+    rng = random.Random(4)
+    duration = 30 * 86400
+    ats = sorted(rng.sample(range(600, duration - 3600, 60), 100))
+    outages = [{"at_s": at, "for_s": rng.choice([1, 5, 60, 600, 1800])} for at in ats]
+    load = [{"at_s": i * 7200, "volts": 240, "amps": rng.choice([0.5, 3, 12, 40, 60]),
+             "pf": rng.choice([1.0, 0.9, -0.95])} for i in range(duration // 7200)]
+    # 30 s polls, a 30-min profile and rare checkpoints keep 30 days quick; the last gasp is
+    # what is tested (it reads the IC, so even a long poll loses nothing).
+    config = {"poll_ms": 30000, "checkpoint_wh": 500, "checkpoint_s": 3600,
+              "profile_period_s": 1800}
+    scenario = sc.normalise({"duration_s": duration, "config": config,
+                             "load": load, "outages": outages})
+    report = sc.run(scenario, "cpython", workdir=str(tmp_path))
+    assert report["reboots"] == 100
+    assert report["lost_wh_per_outage_max"] <= PF_BOUND_WH
+    for kind in ("import", "export"):
+        true, metered = report[f"true_{kind}_wh"], report[f"meter_{kind}_wh"]
+        assert metered <= true
+    total_true = report["true_import_wh"] + report["true_export_wh"]
+    total_meter = report["meter_import_wh"] + report["meter_export_wh"]
+    assert total_true - total_meter <= 100 * PF_BOUND_WH + 60 * 240 * 30 / 3600
+    assert 1300 <= report["profile_records"] <= 30 * 48
+    fails = [e for e in report["events"] if e["name"] == "power_fail"]
+    assert len(fails) == 20  # the power-failure log keeps the last 20
+    assert [e["t_s"] for e in fails] == [o["at_s"] for o in outages[-20:]]
+
+
+def test_without_power_fail_input_the_checkpoint_bound_holds():
+    outages = [{"at_s": at, "for_s": 30} for at in (613, 1229, 2011, 2990, 3333)]
+    scenario = sc.normalise({"duration_s": 3600, "power_fail_input": False,
+                             "load": [{"at_s": 0, "volts": 240, "amps": 60, "pf": 1.0}],
+                             "outages": outages})
+    report = sc.run(scenario, "cpython")
+    assert report["reboots"] == 5
+    assert PF_BOUND_WH < report["lost_wh_per_outage_max"] <= NO_PF_BOUND_WH
+    assert not [e for e in report["events"] if e["name"] == "power_fail"]
+
+
+def test_profiles_daily_billing_and_read_back(tmp_path):
+    scenario = sc.normalise({
+        "duration_s": 3 * 3600, "start": "2026-01-31T22:30:00Z",
+        "load": [{"at_s": 0, "volts": 240, "amps": 5, "pf": 1.0},
+                 {"at_s": 3600, "volts": 240, "amps": 20, "pf": 1.0},
+                 {"at_s": 4500, "volts": 240, "amps": 2, "pf": 1.0}],
+        "outages": [{"at_s": 5000, "for_s": 100}],
+    })
+    sc.run(scenario, "cpython", workdir=str(tmp_path))
+    from meter import events, maint, profile
+
+    with mounted(tmp_path / "flash.img") as fs:
+        blocks = block_profile(fs)
+        assert len(blocks) == 12
+        start = sc.parse_iso("2026-01-31T22:30:00Z") - METER_EPOCH_UNIX
+        assert [rec[0] - start for _n, rec in blocks] == [900 * (i + 1) for i in range(12)]
+        by_end = {rec[0] - start: rec for _n, rec in blocks}
+        assert by_end[4500][1] == 1200  # 20 A x 240 V for 15 min
+        assert 23900 <= by_end[4500][3] <= 24100 and 19900 <= by_end[4500][4] <= 20100
+        assert by_end[5400][5] & profile.POWER_FAILED
+        # read back by time range, newest first, in pages of 4
+        page, got, cursor = 4, [], 0
+        while True:
+            chunk = []
+            for n, rec in maint.read(profile.block(fs), start + 1800, start + 9000, True,
+                                     cursor):
+                chunk.append((n, rec))
+                if len(chunk) == page:
+                    break
+            got += chunk
+            if len(chunk) < page:
+                break
+            cursor = chunk[-1][0] - 1
+        assert [rec[0] - start for _n, rec in got] == list(range(9000, 1799, -900))
+        daily = list(maint.read(profile.daily(fs)))
+        assert [rec[0] - start for _n, rec in daily] == [5400]  # 2026-02-01T00:00Z
+        bills = list(maint.read(profile.billing(fs)))
+        assert len(bills) == 1
+        _t, imp_wh, _exp, demand_w, demand_t, trigger = bills[0][1]
+        assert trigger == profile.BILL_MONTHLY and demand_w == 4800
+        assert demand_t - start == 4500 and 2490 <= imp_wh <= 2510
+        power = [rec for _n, rec in maint.read_events(fs, events.CAT_POWER)]
+        assert [(r[2], r[1] - start, r[8]) for r in power] == [(events.POWER_FAIL, 5000, 100)]
+
+
+def test_corrupt_records_are_skipped_logged_and_the_meter_boots(tmp_path):
+    base = {"duration_s": 3600, "load": [{"at_s": 0, "volts": 240, "amps": 10, "pf": 1.0}]}
+    sc.run(sc.normalise(base), "cpython", workdir=str(tmp_path))
+    from meter import maint
+
+    with mounted(tmp_path / "flash.img") as fs:
+        assert len(block_profile(fs)) == 4
+        with fs.open("/p/block.0", "r+b") as f:  # a flipped bit in the second record
+            f.seek(22 + 9)
+            byte = f.read(1)[0]
+            f.seek(22 + 9)
+            f.write(bytes((byte ^ 0x10,)))
+        with fs.open("/energy.a", "wb") as f:
+            f.write(b"garbage")
+        assert len(block_profile(fs)) == 3
+        with fs.open("/ev/4.0", "r+b") as f:
+            f.write(b"\xff" * 7)  # the first event record smashed
+        assert len(list(maint.read_events(fs, 4))) == 0
+    again = dict(base, start="2026-01-01T01:00:00+05:30")
+    report = sc.run(sc.normalise(again), "cpython", workdir=str(tmp_path), keep_flash=True)
+    names = [e["name"] for e in report["events"]]
+    assert "store_corrupt" in names and names.count("power_up") == 1  # the smashed one is gone
+    # the intact slot still carried the registers
+    assert report["meter_import_wh"] >= 2400 - NO_PF_BOUND_WH
+
+
+def test_factory_reset_keeps_calibration(tmp_path):
+    sc.run(sc.normalise({"duration_s": 1800, "config": {"meter_id": "m-7"},
+                         "load": [{"at_s": 0, "amps": 10}]}), "cpython", workdir=str(tmp_path))
+    from meter import maint
+
+    with mounted(tmp_path / "flash.img") as fs:
+        with fs.open("/calib.json", "w") as f:
+            f.write(json.dumps({"ugain": 12345}))
+        maint.factory_reset(fs)
+        names = sorted(entry[0] for entry in fs.ilistdir("/"))
+        assert names == ["calib.json", "config.json", "reset.flag"]
+    report = sc.run(sc.normalise({"duration_s": 600, "start": "2026-01-01T01:00:00+05:30",
+                                  "load": [{"at_s": 0, "amps": 1}]}), "cpython",
+                    workdir=str(tmp_path), keep_flash=True)
+    # (the stand-in calibration record is refused as bad: that event is the metering's)
+    names = [e["name"] for e in report["events"] if not e["name"].startswith("calibration")]
+    assert names == ["power_up", "factory_reset"]
+    assert report["meter_import_wh"] < 100  # the registers started again from zero
+    with mounted(tmp_path / "flash.img") as fs:
+        assert json.loads(fs.open("/calib.json").read()) == {"ugain": 12345}
+
+
+def test_event_categories_capacities_and_the_cover_log_never_rolls_over(tmp_path):
+    sc.ensure_paths()
+    sys.modules.setdefault("micropython", __import__("simulator.device.shim.micropython",
+                                                     None, None, ["x"]))
+    from meter import events, maint
+
+    from simulator import lfs_vfs
+    from simulator.device.flash import FlashChip
+
+    chip = FlashChip(str(tmp_path / "f.img"), 64)
+    lfs_vfs.VfsLfs2.mkfs(chip)
+    fs = lfs_vfs.VfsLfs2(chip)
+    fs.mkdir("/ev")
+    log = events.EventLog(fs)
+    assert [events.category(c) for c in (events.POWER_FAIL, 101, 111, 120, 160, 210, 3)] == [
+        events.CAT_POWER, events.CAT_VOLTAGE, events.CAT_CURRENT, events.CAT_OTHER,
+        events.CAT_CONTROL, events.CAT_TRANSACTION, events.CAT_OTHER]
+    for t in range(1, 31):
+        log.log(t, events.COVER_OPEN)
+        log.log(t, 160, t)  # a control event
+    cover = [rec for _n, rec in maint.read_events(fs, events.CAT_COVER)]
+    assert [r[1] for r in cover] == list(range(1, 21))  # the first 20 kept, later ones refused
+    assert log.log(99, events.COVER_OPEN) is False
+    control = [rec for _n, rec in maint.read_events(fs, events.CAT_CONTROL, 10, 25, True)]
+    assert [r[1] for r in control] == list(range(25, 9, -1))
+    assert all(r[8] == r[1] for r in control)  # the value travels with the event
+    chip.close()
