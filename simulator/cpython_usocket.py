@@ -24,6 +24,7 @@ class socket:  # noqa: N801 - MicroPython's name
         self._sock.connect(addr)
 
     def settimeout(self, seconds: float | None) -> None:
+        self._blocking = seconds != 0  # as on MicroPython: 0 is non-blocking
         self._sock.settimeout(seconds)
 
     def setblocking(self, flag: bool) -> None:

@@ -261,10 +261,22 @@ def read_events(flash_path: str, start_unix: int) -> list[dict]:
     finally:
         chip.close()
     return [
-        {"t_s": t + METER_EPOCH_UNIX - start_unix, "code": code,
-         "name": events.NAMES.get(code, "unknown")}
+        {"t_s": t + METER_EPOCH_UNIX - start_unix, "code": code, "name": event_name(code)}
         for _seq, t, code in records
     ]
+
+
+def event_name(code: int) -> str:
+    from meter import events
+
+    if code in events.NAMES:
+        return events.NAMES[code]
+    if events.CMD_REJECTED < code < events.CMD_REJECTED + 50:
+        from meter.commands import REASONS
+
+        reason = code - events.CMD_REJECTED
+        return "cmd_rejected_" + (REASONS[reason] if reason < len(REASONS) else "other")
+    return "unknown"
 
 
 def build_report(scenario: dict, raw: dict, flash_path: str, wall_s: float) -> dict:

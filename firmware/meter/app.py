@@ -29,11 +29,19 @@ class Meter:
             self.log.log(now, events.CONFIG_REJECTED)
         self.saved_at = now
         self.optical = OpticalPort(hw.optical, self.cfg["meter_id"]) if hw.optical else None
-        self.telemetry = None
+        self.link = None
         if self.cfg["mqtt_host"]:
-            from meter.telemetry import Telemetry
+            self.start_link(hw, getattr(self, "control", None))
 
-            self.telemetry = Telemetry(self.cfg, self.clock, hw.wlan)
+    def start_link(self, hw, handler=None):
+        """MQTT: commands (to `handler`, the disconnect control) and telemetry. Imported only
+        when configured, so a meter without MQTT does not carry it in RAM."""
+        import gc
+
+        gc.collect()  # the link's code is loaded now: give it an unfragmented heap
+        from meter.link import Link
+
+        self.link = Link(self.cfg, self.clock, hw.wlan, hw.fs, self.log, handler)
 
     def start_ic(self):
         if not self.ic.start():
@@ -83,8 +91,8 @@ class Meter:
             self.checkpoint()
             if self.optical is not None:
                 self.optical.service(self)
-            if self.telemetry is not None:
-                self.telemetry.service(self)
+            if self.link is not None:
+                self.link.service(self)
             next_poll = clock.ticks_add(next_poll, period)
             wait = clock.ticks_diff(next_poll, clock.ticks_ms())
             if wait > 0:

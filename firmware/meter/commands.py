@@ -1,217 +1,161 @@
-# Remote commands: verify, then dispatch to the control handler, then sign the ack.
-#
-# Wire format (both ways): 64 lowercase hex digits of an HMAC-SHA256, one space, then the
-# body: a JSON object. Commands are MAC'd over the exact body bytes with the meter's 32-byte
-# key; acks over b"ack " + body, so an ack can never pass as a command.
-# Command body: {"id": meter id, "n": counter, "cmd": name, "args": {...}, "t": issued (Unix
-# s), "exp": expires (Unix s)}. Checks, in order: size, well-formedness, meter id, MAC,
-# counter strictly above the last accepted one, expiry. The counter is persisted before the
-# command acts. See the README ("Remote commands") for the codes and the clock-unset rule.
+# Remote commands: verify, persist the counter, dispatch to the control handler, sign the ack.
+# Wire format (both ways): 64 hex digits of HMAC-SHA256, one space, the body (a JSON object).
+# Commands are MAC'd over the exact body bytes, acks over b"ack " + body (so an ack never
+# passes as a command). Command body: {"id", "n" (counter), "cmd", "args", "t", "exp"} (Unix
+# s). Checks in order: size, well-formedness, meter id, MAC, counter > last accepted, expiry.
+# The README ("Remote commands") documents the codes and the clock-unset rule.
 import json
-import struct
 from binascii import crc32, hexlify, unhexlify
+from hashlib import sha256
 
 from micropython import const
 
-from meter import events
-from meter.auth import equal, hmac_sha256
+from meter.events import CMD_REJECTED
 
 MAX_SIZE = const(1024)
-_MAC_HEX = const(64)
-_REJECT_LOG_S = const(3600)  # at most one rejection event an hour reaches the flash log
-
-OK = const(0)
-HW_FAULT = const(1)
 TEMPORARY = const(2)
-DENIED = const(3)
-BAD_MAC = const(4)
-REPLAY = const(5)
-EXPIRED = const(6)
-MALFORMED = const(7)
-WRONG_METER = const(8)
 TOO_LARGE = const(9)
-UNKNOWN = const(10)
-OTHER = const(250)
-
-REASONS = {
-    HW_FAULT: "hardware_fault", TEMPORARY: "temporary_failure", DENIED: "denied",
-    BAD_MAC: "bad_mac", REPLAY: "replay", EXPIRED: "expired", MALFORMED: "malformed",
-    WRONG_METER: "wrong_meter", TOO_LARGE: "too_large", UNKNOWN: "unknown_command",
-    OTHER: "other",
-}
-
-COMMANDS = (
-    "disconnect", "reconnect", "status", "set_control_mode", "set_load_limit", "read_profile",
-    "read_events", "billing_snapshot", "time_sync", "set_telemetry_period", "reboot",
-)
-# What may run while the meter's clock is not valid (expiry cannot be checked then).
-_CLOCK_FREE = ("status", "time_sync")
-_SLOTS = ("/cmd.a", "/cmd.b")
-_KEY_PATH = "/cmd.key"
+# Ack codes 0..10 by reason; 250 is "other".
+REASONS = ("", "hardware_fault", "temporary_failure", "denied", "bad_mac", "replay",
+           "expired", "malformed", "wrong_meter", "too_large", "unknown_command")
+_KNOWN = (" disconnect reconnect status set_control_mode set_load_limit read_profile"
+          " read_events billing_snapshot time_sync set_telemetry_period reboot ")
+_PATH = "/cmd.ctr"  # last accepted counter and its CRC; LittleFS replaces a file atomically
 
 
-def load_key(fs):
-    """The meter's 32-byte command key from the data partition, or None when unprovisioned."""
-    try:
-        with fs.open(_KEY_PATH, "rb") as f:
-            key = f.read()
-    except OSError:
-        return None
-    return key if len(key) == 32 else None
+def hmac_sha256(key, msg, prefix=b""):
+    """HMAC-SHA256 (RFC 2104) of prefix || msg: MicroPython has no hmac module."""
+    if len(key) > 64:
+        key = sha256(key).digest()
+    pad = bytearray(64)
+    pad[: len(key)] = key
+    for i in range(64):
+        pad[i] ^= 0x36
+    h = sha256(pad)
+    h.update(prefix)
+    h.update(msg)
+    d = h.digest()
+    for i in range(64):
+        pad[i] ^= 0x6A  # 0x36 ^ 0x5C
+    h = sha256(pad)
+    h.update(d)
+    return h.digest()
 
 
-def sign(key, body, prefix=b""):
-    return hexlify(hmac_sha256(key, body, prefix)) + b" " + body
-
-
-class NoRelay:
-    """Interim handler until the disconnect-control object lands: reports, never switches."""
-
-    def status(self, args):
-        return OK, {"state": None, "relay": None}
-
-    def disconnect(self, args):
-        return HW_FAULT, {"reason": "no_relay"}
-
-    def reconnect(self, args):
-        return HW_FAULT, {"reason": "no_relay"}
+def equal(a, b):
+    """Constant time: how long it takes does not depend on where a and b differ."""
+    d = len(a) ^ len(b)
+    for i in range(min(len(a), len(b))):
+        d |= a[i] ^ b[i]
+    return d == 0
 
 
 class Commands:
-    def __init__(self, fs, meter_id, key, clock, log, handler):
+    def __init__(self, fs, meter_id, clock, log, handler=None, key=None, state=None):
         self._fs = fs
         self._id = meter_id
-        self._key = key
         self._clock = clock
         self._log = log
-        self.handler = handler
-        self._buf = bytearray(8)
-        self._slot = 0
-        self.last = self._load()  # None: the counter is unreadable, accept nothing
-        self.accepted = 0
-        self.rejected = 0
-        self._logged_at = None
-
-    def _load(self):
-        best = 0
-        found = 0
-        good = 0
-        for i in range(2):
-            try:
-                with self._fs.open(_SLOTS[i], "rb") as f:
-                    data = f.read()
-            except OSError:
-                continue
-            found += 1
-            if len(data) == 8 and crc32(data[:4]) == struct.unpack_from("<I", data, 4)[0]:
-                good += 1
-                n = struct.unpack_from("<I", data, 0)[0]
-                if n >= best:
-                    best = n
-                    self._slot = 1 - i  # next write goes to the other slot
-        if found and not good:
-            return None
-        return best
-
-    def _save(self, n):
-        buf = self._buf
-        struct.pack_into("<I", buf, 0, n)
-        struct.pack_into("<I", buf, 4, crc32(memoryview(buf)[:4]))
-        with self._fs.open(_SLOTS[self._slot], "wb") as f:
-            f.write(buf)
-        self._slot = 1 - self._slot
-        self.last = n
-
-    def check(self, payload):
-        """(code, counter or None, body object when OK else a reason or None)."""
-        size = len(payload)
-        if size > MAX_SIZE:
-            return TOO_LARGE, None, None
-        if size < _MAC_HEX + 3 or payload[_MAC_HEX] != 0x20:
-            return MALFORMED, None, None
-        body = payload[_MAC_HEX + 1:]
+        self.handler = handler  # the disconnect control: method(args) -> (code, extra)
+        # [time of the last rejection event, rejections]: kept by the caller when this
+        # module is loaded per message (see meter/link.py)
+        self.state = state or [None, 0]
         try:
-            obj = json.loads(body)
-            mac = unhexlify(payload[:_MAC_HEX])
-        except Exception:  # hostile bytes: any parse failure is just "malformed"
-            return MALFORMED, None, None
-        if type(obj) is not dict:
-            return MALFORMED, None, None
-        n = obj.get("n")
+            if key is None:
+                with fs.open("/cmd.key", "rb") as f:
+                    key = f.read()
+        except OSError:
+            pass  # not provisioned: every command is denied
+        self._key = key if key and len(key) == 32 else None
+        self.last = 0  # no counter file: a fresh meter
+        try:
+            with fs.open(_PATH, "rb") as f:
+                d = f.read()
+            self.last = None  # unreadable: accept nothing rather than risk a replay
+            if d[-8:] == b"%08x" % crc32(d[:-9]):
+                self.last = int(d[:-9])
+        except OSError:
+            pass
+
+    def check(self, p):
+        """(code, counter or None, the body if code is 0, else a reason or None)."""
+        if len(p) > MAX_SIZE:
+            return TOO_LARGE, None, None
+        try:
+            if p[64] != 0x20:
+                raise ValueError
+            obj = json.loads(p[65:])
+            mac = unhexlify(p[:64])
+            n = obj["n"]
+        except Exception:  # hostile bytes: whatever fails to parse is "malformed"
+            return 7, None, None
         if type(n) is not int or not 0 < n < 0x40000000:
-            return MALFORMED, None, None
+            return 7, None, None
+        cmd = obj.get("cmd")
         t = obj.get("t")
-        exp = obj.get("exp")
-        if (type(obj.get("id")) is not str or type(obj.get("cmd")) is not str
-                or type(obj.get("args", {})) is not dict or type(t) is not int
-                or type(exp) is not int or exp < t):
-            return MALFORMED, n, None
+        e = obj.get("exp")
+        if (type(cmd) is not str or type(obj.get("id")) is not str or type(t) is not int
+                or type(e) is not int or e < t or type(obj.get("args", {})) is not dict):
+            return 7, n, None
         if obj["id"] != self._id:
-            return WRONG_METER, n, None
-        key = self._key
-        if key is None:
-            return DENIED, n, None
-        if not equal(hmac_sha256(key, body), mac):
-            return BAD_MAC, n, None
+            return 8, n, None
+        if self._key is None:
+            return 3, n, "no_key"
+        if not equal(hmac_sha256(self._key, memoryview(p)[65:]), mac):
+            return 4, n, None
         if self.last is None:
-            return HW_FAULT, n, "counter_lost"
+            return 1, n, "counter_lost"
         if n <= self.last:
-            return REPLAY, n, None
-        clock = self._clock
-        if clock.valid():
-            if clock.unix() > exp:
-                return EXPIRED, n, None
-        elif obj["cmd"] not in _CLOCK_FREE:
-            return TEMPORARY, n, "clock_unset"
-        if obj["cmd"] not in COMMANDS:
-            return UNKNOWN, n, None
-        return OK, n, obj
+            return 5, n, None
+        if self._clock.valid():
+            if self._clock.unix() > e:
+                return 6, n, None
+        elif cmd != "status" and cmd != "time_sync":
+            return TEMPORARY, n, "clock_unset"  # expiry cannot be checked: switch nothing
+        if " " + cmd + " " not in _KNOWN:
+            return 10, n, None
+        return 0, n, obj
 
-    def handle(self, payload):
-        """Verify and run one command; returns the signed ack (bytes). Never raises on input."""
-        code, n, obj = self.check(payload)
-        extra = None
-        if code != OK and obj is not None:
-            extra = {"reason": obj}
-        if code == OK:
+    def handle(self, p):
+        """Verify and run one command (p None: oversized, dropped unread); returns the signed
+        ack. Never raises on bad input; a rejected command never reaches the handler."""
+        code, n, obj = (TOO_LARGE, None, None) if p is None else self.check(p)
+        extra = {"reason": obj} if code and obj else None
+        if code == 0:
             try:
-                self._save(n)  # persisted before acting: a replay can never act twice
+                with self._fs.open(_PATH, "wb") as f:  # persisted before acting
+                    f.write(b"%d %08x" % (n, crc32(b"%d" % n)))
+                self.last = n
             except OSError:
-                code = TEMPORARY
-                extra = {"reason": "flash"}
-        if code == OK:
-            self.accepted += 1
-            method = getattr(self.handler, obj["cmd"], None)
-            if method is None:
-                code, extra = OTHER, {"reason": "unsupported"}
-            else:
-                try:
-                    code, extra = method(obj.get("args", {}))
-                except Exception as exc:
-                    print("command handler failed:", type(exc).__name__)
-                    code, extra = OTHER, {"reason": "handler_error"}
+                code, extra = TEMPORARY, {"reason": "flash"}
+        if code == 0:
+            try:
+                cmd = obj["cmd"]
+                m = getattr(self.handler, cmd, None)
+                if m is not None:
+                    code, extra = m(obj.get("args", {}))
+                    if type(code) is not int or not (extra is None or type(extra) is dict):
+                        raise TypeError
+                elif cmd != "status":
+                    code, extra = 250, {"reason": "unsupported"}
+            except Exception as exc:
+                print("command handler failed:", type(exc).__name__)
+                code, extra = 250, {"reason": "handler_error"}
         else:
-            self._rejected(code)
-        return self.ack(n, code, extra)
-
-    def _rejected(self, code):
-        self.rejected += 1
-        now = self._clock.now()
-        last = self._logged_at
-        if last is None or now - last >= _REJECT_LOG_S or now < last:
-            self._logged_at = now
-            try:
-                self._log.log(now, events.CMD_REJECTED + code)
-            except OSError:
-                pass  # a failing flash must not turn a rejection into a crash
-
-    def ack(self, n, code, extra=None):
+            st = self.state
+            st[1] += 1
+            now = self._clock.now()
+            if st[0] is None or not 0 <= now - st[0] < 3600:
+                st[0] = now  # rate limit: one rejection event an hour at most
+                try:
+                    self._log.log(now, CMD_REJECTED + code)
+                except OSError:
+                    pass
         ack = {"id": self._id, "n": n, "code": code, "t": self._clock.unix()}
         if code:
-            ack["reason"] = REASONS.get(code, "other")
+            ack["reason"] = REASONS[code] if code < 11 else "other"
         if extra:
             ack.update(extra)
         body = json.dumps(ack).encode()
-        if self._key is None:
-            return b"0" * _MAC_HEX + b" " + body
-        return sign(self._key, body, b"ack ")
+        key = self._key
+        return (hexlify(hmac_sha256(key, body, b"ack ")) if key else b"0" * 64) + b" " + body

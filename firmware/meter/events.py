@@ -10,7 +10,8 @@ CONFIG_REJECTED = const(2)
 IC_REINIT = const(3)
 STORE_CORRUPT = const(4)
 IC_FAULT = const(5)
-# 200-249: remote commands. A rejected command logs CMD_REJECTED + its ack code (rate-limited).
+# 200-249: remote commands. A rejected command logs CMD_REJECTED + its ack code (see
+# meter/commands.py), rate-limited; their names are built host-side (simulator/scenario.py).
 CMD_REJECTED = const(200)
 
 NAMES = {
@@ -19,16 +20,6 @@ NAMES = {
     IC_REINIT: "ic_reinitialised",
     STORE_CORRUPT: "store_corrupt",
     IC_FAULT: "ic_fault",
-    201: "cmd_rejected_counter_lost",
-    202: "cmd_rejected_temporary",
-    203: "cmd_rejected_denied",
-    204: "cmd_rejected_bad_mac",
-    205: "cmd_rejected_replay",
-    206: "cmd_rejected_expired",
-    207: "cmd_rejected_malformed",
-    208: "cmd_rejected_wrong_meter",
-    209: "cmd_rejected_too_large",
-    210: "cmd_rejected_unknown_command",
 }
 
 _PATH = "/events.log"

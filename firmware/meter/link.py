@@ -1,0 +1,152 @@
+# The meter's MQTT link (umqtt.simple): one connection for commands, acks, status, telemetry.
+# Topics under meters/<id>/: cmd (subscribed, QoS 1), ack (QoS 0), status (retained "online",
+# last will "offline"), telemetry (QoS 0, every telemetry_period_s). Every socket operation
+# has a timeout, connect included; a failed broker is retried after a back-off doubling from
+# 1 s to 5 min, with jitter; at most 4 incoming messages are handled per duty cycle.
+# Imported only when MQTT is configured.
+import json
+import sys
+from binascii import crc32
+
+import umqtt.simple as simple
+import usocket
+
+# umqtt raises IndexError reading a closed socket, AssertionError on a bad reply, and
+# MemoryError on an incoming message too big for the heap (the broker caps them, see
+# host_tools/mosquitto/).
+ERRORS = (OSError, IndexError, AssertionError, TypeError, MemoryError, simple.MQTTException)
+_timeout = [5]
+
+
+class _Sock(usocket.socket):
+    # umqtt.simple's check_msg ends with setblocking(True), which would leave the socket
+    # without a timeout: here it means "back to the timeout".
+    def setblocking(self, flag):
+        self.settimeout(_timeout[0] if flag else 0)
+
+
+def socket():
+    """umqtt.simple opens its socket through its module's `socket` (see Link): this one has
+    the timeout already set, so even connect() cannot hang the duty cycle."""
+    s = _Sock()
+    s.settimeout(_timeout[0])
+    s.setsockopt(6, 1, 1)  # TCP_NODELAY: no Nagle wait on small packets
+    return s
+
+
+getaddrinfo = usocket.getaddrinfo
+
+
+class Link:
+    def __init__(self, cfg, clock, wlan, fs, log, handler=None):
+        self._cfg = cfg
+        self._clock = clock
+        self._wlan = wlan
+        self._fs = fs
+        self._log = log
+        self.handler = handler  # the disconnect control (see meter/commands.py)
+        self.cmd_state = [None, 0]  # kept across loads of meter.commands
+        self._base = "meters/" + cfg["meter_id"] + "/"
+        self.client = None
+        self._retry_s = 0
+        self._backoff_s = 1
+        self._rand = crc32(self._base.encode()) & 0x3FFFFFFF | 1  # jitter differs per meter
+        self._sent_s = 0
+        self._next_s = 0
+        self._got = False
+        self.seq = 0
+        self.published = 0
+        self.failures = 0
+        _timeout[0] = cfg["mqtt_timeout_s"]
+        simple.socket = sys.modules[__name__]
+
+    def failed(self, now, why):
+        self.failures += 1
+        try:
+            self.client.sock.close()
+        except (AttributeError, OSError):
+            pass
+        self.client = None
+        x = self._rand  # xorshift on 30 bits: small ints only
+        x ^= (x & 0x7FFFFF) << 7
+        x ^= x >> 9
+        x ^= (x & 0x3FFFFF) << 8
+        self._rand = x = x & 0x3FFFFFFF or 1
+        b = self._backoff_s
+        self._retry_s = now + min(b + x % (b // 2 + 1), 300)
+        self._backoff_s = min(b * 2, 300)
+        print("mqtt: link down:", why)
+
+    def _connect(self, now):
+        cfg = self._cfg
+        wlan = self._wlan
+        if wlan is not None and not wlan.isconnected():
+            wlan.active(True)
+            wlan.connect(cfg["wifi_ssid"], cfg["wifi_key"])  # returns at once
+            if not wlan.isconnected():
+                raise OSError("wifi")
+        params = {}
+        if cfg["mqtt_tls"]:
+            with self._fs.open(cfg["mqtt_ca"], "rb") as f:
+                params = {"cert_reqs": 2, "cadata": f.read(),  # 2: CERT_REQUIRED
+                          "server_hostname": cfg["mqtt_host"]}
+        c = simple.MQTTClient(cfg["meter_id"], cfg["mqtt_host"], cfg["mqtt_port"],
+                   cfg["mqtt_user"] or None, cfg["mqtt_password"] or None,
+                   cfg["mqtt_keepalive_s"], cfg["mqtt_tls"], params)
+        status = self._base + "status"
+        c.set_last_will(status, b"offline", True, 1)
+        c.set_callback(self._received)
+        self.client = c
+        c.connect()
+        c.subscribe(self._base + "cmd", 1)
+        c.publish(status, b"online", True, 1)
+        self._backoff_s = 1
+
+    def service(self, meter):
+        """Connect when due, commands in, acks out, telemetry, keep-alive: bounded work,
+        every wait under a timeout."""
+        now = self._clock.now()
+        if self.client is None and now < self._retry_s:
+            return
+        try:
+            if self.client is None:
+                self._connect(now)
+                self._sent_s = now
+            c = self.client
+            for _ in range(4):
+                c.check_msg()
+                if not self._got:
+                    break
+                self._got = False
+            if now >= self._next_s:
+                self.seq += 1
+                meter.refresh_instant()
+                inst = meter.inst
+                c.publish(self._base + "telemetry", json.dumps({
+                    "id": self._cfg["meter_id"], "seq": self.seq, "t": self._clock.unix(),
+                    "import_kwh": meter.imp.kwh_text(), "export_kwh": meter.exp.kwh_text(),
+                    "v": inst[0] / 100, "i": inst[1] / 1000, "p": inst[2],
+                    "pf": inst[3] / 1000, "hz": inst[4] / 100}))
+                self.published += 1
+                self._next_s = now + self._cfg["telemetry_period_s"]
+                self._sent_s = now
+            if now - self._sent_s >= self._cfg["mqtt_keepalive_s"] // 2:
+                c.ping()
+                self._sent_s = now
+        except ERRORS as exc:
+            self.failed(now, exc)
+
+    def _received(self, topic, msg):
+        self._got = True
+        # Command verification is an overlay: loaded for each message and dropped after,
+        # so its ~5 KB of code is not held in RAM between (rare) commands.
+        from meter.commands import Commands
+
+        ack = Commands(self._fs, self._cfg["meter_id"], self._clock, self._log, self.handler,
+                       None, self.cmd_state).handle(msg)
+        del Commands
+        del sys.modules["meter.commands"]
+        del sys.modules["meter"].commands
+        # Acks go out at QoS 0 from inside umqtt's receive: no nested wait for a PUBACK.
+        self.client.publish(self._base + "ack", ack)
+        self._sent_s = self._clock.now()
