@@ -32,6 +32,13 @@ COMMANDS = (
     "read_events", "billing_snapshot", "time_sync", "set_telemetry_period", "reboot",
 )
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
+# The meter's ack codes (firmware/meter/commands.py); the meter sends only the number, and
+# a "reason" of its own where one code has several causes (e.g. clock_unset, no_key).
+REASONS = {
+    0: "ok", 1: "hardware_fault", 2: "temporary_failure", 3: "denied", 4: "bad_mac",
+    5: "replay", 6: "expired", 7: "malformed", 8: "wrong_meter", 9: "too_large",
+    10: "unknown_command", 250: "other",
+}
 
 
 class KeyFileError(Exception):
@@ -66,7 +73,11 @@ def decode_ack(key: bytes, payload: bytes) -> dict | None:
         ack = json.loads(body)
     except ValueError:
         return None
-    return ack if isinstance(ack, dict) else None
+    if not isinstance(ack, dict):
+        return None
+    if "reason" not in ack and ack.get("code"):
+        ack["reason"] = REASONS.get(ack["code"], "other")
+    return ack
 
 
 class KeyFile:

@@ -18,7 +18,8 @@ MPY_DIR = ROOT / "build" / "mpy"
 DEFAULT_START = "2026-01-01T00:00:00+05:30"
 HEAPSIZE = "64k"
 
-SCENARIO_KEYS = {"duration_s", "start", "board", "config", "load", "outages", "faults"}
+SCENARIO_KEYS = {"duration_s", "start", "board", "config", "load", "outages", "faults",
+                 "command_key"}
 LOAD_KEYS = {"at_s", "volts", "amps", "pf", "hz"}
 OUTAGE_KEYS = {"at_s", "for_s"}
 FAULT_KEYS = {"power_cut_at_write"}
@@ -115,7 +116,13 @@ def normalise(raw: Any) -> dict:
     for key, value in faults.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ScenarioError(f"faults.{key} must be a whole number >= 0")
+    command_key = scenario.get("command_key", "")
+    hexdigits = "0123456789abcdefABCDEF"
+    if not isinstance(command_key, str) or (command_key and (
+            len(command_key) != 64 or any(c not in hexdigits for c in command_key))):
+        raise ScenarioError("command_key must be 64 hex digits (the meter's 32-byte key)")
     return {
+        "command_key": command_key.lower(),
         "duration_ms": int(duration * 1000),
         "start_unix": start_unix,
         "board": board,
@@ -272,10 +279,9 @@ def event_name(code: int) -> str:
     if code in events.NAMES:
         return events.NAMES[code]
     if events.CMD_REJECTED < code < events.CMD_REJECTED + 50:
-        from meter.commands import REASONS
+        from host_tools.headend import REASONS
 
-        reason = code - events.CMD_REJECTED
-        return "cmd_rejected_" + (REASONS[reason] if reason < len(REASONS) else "other")
+        return "cmd_rejected_" + REASONS.get(code - events.CMD_REJECTED, "other")
     return "unknown"
 
 

@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from host_tools.headend import encode_command
+from host_tools.headend import REASONS, encode_command
 from simulator import scenario as sc
 from tests.test_commands import KEY, METER, NOW, RFC4231
 
@@ -58,6 +58,7 @@ def test_hostile_corpus_on_micropython(mpy_build, tmp_path):
     corpus = {
         "rfc4231": [[k.hex(), d.hex(), w] for k, d, w in RFC4231],
         "key": KEY.hex(), "meter": METER, "now": NOW, "cases": hostile_corpus(),
+        "reasons": {str(k): v for k, v in REASONS.items()},
     }
     path = tmp_path / "corpus.json"
     path.write_text(json.dumps(corpus))

@@ -15,9 +15,9 @@ from meter.events import CMD_REJECTED
 MAX_SIZE = const(1024)
 TEMPORARY = const(2)
 TOO_LARGE = const(9)
-# Ack codes 0..10 by reason; 250 is "other".
-REASONS = ("", "hardware_fault", "temporary_failure", "denied", "bad_mac", "replay",
-           "expired", "malformed", "wrong_meter", "too_large", "unknown_command")
+# Ack codes: 0 success, 1 hardware fault, 2 temporary failure, 3 denied, 4 bad MAC, 5 replay,
+# 6 expired, 7 malformed, 8 other meter's id, 9 too large, 10 unknown command, 250 other.
+# Their names live host-side (host_tools/headend.py REASONS); some acks add a "reason".
 _KNOWN = (" disconnect reconnect status set_control_mode set_load_limit read_profile"
           " read_events billing_snapshot time_sync set_telemetry_period reboot ")
 _PATH = "/cmd.ctr"  # last accepted counter and its CRC; LittleFS replaces a file atomically
@@ -139,7 +139,7 @@ class Commands:
                 elif cmd != "status":
                     code, extra = 250, {"reason": "unsupported"}
             except Exception as exc:
-                print("command handler failed:", type(exc).__name__)
+                print("handler:", exc)
                 code, extra = 250, {"reason": "handler_error"}
         else:
             st = self.state
@@ -152,8 +152,6 @@ class Commands:
                 except OSError:
                     pass
         ack = {"id": self._id, "n": n, "code": code, "t": self._clock.unix()}
-        if code:
-            ack["reason"] = REASONS[code] if code < 11 else "other"
         if extra:
             ack.update(extra)
         body = json.dumps(ack).encode()

@@ -4,6 +4,7 @@
 # has a timeout, connect included; a failed broker is retried after a back-off doubling from
 # 1 s to 5 min, with jitter; at most 4 incoming messages are handled per duty cycle.
 # Imported only when MQTT is configured.
+import gc
 import json
 import sys
 from binascii import crc32
@@ -139,7 +140,9 @@ class Link:
     def _received(self, topic, msg):
         self._got = True
         # Command verification is an overlay: loaded for each message and dropped after,
-        # so its ~5 KB of code is not held in RAM between (rare) commands.
+        # so its ~5 KB of code is not held in RAM between (rare) commands. Collecting first
+        # lets it load into the holes the garbage leaves, not fail on a fragmented heap.
+        gc.collect()
         from meter.commands import Commands
 
         ack = Commands(self._fs, self._cfg["meter_id"], self._clock, self._log, self.handler,

@@ -69,9 +69,9 @@ def forget_firmware():
     gc.collect()
 
 
-def provision(world, config):
-    """Write the scenario's configuration overrides, as the provisioning tool does."""
-    if not config:
+def provision(world, config, command_key=""):
+    """Write the scenario's configuration overrides and command key, as provisioning does."""
+    if not config and not command_key:
         return
     try:
         import vfs
@@ -84,6 +84,11 @@ def provision(world, config):
         fs = vfs.VfsLfs2(world.flash)
     with fs.open("/config.json", "w") as f:
         f.write(json.dumps(config))
+    if command_key:
+        from binascii import unhexlify
+
+        with fs.open("/cmd.key", "wb") as f:
+            f.write(unhexlify(command_key))
 
 
 def prepare(scenario, flash_path):
@@ -93,7 +98,7 @@ def prepare(scenario, flash_path):
     world.flash = FlashChip(flash_path, DATA_BLOCKS, world)
     install_shims(world)  # the board module needs `machine` & co. even to read its pin map
     board_module = wire_board(world, scenario["board"])
-    provision(world, scenario["config"])
+    provision(world, scenario["config"], scenario.get("command_key", ""))
     world.flash.cut_at_op = scenario["faults"].get("power_cut_at_write", 0)
     return world, board_module
 
