@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket as _socket
+import ssl as _ssl
 from typing import Any
 
 AF_INET = _socket.AF_INET
@@ -51,7 +52,7 @@ class socket:  # noqa: N801 - MicroPython's name
         while got < size:
             try:
                 chunk = self._sock.recv(size - got)
-            except BlockingIOError:
+            except (BlockingIOError, _ssl.SSLWantReadError):
                 if got == 0:
                     return None
                 self._sock.setblocking(True)

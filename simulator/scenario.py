@@ -19,7 +19,7 @@ DEFAULT_START = "2026-01-01T00:00:00+05:30"
 HEAPSIZE = "64k"
 
 SCENARIO_KEYS = {"duration_s", "start", "board", "config", "load", "outages", "faults",
-                 "command_key"}
+                 "command_key", "files"}
 LOAD_KEYS = {"at_s", "volts", "amps", "pf", "hz"}
 OUTAGE_KEYS = {"at_s", "for_s"}
 FAULT_KEYS = {"power_cut_at_write"}
@@ -121,7 +121,18 @@ def normalise(raw: Any) -> dict:
     if not isinstance(command_key, str) or (command_key and (
             len(command_key) != 64 or any(c not in hexdigits for c in command_key))):
         raise ScenarioError("command_key must be 64 hex digits (the meter's 32-byte key)")
+    files = scenario.get("files", {})
+    if not isinstance(files, dict) or not all(
+            isinstance(k, str) and k.startswith("/") and isinstance(v, str) for k, v in
+            files.items()):
+        raise ScenarioError("files must map absolute paths to hex strings")
+    for path, data in files.items():
+        try:
+            bytes.fromhex(data)
+        except ValueError:
+            raise ScenarioError(f"files[{path!r}] is not hex") from None
     return {
+        "files": files,
         "command_key": command_key.lower(),
         "duration_ms": int(duration * 1000),
         "start_unix": start_unix,
@@ -167,7 +178,8 @@ def micropython_command(*args: str, heapsize: str = HEAPSIZE) -> list[str]:
 
 def micropython_env() -> dict:
     env = dict(os.environ)
-    env["MICROPYPATH"] = str(MPY_DIR)
+    # .frozen: the modules frozen into the firmware image (ssl...), on the path as on a board
+    env["MICROPYPATH"] = f"{MPY_DIR}:.frozen"
     return env
 
 

@@ -17,7 +17,7 @@ from host_tools import headend
 from simulator import scenario as sc
 
 
-def run_paced(scenario: dict, runtime: str):
+def run_paced(scenario: dict, runtime: str, heapsize: str = sc.HEAPSIZE):
     """Run a scenario in a thread with virtual time paced to the wall clock."""
     out: dict = {}
     started = time.monotonic()
@@ -34,7 +34,7 @@ def run_paced(scenario: dict, runtime: str):
                 if runtime == "cpython":
                     raw = sc.run_cpython(scenario, flash, None, on_tick=pace)
                 else:
-                    raw = sc.run_micropython(scenario, flash, None, on_tick=pace)
+                    raw = sc.run_micropython(scenario, flash, None, heapsize, on_tick=pace)
                 raw["runtime"] = runtime
                 out["report"] = sc.build_report(scenario, raw, flash, 0.0)
             except BaseException as exc:  # reported by the test

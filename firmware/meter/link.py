@@ -16,22 +16,38 @@ import usocket
 # MemoryError on an incoming message too big for the heap (the broker caps them, see
 # host_tools/mosquitto/).
 ERRORS = (OSError, IndexError, AssertionError, TypeError, MemoryError, simple.MQTTException)
-_timeout = [5]
+_timeout = [5, None]  # the socket timeout, the last plain socket opened
 
 
-class _Sock(usocket.socket):
-    # umqtt.simple's check_msg ends with setblocking(True), which would leave the socket
-    # without a timeout: here it means "back to the timeout".
+class _Timed:
+    """The connected (maybe TLS) socket as umqtt.simple sees it: its check_msg ends with
+    setblocking(True), which would leave the socket without a timeout; here it means "back
+    to the timeout"."""
+
+    def __init__(self, sock, raw):
+        self.s = sock
+        self.raw = raw  # under TLS, the plain socket: the one with settimeout
+
     def setblocking(self, flag):
-        self.settimeout(_timeout[0] if flag else 0)
+        self.raw.settimeout(_timeout[0] if flag else 0)
+
+    def read(self, n):
+        return self.s.read(n)
+
+    def write(self, *a):
+        return self.s.write(*a)
+
+    def __getattr__(self, name):
+        return getattr(self.s, name)
 
 
 def socket():
     """umqtt.simple opens its socket through its module's `socket` (see Link): this one has
     the timeout already set, so even connect() cannot hang the duty cycle."""
-    s = _Sock()
+    s = usocket.socket()
     s.settimeout(_timeout[0])
     s.setsockopt(6, 1, 1)  # TCP_NODELAY: no Nagle wait on small packets
+    _timeout[1] = s
     return s
 
 
@@ -99,6 +115,8 @@ class Link:
         c.set_callback(self._received)
         self.client = c
         c.connect()
+        c.sock = _Timed(c.sock, _timeout[1])
+        _timeout[1] = None
         c.subscribe(self._base + "cmd", 1)
         c.publish(status, b"online", True, 1)
         self._backoff_s = 1

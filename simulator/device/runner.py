@@ -56,6 +56,9 @@ def install_shims(world):
         sys.modules["micropython"] = micropython
         sys.modules["vfs"] = lfs_vfs
         sys.modules["usocket"] = cpython_usocket
+        from simulator import cpython_ussl
+
+        sys.modules["ussl"] = cpython_ussl
         sys.modules["ustruct"] = __import__("struct")
         sys.modules["ubinascii"] = __import__("binascii")
 
@@ -69,9 +72,13 @@ def forget_firmware():
     gc.collect()
 
 
-def provision(world, config, command_key=""):
-    """Write the scenario's configuration overrides and command key, as provisioning does."""
-    if not config and not command_key:
+def provision(world, config, command_key="", files=None):
+    """Write the scenario's configuration overrides, command key and other files (CA
+    certificate...), as provisioning does."""
+    files = dict(files or {})
+    if command_key:
+        files["/cmd.key"] = command_key
+    if not config and not files:
         return
     try:
         import vfs
@@ -84,11 +91,11 @@ def provision(world, config, command_key=""):
         fs = vfs.VfsLfs2(world.flash)
     with fs.open("/config.json", "w") as f:
         f.write(json.dumps(config))
-    if command_key:
-        from binascii import unhexlify
+    from binascii import unhexlify
 
-        with fs.open("/cmd.key", "wb") as f:
-            f.write(unhexlify(command_key))
+    for path, data in files.items():
+        with fs.open(path, "wb") as f:
+            f.write(unhexlify(data))
 
 
 def prepare(scenario, flash_path):
@@ -98,7 +105,8 @@ def prepare(scenario, flash_path):
     world.flash = FlashChip(flash_path, DATA_BLOCKS, world)
     install_shims(world)  # the board module needs `machine` & co. even to read its pin map
     board_module = wire_board(world, scenario["board"])
-    provision(world, scenario["config"], scenario.get("command_key", ""))
+    provision(world, scenario["config"], scenario.get("command_key", ""),
+              scenario.get("files"))
     world.flash.cut_at_op = scenario["faults"].get("power_cut_at_write", 0)
     return world, board_module
 
