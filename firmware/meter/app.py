@@ -96,6 +96,9 @@ class Meter:
             next_poll = clock.ticks_add(next_poll, period)
             wait = clock.ticks_diff(next_poll, clock.ticks_ms())
             if wait > 0:
-                clock.sleep_ms(wait)
+                if self.link is not None:
+                    self.link.idle(wait)  # sleeps, answering commands meanwhile
+                else:
+                    clock.sleep_ms(wait)
             else:
                 next_poll = clock.ticks_ms()  # overran: don't try to catch up in a burst

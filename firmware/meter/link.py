@@ -132,11 +132,7 @@ class Link:
                 self._connect(now)
                 self._sent_s = now
             c = self.client
-            for _ in range(4):
-                c.check_msg()
-                if not self._got:
-                    break
-                self._got = False
+            self._poll(c)
             if now >= self._next_s:
                 self.seq += 1
                 meter.refresh_instant()
@@ -154,6 +150,26 @@ class Link:
                 self._sent_s = now
         except ERRORS as exc:
             self.failed(now, exc)
+
+    def _poll(self, c):
+        for _ in range(4):  # at most 4 incoming messages at a time
+            c.check_msg()
+            if not self._got:
+                break
+            self._got = False
+
+    def idle(self, ms):
+        """The duty cycle's sleep, looking for commands every 200 ms meanwhile, so that a
+        command waits for at most that long, not for the next 1 s poll."""
+        clock = self._clock
+        while ms > 200 and self.client is not None:
+            clock.sleep_ms(200)
+            ms -= 200
+            try:
+                self._poll(self.client)
+            except ERRORS as exc:
+                self.failed(clock.now(), exc)
+        clock.sleep_ms(ms)
 
     def _received(self, topic, msg):
         self._got = True
