@@ -111,15 +111,24 @@ def test_commands_over_mosquitto(mosquitto, mpy_build, tmp_path, runtime, capsys
         assert headend.main(broker + ["disconnect", meter_id]) == 1
         ack = json.loads(capsys.readouterr().out)
         assert (ack["code"], ack["reason"]) == (250, "unsupported")
-        # a captured command replayed, a forged one, an oversized one: refused, with acks
+        # a captured command replayed, a forged one: refused, with acks
         captured = headend.encode_command(key, meter_id, 2, "disconnect")
         forged = headend.encode_command(bytes(32), meter_id, 50, "disconnect")
-        for payload in (captured, forged, b"x" * 1100):
+        for payload in (captured, forged):
             watch.raw(payload)
-        want = ["replay", "bad_mac", "too_large"]
-        assert watch.wait(lambda: len(watch.acks) >= 5, 10), watch.acks
+        assert watch.wait(lambda: len(watch.acks) >= 4, 10), watch.acks
         reasons = [(headend.decode_ack(key, a) or {}).get("reason") for a in watch.acks[2:]]
-        assert reasons == want
+        assert reasons == ["replay", "bad_mac"]
+        # an oversized one: acked "too_large"; or, where the 64 KiB heap cannot hold it
+        # (MicroPython), the link drops and comes back. Never a crash, never an action.
+        onlines = watch.status.count(b"online")
+        watch.raw(b"x" * 1100)
+        assert watch.wait(lambda: len(watch.acks) >= 5
+                          or watch.status.count(b"online") > onlines, 10)
+        if len(watch.acks) >= 5:
+            assert headend.decode_ack(key, watch.acks[4])["reason"] == "too_large"
+        else:
+            assert runtime == "micropython"
         # still answering afterwards
         assert headend.main(broker + ["status", meter_id]) == 0
         capsys.readouterr()

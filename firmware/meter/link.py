@@ -54,6 +54,22 @@ def socket():
 getaddrinfo = usocket.getaddrinfo
 
 
+class overlay:  # noqa: N801 - used like a function
+    """`with`-less overlay: overlay("meter.x").f(...) imports meter.x, and the module is
+    dropped again as soon as the call returns and the reference goes, so rarely used code
+    (connecting, verifying a command) does not stay in RAM. A collection first lets it load
+    into the holes the garbage leaves instead of failing on a fragmented heap."""
+
+    def __init__(self, name):
+        gc.collect()
+        __import__(name)
+        self.m = sys.modules.pop(name)
+        delattr(sys.modules["meter"], name[6:])
+
+    def __getattr__(self, attr):
+        return getattr(self.m, attr)
+
+
 class Link:
     def __init__(self, cfg, clock, wlan, fs, log, handler=None):
         self._cfg = cfg
@@ -94,33 +110,6 @@ class Link:
         self._backoff_s = min(b * 2, 300)
         print("mqtt: link down:", why)
 
-    def _connect(self, now):
-        cfg = self._cfg
-        wlan = self._wlan
-        if wlan is not None and not wlan.isconnected():
-            wlan.active(True)
-            wlan.connect(cfg["wifi_ssid"], cfg["wifi_key"])  # returns at once
-            if not wlan.isconnected():
-                raise OSError("wifi")
-        params = {}
-        if cfg["mqtt_tls"]:
-            with self._fs.open(cfg["mqtt_ca"], "rb") as f:
-                params = {"cert_reqs": 2, "cadata": f.read(),  # 2: CERT_REQUIRED
-                          "server_hostname": cfg["mqtt_host"]}
-        c = simple.MQTTClient(cfg["meter_id"], cfg["mqtt_host"], cfg["mqtt_port"],
-                   cfg["mqtt_user"] or None, cfg["mqtt_password"] or None,
-                   cfg["mqtt_keepalive_s"], cfg["mqtt_tls"], params)
-        status = self._base + "status"
-        c.set_last_will(status, b"offline", True, 1)
-        c.set_callback(self._received)
-        self.client = c
-        c.connect()
-        c.sock = _Timed(c.sock, _timeout[1])
-        _timeout[1] = None
-        c.subscribe(self._base + "cmd", 1)
-        c.publish(status, b"online", True, 1)
-        self._backoff_s = 1
-
     def service(self, meter):
         """Connect when due, commands in, acks out, telemetry, keep-alive: bounded work,
         every wait under a timeout."""
@@ -129,7 +118,8 @@ class Link:
             return
         try:
             if self.client is None:
-                self._connect(now)
+                overlay("meter.connect").connect(self, simple, _Timed, _timeout)
+                self._backoff_s = 1
                 self._sent_s = now
             c = self.client
             self._poll(c)
@@ -176,14 +166,9 @@ class Link:
         # Command verification is an overlay: loaded for each message and dropped after,
         # so its ~5 KB of code is not held in RAM between (rare) commands. Collecting first
         # lets it load into the holes the garbage leaves, not fail on a fragmented heap.
-        gc.collect()
-        from meter.commands import Commands
-
-        ack = Commands(self._fs, self._cfg["meter_id"], self._clock, self._log, self.handler,
-                       None, self.cmd_state).handle(msg)
-        del Commands
-        del sys.modules["meter.commands"]
-        del sys.modules["meter"].commands
+        ack = overlay("meter.commands").Commands(
+            self._fs, self._cfg["meter_id"], self._clock, self._log, self.handler, None,
+            self.cmd_state).handle(msg)
         # Acks go out at QoS 0 from inside umqtt's receive: no nested wait for a PUBACK.
         self.client.publish(self._base + "ack", ack)
         self._sent_s = self._clock.now()
