@@ -92,7 +92,7 @@ def test_commands_over_mosquitto(mosquitto, mpy_build, tmp_path, runtime, capsys
     key = headend.KeyFile(keys).key(meter_id)
     assert key.hex() not in capsys.readouterr().out  # the key is never printed
     scenario = sc.normalise({
-        "duration_s": 15,
+        "duration_s": 12,
         "load": [{"at_s": 0, "volts": 240, "amps": 5, "pf": 1.0}],
         "config": {"meter_id": meter_id, "mqtt_host": host, "mqtt_port": port,
                    "telemetry_period_s": 5},

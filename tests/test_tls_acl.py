@@ -137,7 +137,7 @@ def test_meter_over_tls_with_acl(tls_broker, mpy_build, tmp_path, runtime, capsy
     spy.on_message = lambda _c, _u, m: spy_seen.append(m.payload)
     spy.subscribe("meters/+/cmd", qos=1)
     scenario = sc.normalise({
-        "duration_s": 14,
+        "duration_s": 10,
         "load": [{"at_s": 0, "volts": 240, "amps": 5, "pf": 1.0}],
         "config": {"meter_id": "meter-a", "mqtt_host": "localhost", "mqtt_port": port,
                    "mqtt_tls": True, "mqtt_user": "meter-a",
