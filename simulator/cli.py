@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     live.add_argument("--period", type=int, default=5, help="telemetry period in seconds")
     live.add_argument("--duration", type=float, default=0,
                       help="stop after this many seconds (default: run until Ctrl-C)")
+    live.add_argument("--keys", help="head-end key file holding the meter's command key "
+                      "(default: build/demo_keys.json, created with a new key if missing)")
     live.set_defaults(func=cmd_live)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket as _socket
+import ssl as _ssl
 from typing import Any
 
 AF_INET = _socket.AF_INET
@@ -24,6 +25,7 @@ class socket:  # noqa: N801 - MicroPython's name
         self._sock.connect(addr)
 
     def settimeout(self, seconds: float | None) -> None:
+        self._blocking = seconds != 0  # as on MicroPython: 0 is non-blocking
         self._sock.settimeout(seconds)
 
     def setblocking(self, flag: bool) -> None:
@@ -50,7 +52,7 @@ class socket:  # noqa: N801 - MicroPython's name
         while got < size:
             try:
                 chunk = self._sock.recv(size - got)
-            except BlockingIOError:
+            except (BlockingIOError, _ssl.SSLWantReadError):
                 if got == 0:
                     return None
                 self._sock.setblocking(True)

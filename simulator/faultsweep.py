@@ -135,8 +135,8 @@ def run(scenario: dict, flash_path: str, bound_wh: float) -> tuple[Sweep, dict, 
     sweep = Sweep(bound_wh)
     provision = runner.provision
 
-    def provision_then_sweep(world: Any, config: dict) -> None:
-        provision(world, config)  # formatting and provisioning are not the meter's writes
+    def provision_then_sweep(world: Any, config: dict, *more: Any) -> None:
+        provision(world, config, *more)  # formatting and provisioning are not the meter's
         sweep.world = world
         world.flash.on_op = sweep.on_op
 

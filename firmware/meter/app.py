@@ -90,15 +90,22 @@ class Meter:
         if hw.relay is not None:
             from meter.ctlboot import setup
 
-            self.control = setup(self, hw)  # runs once and unloads itself, before telemetry loads
+            self.control = setup(self, hw)  # runs once and unloads itself, before MQTT loads
             setup = None
             gc.collect()
-        self.telemetry = None
+        self.link = None
         if self.cfg["mqtt_host"]:
-            gc.collect()  # after the boot-only modules went: one big free stretch
-            from meter.telemetry import Telemetry
+            self.start_link(hw, self.control)
 
-            self.telemetry = Telemetry(self.cfg, self.clock, hw.wlan)
+    def start_link(self, hw, handler=None):
+        """MQTT: commands (to `handler`, the disconnect control) and telemetry. Imported only
+        when configured, so a meter without MQTT does not carry it in RAM."""
+        import gc
+
+        gc.collect()  # the link's code is loaded now: give it an unfragmented heap
+        from meter.link import Link
+
+        self.link = Link(self.cfg, self.clock, hw.wlan, hw.fs, self.log, handler)
 
     def load_calibration(self, fs, ic):
         """The calibration record, with its module dropped again: it is needed once a boot."""
@@ -240,8 +247,12 @@ class Meter:
         self.store.save(self.imp, self.exp, self.clock.now(), 1)  # store.FLAG_LAST_GASP
 
     def snapshot(self):
-        """(centivolts, milliamps, cumulative import Wh) recorded with every event."""
-        return self.inst[0], self.inst[1], self.imp.kwh * 1000 + self.imp.wh
+        """(centivolts, milliamps, cumulative import Wh) recorded with every event; V and I
+        clamped to their 16-bit fields (a faulty bus can read anything)."""
+        volts = self.inst[0]
+        amps = self.inst[1]
+        return (volts if 0 <= volts <= 0xFFFF else 0xFFFF, amps if 0 <= amps <= 0xFFFF else 0xFFFF,
+                self.imp.kwh * 1000 + self.imp.wh)
 
     def refresh_instant(self):
         """Voltage, current, PF and frequency: read when someone is about to look at them."""
@@ -289,13 +300,16 @@ class Meter:
             self.checkpoint()
             if self.optical is not None:
                 self.optical.service(self)
-            if self.telemetry is not None:
-                self.telemetry.service(self)
             if self.control is not None:
                 self.control.service(self)
+            if self.link is not None:
+                self.link.service(self)
             next_poll = clock.ticks_add(next_poll, period)
             wait = clock.ticks_diff(next_poll, clock.ticks_ms())
             if wait > 0:
-                clock.sleep_ms(wait)
+                if self.link is not None:
+                    self.link.idle(wait)  # sleeps, answering commands meanwhile
+                else:
+                    clock.sleep_ms(wait)
             else:
                 next_poll = clock.ticks_ms()  # overran: don't try to catch up in a burst

@@ -11,6 +11,10 @@ DEFAULTS = {
     "mqtt_port": 1883,
     "mqtt_keepalive_s": 60,
     "mqtt_timeout_s": 5,
+    "mqtt_user": "",  # per-meter broker credentials (empty: none)
+    "mqtt_password": "",
+    "mqtt_tls": False,
+    "mqtt_ca": "/ca.der",  # CA certificate (DER) on the data partition, for mqtt_tls
     "wifi_ssid": "",
     "wifi_key": "",
     "checkpoint_s": 900,  # save energy at least this often while it changes

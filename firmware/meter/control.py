@@ -55,6 +55,23 @@ class Control:
             return self.trigger(_REMOTE, 1, 0)
         return 3, "unknown command"
 
+    # The MQTT command handler's methods (meter/commands.py): (code, extra for the ack).
+    def disconnect(self, args):
+        return self._ack(self.remote("disconnect"))
+
+    def reconnect(self, args):
+        return self._ack(self.remote("reconnect"))
+
+    def status(self, args):
+        return self._ack((0, None))
+
+    def _ack(self, result):
+        code, reason = result
+        extra = {"state": self.state, "output": self.state == 1, "mode": self.mode}
+        if reason:
+            extra["reason"] = reason
+        return code, extra
+
     def trigger(self, who, reconnect, cause):
         """who: 0 remote, 1 manual, 2 local; cause (logged): 0 remote, 1 manual,
         2 load limiter, 3 tamper. The table and the relay driver are never loaded at once."""

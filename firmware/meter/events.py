@@ -34,6 +34,9 @@ REVERSE_FLOW = const(125)  # export on an import-only meter
 REVERSE_FLOW_END = const(126)
 CALIB_LOADED = const(127)
 CALIB_BAD = const(128)  # calibration file unreadable or its checksums wrong: defaults used
+# 200-249: remote commands. A rejected command logs CMD_REJECTED + its ack code (see
+# meter/commands.py), rate-limited; their names are built host-side (simulator/scenario.py).
+CMD_REJECTED = const(200)
 
 NAMES = {
     POWER_UP: "power_up",

@@ -94,12 +94,16 @@ def install_shims(world):
         sys.modules["micropython"] = micropython
         sys.modules["vfs"] = lfs_vfs
         sys.modules["usocket"] = cpython_usocket
+        from simulator import cpython_ussl
+
+        sys.modules["ussl"] = cpython_ussl
         sys.modules["ustruct"] = __import__("struct")
         sys.modules["ubinascii"] = __import__("binascii")
 
 
 def forget_firmware():
     """Power loss: the firmware's RAM is gone, and with it every module it had imported."""
+    shim.IRQ_HANDLERS.clear()  # the handlers are the old firmware's objects: gone with it
     for name in list(sys.modules):
         for prefix in FIRMWARE_MODULES:
             if name == prefix or name.startswith(prefix + "."):
@@ -120,13 +124,23 @@ def mount(world):
         return vfs.VfsLfs2(world.flash)
 
 
-def provision(world, config):
-    """Write the scenario's configuration overrides, as the provisioning tool does."""
-    if not config:
+def provision(world, config, command_key="", files=None):
+    """Write the scenario's configuration overrides, command key and other files (CA
+    certificate...), as provisioning does."""
+    files = dict(files or {})
+    if command_key:
+        files["/cmd.key"] = command_key
+    if not config and not files:
         return
     fs = mount(world)
-    with fs.open("/config.json", "w") as f:
-        f.write(json.dumps(config))
+    if config:
+        with fs.open("/config.json", "w") as f:
+            f.write(json.dumps(config))
+    from binascii import unhexlify
+
+    for path, data in files.items():
+        with fs.open(path, "wb") as f:
+            f.write(unhexlify(data))
 
 
 def prepare(scenario, flash_path):
@@ -137,7 +151,8 @@ def prepare(scenario, flash_path):
     install_shims(world)  # the board module needs `machine` & co. even to read its pin map
     board_module = wire_board(world, scenario["board"], scenario.get("chip"),
                               scenario.get("faults"))
-    provision(world, scenario["config"])
+    provision(world, scenario["config"], scenario.get("command_key", ""),
+              scenario.get("files"))
     if scenario.get("calibrate"):
         from host_tools.calibrate import calibrate_world  # host side only
 

@@ -1,0 +1,159 @@
+# Remote commands: verify, persist the counter, dispatch to the control handler, sign the ack.
+# Wire format (both ways): 64 hex digits of HMAC-SHA256, one space, the body (a JSON object).
+# Commands are MAC'd over the exact body bytes, acks over b"ack " + body (so an ack never
+# passes as a command). Command body: {"id", "n" (counter), "cmd", "args", "t", "exp"} (Unix
+# s). Checks in order: size, well-formedness, meter id, MAC, counter > last accepted, expiry.
+# The README ("Remote commands") documents the codes and the clock-unset rule.
+import json
+from binascii import crc32, hexlify, unhexlify
+from hashlib import sha256
+
+from micropython import const
+
+from meter.events import CMD_REJECTED
+
+MAX_SIZE = const(1024)
+TEMPORARY = const(2)
+TOO_LARGE = const(9)
+# Ack codes: 0 success, 1 hardware fault, 2 temporary failure, 3 denied, 4 bad MAC, 5 replay,
+# 6 expired, 7 malformed, 8 other meter's id, 9 too large, 10 unknown command, 250 other.
+# Their names live host-side (host_tools/headend.py REASONS); some acks add a "reason".
+_KNOWN = (" disconnect reconnect status set_control_mode set_load_limit read_profile"
+          " read_events billing_snapshot time_sync set_telemetry_period reboot ")
+_PATH = "/cmd.ctr"  # last accepted counter and its CRC; LittleFS replaces a file atomically
+
+
+def hmac_sha256(key, msg, prefix=b""):
+    """HMAC-SHA256 (RFC 2104) of prefix || msg: MicroPython has no hmac module."""
+    if len(key) > 64:
+        key = sha256(key).digest()
+    pad = bytearray(64)
+    pad[: len(key)] = key
+    for i in range(64):
+        pad[i] ^= 0x36
+    h = sha256(pad)
+    h.update(prefix)
+    h.update(msg)
+    d = h.digest()
+    for i in range(64):
+        pad[i] ^= 0x6A  # 0x36 ^ 0x5C
+    h = sha256(pad)
+    h.update(d)
+    return h.digest()
+
+
+def equal(a, b):
+    """Constant time: how long it takes does not depend on where a and b differ."""
+    d = len(a) ^ len(b)
+    for i in range(min(len(a), len(b))):
+        d |= a[i] ^ b[i]
+    return d == 0
+
+
+class Commands:
+    def __init__(self, fs, meter_id, clock, log, handler=None, key=None, state=None):
+        self._fs = fs
+        self._id = meter_id
+        self._clock = clock
+        self._log = log
+        self.handler = handler  # the disconnect control: method(args) -> (code, extra)
+        # [time of the last rejection event, rejections]: kept by the caller when this
+        # module is loaded per message (see meter/link.py)
+        self.state = state or [None, 0]
+        try:
+            if key is None:
+                with fs.open("/cmd.key", "rb") as f:
+                    key = f.read()
+        except OSError:
+            pass  # not provisioned: every command is denied
+        self._key = key if key and len(key) == 32 else None
+        self.last = 0  # no counter file: a fresh meter
+        try:
+            with fs.open(_PATH, "rb") as f:
+                d = f.read()
+            self.last = None  # unreadable: accept nothing rather than risk a replay
+            if d[-8:] == b"%08x" % crc32(d[:-9]):
+                self.last = int(d[:-9])
+        except OSError:
+            pass
+
+    def check(self, p):
+        """(code, counter or None, the body if code is 0, else a reason or None)."""
+        if len(p) > MAX_SIZE:
+            return TOO_LARGE, None, None
+        try:
+            if p[64] != 0x20:
+                raise ValueError
+            obj = json.loads(p[65:])
+            mac = unhexlify(p[:64])
+            n = obj["n"]
+        except Exception:  # hostile bytes: whatever fails to parse is "malformed"
+            return 7, None, None
+        if type(n) is not int or not 0 < n < 0x40000000:
+            return 7, None, None
+        cmd = obj.get("cmd")
+        t = obj.get("t")
+        e = obj.get("exp")
+        if (type(cmd) is not str or type(obj.get("id")) is not str or type(t) is not int
+                or type(e) is not int or e < t or type(obj.get("args", {})) is not dict):
+            return 7, n, None
+        if obj["id"] != self._id:
+            return 8, n, None
+        if self._key is None:
+            return 3, n, "no_key"
+        if not equal(hmac_sha256(self._key, memoryview(p)[65:]), mac):
+            return 4, n, None
+        if self.last is None:
+            return 1, n, "counter_lost"
+        if n <= self.last:
+            return 5, n, None
+        if self._clock.valid():
+            if self._clock.unix() > e:
+                return 6, n, None
+        elif cmd != "status" and cmd != "time_sync":
+            return TEMPORARY, n, "clock_unset"  # expiry cannot be checked: switch nothing
+        if " " + cmd + " " not in _KNOWN:
+            return 10, n, None
+        return 0, n, obj
+
+    def handle(self, p):
+        """Verify and run one command (p None: oversized, dropped unread); returns the signed
+        ack. Never raises on bad input; a rejected command never reaches the handler."""
+        code, n, obj = (TOO_LARGE, None, None) if p is None else self.check(p)
+        extra = {"reason": obj} if code and obj else None
+        if code == 0:
+            try:
+                with self._fs.open(_PATH, "wb") as f:  # persisted before acting
+                    f.write(b"%d %08x" % (n, crc32(b"%d" % n)))
+                self.last = n
+            except OSError:
+                code, extra = TEMPORARY, {"reason": "flash"}
+        if code == 0:
+            try:
+                cmd = obj["cmd"]
+                m = getattr(self.handler, cmd, None)
+                if m is not None:
+                    code, extra = m(obj.get("args", {}))
+                    if type(code) is not int or not (extra is None or type(extra) is dict):
+                        raise TypeError
+                elif cmd != "status":
+                    code, extra = 250, {"reason": "unsupported"}
+            except Exception as exc:
+                print("handler:", exc)
+                code, extra = 250, {"reason": "handler_error"}
+        else:
+            st = self.state
+            st[1] += 1
+            now = self._clock.now()
+            if st[0] is None or not 0 <= now - st[0] < 3600:
+                st[0] = now  # rate limit: one rejection event an hour at most
+                try:
+                    self._log.log(now, CMD_REJECTED + code)
+                except OSError:
+                    pass
+        ack = {"id": self._id, "n": n, "code": code, "t": self._clock.unix()}
+        if extra:
+            ack.update(extra)
+        body = json.dumps(ack).encode()
+        key = self._key
+        return (hexlify(hmac_sha256(key, body, b"ack ")) if key else b"0" * 64) + b" " + body

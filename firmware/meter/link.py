@@ -1,0 +1,174 @@
+# The meter's MQTT link (umqtt.simple): one connection for commands, acks, status, telemetry.
+# Topics under meters/<id>/: cmd (subscribed, QoS 1), ack (QoS 0), status (retained "online",
+# last will "offline"), telemetry (QoS 0, every telemetry_period_s). Every socket operation
+# has a timeout, connect included; a failed broker is retried after a back-off doubling from
+# 1 s to 5 min, with jitter; at most 4 incoming messages are handled per duty cycle.
+# Imported only when MQTT is configured.
+import gc
+import json
+import sys
+from binascii import crc32
+
+import umqtt.simple as simple
+import usocket
+
+# umqtt raises IndexError reading a closed socket, AssertionError on a bad reply, and
+# MemoryError on an incoming message too big for the heap (the broker caps them, see
+# host_tools/mosquitto/).
+ERRORS = (OSError, IndexError, AssertionError, TypeError, MemoryError, simple.MQTTException)
+_timeout = [5, None]  # the socket timeout, the last plain socket opened
+
+
+class _Timed:
+    """The connected (maybe TLS) socket as umqtt.simple sees it: its check_msg ends with
+    setblocking(True), which would leave the socket without a timeout; here it means "back
+    to the timeout"."""
+
+    def __init__(self, sock, raw):
+        self.s = sock
+        self.raw = raw  # under TLS, the plain socket: the one with settimeout
+
+    def setblocking(self, flag):
+        self.raw.settimeout(_timeout[0] if flag else 0)
+
+    def read(self, n):
+        return self.s.read(n)
+
+    def write(self, *a):
+        return self.s.write(*a)
+
+    def __getattr__(self, name):
+        return getattr(self.s, name)
+
+
+def socket():
+    """umqtt.simple opens its socket through its module's `socket` (see Link): this one has
+    the timeout already set, so even connect() cannot hang the duty cycle."""
+    s = usocket.socket()
+    s.settimeout(_timeout[0])
+    s.setsockopt(6, 1, 1)  # TCP_NODELAY: no Nagle wait on small packets
+    _timeout[1] = s
+    return s
+
+
+getaddrinfo = usocket.getaddrinfo
+
+
+class overlay:  # noqa: N801 - used like a function
+    """`with`-less overlay: overlay("meter.x").f(...) imports meter.x, and the module is
+    dropped again as soon as the call returns and the reference goes, so rarely used code
+    (connecting, verifying a command) does not stay in RAM. A collection first lets it load
+    into the holes the garbage leaves instead of failing on a fragmented heap."""
+
+    def __init__(self, name):
+        gc.collect()
+        __import__(name)
+        self.m = sys.modules.pop(name)
+        delattr(sys.modules["meter"], name[6:])
+
+    def __getattr__(self, attr):
+        return getattr(self.m, attr)
+
+
+class Link:
+    def __init__(self, cfg, clock, wlan, fs, log, handler=None):
+        self._cfg = cfg
+        self._clock = clock
+        self._wlan = wlan
+        self._fs = fs
+        self._log = log
+        self.handler = handler  # the disconnect control (see meter/commands.py)
+        self.cmd_state = [None, 0]  # kept across loads of meter.commands
+        self._base = "meters/" + cfg["meter_id"] + "/"
+        self.client = None
+        self._retry_s = 0
+        self._backoff_s = 1
+        self._rand = crc32(self._base.encode()) & 0x3FFFFFFF | 1  # jitter differs per meter
+        self._sent_s = 0
+        self._next_s = 0
+        self._got = False
+        self.seq = 0
+        self.published = 0
+        self.failures = 0
+        _timeout[0] = cfg["mqtt_timeout_s"]
+        simple.socket = sys.modules[__name__]
+
+    def failed(self, now, why):
+        self.failures += 1
+        try:
+            self.client.sock.close()
+        except (AttributeError, OSError):
+            pass
+        self.client = None
+        x = self._rand  # xorshift on 30 bits: small ints only
+        x ^= (x & 0x7FFFFF) << 7
+        x ^= x >> 9
+        x ^= (x & 0x3FFFFF) << 8
+        self._rand = x = x & 0x3FFFFFFF or 1
+        b = self._backoff_s
+        self._retry_s = now + min(b + x % (b // 2 + 1), 300)
+        self._backoff_s = min(b * 2, 300)
+        print("mqtt: link down:", why)
+
+    def service(self, meter):
+        """Connect when due, commands in, acks out, telemetry, keep-alive: bounded work,
+        every wait under a timeout."""
+        now = self._clock.now()
+        if self.client is None and now < self._retry_s:
+            return
+        try:
+            if self.client is None:
+                overlay("meter.connect").connect(self, simple, _Timed, _timeout)
+                self._backoff_s = 1
+                self._sent_s = now
+            c = self.client
+            self._poll(c)
+            if now >= self._next_s:
+                self.seq += 1
+                meter.refresh_instant()
+                inst = meter.inst
+                c.publish(self._base + "telemetry", json.dumps({
+                    "id": self._cfg["meter_id"], "seq": self.seq, "t": self._clock.unix(),
+                    "import_kwh": meter.imp.kwh_text(), "export_kwh": meter.exp.kwh_text(),
+                    "v": inst[0] / 100, "i": inst[1] / 1000, "p": inst[2],
+                    "pf": inst[3] / 1000, "hz": inst[4] / 100}))
+                self.published += 1
+                self._next_s = now + self._cfg["telemetry_period_s"]
+                self._sent_s = now
+            if now - self._sent_s >= self._cfg["mqtt_keepalive_s"] // 2:
+                c.ping()
+                self._sent_s = now
+        except ERRORS as exc:
+            self.failed(now, exc)
+
+    def _poll(self, c):
+        for _ in range(4):  # at most 4 incoming messages at a time
+            c.check_msg()
+            if not self._got:
+                break
+            self._got = False
+
+    def idle(self, ms):
+        """The duty cycle's sleep, looking for commands every 200 ms meanwhile, so that a
+        command waits for at most that long, not for the next 1 s poll."""
+        clock = self._clock
+        while ms > 200 and self.client is not None:
+            clock.sleep_ms(200)
+            ms -= 200
+            try:
+                self._poll(self.client)
+            except ERRORS as exc:
+                self.failed(clock.now(), exc)
+        clock.sleep_ms(ms)
+
+    def _received(self, topic, msg):
+        self._got = True
+        # Command verification is an overlay: loaded for each message and dropped after,
+        # so its ~5 KB of code is not held in RAM between (rare) commands. Collecting first
+        # lets it load into the holes the garbage leaves, not fail on a fragmented heap.
+        ack = overlay("meter.commands").Commands(
+            self._fs, self._cfg["meter_id"], self._clock, self._log, self.handler, None,
+            self.cmd_state).handle(msg)
+        # Acks go out at QoS 0 from inside umqtt's receive: no nested wait for a PUBACK.
+        self.client.publish(self._base + "ack", ack)
+        self._sent_s = self._clock.now()

@@ -1,0 +1,255 @@
+"""The control room's head-end: holds the per-meter command keys, signs commands, publishes
+them on `meters/<id>/cmd` and waits for the meter's signed ack on `meters/<id>/ack`.
+
+    python -m host_tools.headend --keys KEYS newkey METER_ID --out METER_ID.key
+    python -m host_tools.headend --broker HOST:PORT --keys KEYS disconnect METER_ID
+    python -m host_tools.headend --broker HOST:PORT --keys KEYS status METER_ID
+
+The ack is printed as JSON. Exit status: 0 the meter acked success, 1 it acked anything
+else (denied, rejected, failed), 2 usage or key-file error, 3 no valid ack in time.
+Keys are never printed or logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+MAC_HEX = 64
+COMMANDS = (
+    "disconnect", "reconnect", "status", "set_control_mode", "set_load_limit", "read_profile",
+    "read_events", "billing_snapshot", "time_sync", "set_telemetry_period", "reboot",
+)
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
+# The meter's ack codes (firmware/meter/commands.py); the meter sends only the number, and
+# a "reason" of its own where one code has several causes (e.g. clock_unset, no_key).
+REASONS = {
+    0: "ok", 1: "hardware_fault", 2: "temporary_failure", 3: "denied", 4: "bad_mac",
+    5: "replay", 6: "expired", 7: "malformed", 8: "wrong_meter", 9: "too_large",
+    10: "unknown_command", 250: "other",
+}
+
+
+class KeyFileError(Exception):
+    """The key file is missing, unreadable or lacks the meter."""
+
+
+def mac(key: bytes, body: bytes, prefix: bytes = b"") -> bytes:
+    return hmac.new(key, prefix + body, hashlib.sha256).digest()
+
+
+def encode_command(key: bytes, meter_id: str, counter: int, cmd: str, args: dict | None = None,
+                   issued: int | None = None, ttl_s: int = 300) -> bytes:
+    """The wire form of one command: hex HMAC, a space, the JSON body it covers."""
+    issued = int(time.time()) if issued is None else issued
+    body = json.dumps({"id": meter_id, "n": counter, "cmd": cmd, "args": args or {},
+                       "t": issued, "exp": issued + ttl_s}, separators=(",", ":")).encode()
+    return mac(key, body).hex().encode() + b" " + body
+
+
+def decode_ack(key: bytes, payload: bytes) -> dict | None:
+    """The ack's body if its MAC (over b"ack " + body) is right, else None."""
+    if len(payload) < MAC_HEX + 3 or payload[MAC_HEX:MAC_HEX + 1] != b" ":
+        return None
+    body = payload[MAC_HEX + 1:]
+    try:
+        given = bytes.fromhex(payload[:MAC_HEX].decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not hmac.compare_digest(given, mac(key, body, b"ack ")):
+        return None
+    try:
+        ack = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(ack, dict):
+        return None
+    if "reason" not in ack and ack.get("code"):
+        ack["reason"] = REASONS.get(ack["code"], "other")
+    return ack
+
+
+class KeyFile:
+    """{"meters": {id: {"key": hex, "counter": last used}}}, mode 0600, updated atomically
+    under a lock so two head-end processes never reuse a counter."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        lock = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _read(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {"meters": {}}
+        except (OSError, ValueError) as exc:
+            kind = exc.__class__.__name__
+            raise KeyFileError(f"cannot read key file {self.path}: {kind}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("meters"), dict):
+            raise KeyFileError(f"{self.path} is not a head-end key file")
+        return data
+
+    def _write(self, data: dict) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def new_key(self, meter_id: str) -> bytes:
+        """A fresh random key for the meter (rotation keeps its counter going upwards)."""
+        key = secrets.token_bytes(32)
+        with self._locked():
+            data = self._read()
+            entry = data["meters"].setdefault(meter_id, {"counter": 0})
+            entry["key"] = key.hex()
+            self._write(data)
+        return key
+
+    def key(self, meter_id: str) -> bytes:
+        entry = self._read()["meters"].get(meter_id)
+        if not entry or "key" not in entry:
+            raise KeyFileError(f"no key for meter {meter_id!r} in {self.path}")
+        return bytes.fromhex(entry["key"])
+
+    def next_counter(self, meter_id: str) -> int:
+        """Reserve the next counter; it is on disk before the command leaves."""
+        with self._locked():
+            data = self._read()
+            entry = data["meters"].get(meter_id)
+            if not entry or "key" not in entry:
+                raise KeyFileError(f"no key for meter {meter_id!r} in {self.path}")
+            entry["counter"] = int(entry.get("counter", 0)) + 1
+            self._write(data)
+            return entry["counter"]
+
+
+def send(broker: tuple[str, int], keys: KeyFile, meter_id: str, cmd: str,
+         args: dict | None = None, timeout_s: float = 10.0, ttl_s: int = 300,
+         tls: dict | None = None, auth: tuple[str, str] | None = None) -> dict | None:
+    """Sign, publish and wait for the matching signed ack; None on time-out."""
+    import paho.mqtt.client as mqtt
+
+    key = keys.key(meter_id)
+    counter = keys.next_counter(meter_id)
+    payload = encode_command(key, meter_id, counter, cmd, args, ttl_s=ttl_s)
+    got: list[dict] = []
+    done = threading.Event()
+    subscribed = threading.Event()
+
+    def on_message(_c: Any, _u: Any, msg: Any) -> None:
+        ack = decode_ack(key, msg.payload)
+        if ack is not None and ack.get("n") == counter:
+            got.append(ack)
+            done.set()
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                         client_id=f"headend-{os.getpid()}-{secrets.token_hex(4)}")
+    if auth is not None:
+        client.username_pw_set(*auth)
+    if tls is not None:
+        client.tls_set(**tls)
+    client.on_message = on_message
+    client.on_subscribe = lambda *_a: subscribed.set()
+    client.connect(broker[0], broker[1], keepalive=30)
+    client.loop_start()
+    try:
+        client.subscribe(f"meters/{meter_id}/ack", qos=1)
+        if not subscribed.wait(timeout_s):
+            return None
+        client.publish(f"meters/{meter_id}/cmd", payload, qos=1).wait_for_publish(timeout_s)
+        done.wait(timeout_s)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return got[0] if got else None
+
+
+def _broker(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError("expected HOST:PORT")
+    return host, int(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m host_tools.headend", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keys", required=True, help="head-end key file (created by newkey)")
+    parser.add_argument("--broker", type=_broker, help="HOST:PORT of the MQTT broker")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the ack")
+    parser.add_argument("--ttl", type=int, default=300, help="command lifetime in seconds")
+    parser.add_argument("--cafile", help="CA certificate: connect with TLS")
+    parser.add_argument("--user", help="MQTT user name")
+    parser.add_argument("--password-file", help="file holding the MQTT password")
+    parser.add_argument("command", choices=("newkey",) + COMMANDS)
+    parser.add_argument("meter_id")
+    parser.add_argument("--args", default="{}", help="command arguments as a JSON object")
+    parser.add_argument("--out", help="newkey: write the meter's raw key file here (mode 0600)")
+    opts = parser.parse_args(argv)
+    keys = KeyFile(opts.keys)
+    try:
+        if opts.command == "newkey":
+            key = keys.new_key(opts.meter_id)
+            if opts.out:
+                fd = os.open(opts.out, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(key)
+            print(f"new key for {opts.meter_id} stored in {opts.keys}"
+                  + (f"; meter copy in {opts.out} (copy it to /cmd.key on the meter's data"
+                     " partition)" if opts.out else ""))
+            return EXIT_OK
+        if opts.broker is None:
+            parser.error("--broker is required to send a command")
+        try:
+            args = json.loads(opts.args)
+        except ValueError:
+            parser.error("--args must be a JSON object")
+        if not isinstance(args, dict):
+            parser.error("--args must be a JSON object")
+        auth = None
+        if opts.user:
+            password = Path(opts.password_file).read_text().strip() if opts.password_file else ""
+            auth = (opts.user, password)
+        tls = {"ca_certs": opts.cafile} if opts.cafile else None
+        ack = send(opts.broker, keys, opts.meter_id, opts.command, args, opts.timeout,
+                   opts.ttl, tls, auth)
+    except KeyFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"error: broker {opts.broker[0]}:{opts.broker[1]}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return EXIT_TIMEOUT
+    if ack is None:
+        print(f"error: no valid ack from {opts.meter_id} within {opts.timeout:g} s",
+              file=sys.stderr)
+        return EXIT_TIMEOUT
+    print(json.dumps(ack, sort_keys=True))
+    return EXIT_OK if ack.get("code") == 0 else EXIT_REFUSED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,270 @@
+"""Command verification on CPython: RFC 4231 HMAC vectors, the check order, replay and
+expiry rules, counter persistence, rate-limited rejection events, and a hypothesis fuzz of
+the parser. Commands are built by the head-end library (Python's own hmac module), so the
+firmware's HMAC is checked against an independent implementation."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from meter import commands, events
+from meter.clock import METER_EPOCH_UNIX
+
+from host_tools.headend import REASONS, decode_ack, encode_command
+
+KEY = bytes(range(32))
+METER = "meter-0042"
+NOW = 1767225600  # 2026-01-01T00:00:00Z
+
+# RFC 4231 test cases 1-4, 6, 7 (key, data, HMAC-SHA256); case 5 is a truncated output.
+RFC4231 = [
+    (b"\x0b" * 20, b"Hi There",
+     "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
+    (b"Jefe", b"what do ya want for nothing?",
+     "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
+    (b"\xaa" * 20, b"\xdd" * 50,
+     "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe"),
+    (bytes(range(1, 26)), b"\xcd" * 50,
+     "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b"),
+    (b"\xaa" * 131, b"Test Using Larger Than Block-Size Key - Hash Key First",
+     "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"),
+    (b"\xaa" * 131, b"This is a test using a larger than block-size key and a larger than "
+     b"block-size data. The key needs to be hashed before being used by the HMAC algorithm.",
+     "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"),
+]
+
+
+class DirFS:
+    """The data filesystem's interface (open, rename) over a directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def open(self, path: str, mode: str = "r"):
+        return open(self.root / path.lstrip("/"), mode)
+
+    def rename(self, a: str, b: str) -> None:
+        (self.root / a.lstrip("/")).rename(self.root / b.lstrip("/"))
+
+
+class FakeClock:
+    def __init__(self, unix: int = NOW, valid: bool = True) -> None:
+        self.t = unix
+        self.is_valid = valid
+
+    def now(self) -> int:
+        return self.t - METER_EPOCH_UNIX
+
+    def unix(self) -> int:
+        return self.t
+
+    def valid(self) -> bool:
+        return self.is_valid
+
+
+class FakeLog:
+    def __init__(self) -> None:
+        self.entries: list[tuple[int, int]] = []
+
+    def log(self, now: int, code: int) -> None:
+        self.entries.append((now, code))
+
+
+class Recorder:
+    """A handler that records what reached it (what would have touched the relay)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict]] = []
+
+    def disconnect(self, args):
+        self.calls.append(("disconnect", args))
+        return 0, {"state": 1, "relay": "open"}
+
+    def reconnect(self, args):
+        self.calls.append(("reconnect", args))
+        return 0, {"state": 2, "relay": "open"}
+
+    def status(self, args):
+        self.calls.append(("status", args))
+        return 0, {"state": 0, "relay": "closed"}
+
+
+def make(tmp_path: Path, clock: FakeClock | None = None, key: bytes | None = KEY):
+    handler = Recorder()
+    log = FakeLog()
+    cmds = commands.Commands(DirFS(tmp_path), METER, clock or FakeClock(), log, handler,
+                             key or b"")
+    return cmds, handler, log
+
+
+def cmd(n: int, name: str = "disconnect", key: bytes = KEY, meter: str = METER,
+        issued: int = NOW - 10, ttl: int = 300, args: dict | None = None) -> bytes:
+    return encode_command(key, meter, n, name, args, issued=issued, ttl_s=ttl)
+
+
+def ack_of(cmds_ack: bytes) -> dict:
+    ack = decode_ack(KEY, cmds_ack)
+    assert ack is not None, cmds_ack
+    return ack
+
+
+@pytest.mark.parametrize("key,data,want", RFC4231)
+def test_hmac_rfc4231(key, data, want):
+    assert commands.hmac_sha256(key, data).hex() == want
+
+
+def test_hmac_prefix_is_concatenation():
+    assert commands.hmac_sha256(KEY, b"body", b"ack ") == hmac.new(KEY, b"ack body",
+                                                                 hashlib.sha256).digest()
+
+
+def test_constant_time_equal():
+    a = bytes(32)
+    assert commands.equal(a, bytes(32))
+    assert not commands.equal(a, bytes(31) + b"\x01")
+    assert not commands.equal(a, b"\x01" + bytes(31))
+    assert not commands.equal(a, bytes(31))
+
+
+def test_accepts_and_persists_counter_before_acting(tmp_path):
+    cmds, handler, _log = make(tmp_path)
+    ack = ack_of(cmds.handle(cmd(5)))
+    assert ack["code"] == 0 and ack["n"] == 5 and ack["relay"] == "open"
+    assert handler.calls == [("disconnect", {})]
+    # a new boot reads the counter back: the same command is a replay
+    again, handler2, _ = make(tmp_path)
+    assert again.last == 5
+    assert ack_of(again.handle(cmd(5)))["reason"] == "replay"
+    assert handler2.calls == []
+
+
+def test_check_order_and_reasons(tmp_path):
+    cmds, handler, log = make(tmp_path)
+    cases = [
+        (b"x" * 1025, "too_large"),
+        (cmd(1)[:-1], "malformed"),
+        (cmd(1, meter="meter-0043"), "wrong_meter"),
+        (cmd(1, key=bytes(32)), "bad_mac"),
+        (cmd(1, issued=NOW - 400), "expired"),
+        (cmd(1, name="self_destruct"), "unknown_command"),
+    ]
+    for payload, reason in cases:
+        ack = ack_of(cmds.handle(payload))
+        assert ack["reason"] == reason, (payload, ack)
+        assert ack["code"] == {v: k for k, v in REASONS.items()}[reason]
+    assert handler.calls == []
+    assert cmds.last == 0  # nothing rejected moved the counter
+    # once one is accepted, older and equal counters are replays
+    assert ack_of(cmds.handle(cmd(10)))["code"] == 0
+    for n in (10, 9, 1):
+        assert ack_of(cmds.handle(cmd(n)))["reason"] == "replay"
+    assert len(handler.calls) == 1
+    # the rejections were logged, but rate-limited: one event for the whole burst
+    assert log.entries == [(NOW - METER_EPOCH_UNIX, events.CMD_REJECTED + 9)]
+
+
+def test_wrong_types_are_malformed(tmp_path):
+    cmds, handler, _ = make(tmp_path)
+    good = json.loads(cmd(1).split(b" ", 1)[1])
+    for field, value in [("n", "1"), ("n", True), ("n", 0), ("n", 2**31), ("n", 1.0),
+                         ("id", 42), ("cmd", ["disconnect"]), ("args", []), ("t", None),
+                         ("exp", "soon")]:
+        body = dict(good, **{field: value})
+        raw = json.dumps(body).encode()
+        payload = hmac.new(KEY, raw, hashlib.sha256).hexdigest().encode() + b" " + raw
+        assert ack_of(cmds.handle(payload))["reason"] == "malformed", (field, value)
+    assert handler.calls == []
+
+
+def test_clock_unset_allows_only_status_but_still_no_replay(tmp_path):
+    clock = FakeClock(valid=False)
+    cmds, handler, _ = make(tmp_path, clock)
+    ack = ack_of(cmds.handle(cmd(3)))
+    assert (ack["code"], ack["reason"]) == (commands.TEMPORARY, "clock_unset")
+    assert ack_of(cmds.handle(cmd(4, "status", issued=NOW - 10**6)))["code"] == 0
+    assert ack_of(cmds.handle(cmd(4, "status")))["reason"] == "replay"
+    assert handler.calls == [("status", {})]
+    clock.is_valid = True
+    assert ack_of(cmds.handle(cmd(5)))["code"] == 0
+
+
+def test_unreadable_counter_fails_closed(tmp_path):
+    (tmp_path / "cmd.ctr").write_bytes(b"7 00000000")
+    cmds, handler, _ = make(tmp_path)
+    ack = ack_of(cmds.handle(cmd(100)))
+    assert (ack["code"], ack["reason"]) == (1, "counter_lost")
+    assert handler.calls == []
+
+
+def test_counter_file_survives_and_rejects_tampering(tmp_path):
+    cmds, _, _ = make(tmp_path)
+    for n in (3, 8, 12):
+        assert ack_of(cmds.handle(cmd(n)))["code"] == 0
+    assert make(tmp_path)[0].last == 12
+    path = tmp_path / "cmd.ctr"
+    path.write_bytes(path.read_bytes().replace(b"12", b"02"))  # rolled back, CRC now wrong
+    again, handler, _ = make(tmp_path)
+    assert again.last is None
+    assert ack_of(again.handle(cmd(13)))["reason"] == "counter_lost"
+    assert handler.calls == []
+
+
+def test_unprovisioned_meter_denies(tmp_path):
+    cmds, handler, _ = make(tmp_path, key=None)
+    ack = json.loads(cmds.handle(cmd(1)).split(b" ", 1)[1])
+    assert (ack["code"], ack["reason"]) == (3, "no_key") and handler.calls == []
+
+
+def test_ack_mac_is_not_a_command_mac(tmp_path):
+    cmds, handler, _ = make(tmp_path)
+    ack = cmds.handle(cmd(1, "status"))
+    assert decode_ack(KEY, ack) is not None
+    assert ack_of(cmds.handle(ack))["code"] != 0  # an ack fed back is refused
+    assert handler.calls == [("status", {})]
+
+
+def test_handler_error_is_acked_not_raised(tmp_path):
+    cmds, handler, _ = make(tmp_path)
+    handler.reconnect = lambda args: 1 / 0
+    assert ack_of(cmds.handle(cmd(1, "reconnect")))["reason"] == "handler_error"
+    assert ack_of(cmds.handle(cmd(2, "reboot")))["reason"] == "unsupported"
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                               max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.one_of(
+    st.binary(max_size=1100),
+    _json.map(lambda v: b"0" * 64 + b" " + json.dumps(v).encode()),
+    st.dictionaries(st.sampled_from(["id", "n", "cmd", "args", "t", "exp", "x"]), _json)
+      .map(lambda d: hmac.new(KEY, json.dumps(d).encode(), hashlib.sha256).hexdigest().encode()
+           + b" " + json.dumps(d).encode()),
+    st.tuples(st.integers(0, 200), st.binary(max_size=8)).map(
+        lambda p: cmd(7)[:p[0]] + p[1] + cmd(7)[p[0]:]),
+))
+def test_fuzz_never_raises_never_acts_unsigned(tmp_path, data):
+    cmds, handler, _ = make(tmp_path)
+    cmds.last = 7
+    ack = ack_of(cmds.handle(data))
+    assert isinstance(ack["code"], int)
+    if ack["code"] == 0:
+        # only a correctly signed, fresh, known command can have been accepted
+        body = json.loads(data[65:])
+        assert hmac.compare_digest(data[:64], hmac.new(KEY, data[65:], hashlib.sha256)
+                                   .hexdigest().encode())
+        assert body["n"] > 7 and body["id"] == METER
+    else:
+        assert handler.calls == []

@@ -1,0 +1,119 @@
+"""The head-end command line (keys, exit codes) and the firmware link's back-off."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from host_tools import headend
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "host_tools.headend", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_newkey_file_is_private_and_key_never_printed(tmp_path):
+    keys, out = tmp_path / "keys.json", tmp_path / "m1.key"
+    result = cli("--keys", str(keys), "newkey", "m1", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    key = headend.KeyFile(keys).key("m1")
+    assert out.read_bytes() == key and len(key) == 32
+    for path in (keys, out):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert key.hex() not in result.stdout + result.stderr
+    # rotation: a new key, the counter keeps counting upwards
+    kf = headend.KeyFile(keys)
+    assert [kf.next_counter("m1") for _ in range(3)] == [1, 2, 3]
+    assert cli("--keys", str(keys), "newkey", "m1").returncode == 0
+    assert kf.key("m1") != key and kf.next_counter("m1") == 4
+
+
+def test_unknown_meter_and_bad_usage(tmp_path):
+    keys = tmp_path / "keys.json"
+    result = cli("--keys", str(keys), "--broker", "127.0.0.1:1", "status", "nobody")
+    assert result.returncode == 2 and "no key for meter" in result.stderr
+    assert cli("--keys", str(keys), "status", "nobody").returncode == 2  # no --broker
+
+
+def test_unreachable_broker_and_silent_meter_time_out(tmp_path, mosquitto):
+    keys = tmp_path / "keys.json"
+    headend.KeyFile(keys).new_key("ghost")
+    result = cli("--keys", str(keys), "--broker", f"127.0.0.1:{free_port()}", "status", "ghost")
+    assert result.returncode == 3, result.stderr
+    host, port = mosquitto
+    result = cli("--keys", str(keys), "--broker", f"{host}:{port}", "--timeout", "1",
+                 "disconnect", "ghost")
+    assert result.returncode == 3 and "no valid ack" in result.stderr
+    assert result.stdout == ""
+
+
+def test_forged_ack_is_ignored():
+    key = bytes(range(32))
+    body = json.dumps({"id": "m", "n": 1, "code": 0}).encode()
+    good = headend.mac(key, body, b"ack ").hex().encode() + b" " + body
+    assert headend.decode_ack(key, good)["code"] == 0
+    assert headend.decode_ack(bytes(32), good) is None
+    # a command MAC (no "ack " prefix) is not an ack MAC
+    assert headend.decode_ack(key, headend.mac(key, body).hex().encode() + b" " + body) is None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000
+
+    def now(self) -> int:
+        return self.t
+
+    def unix(self) -> int:
+        return self.t + 1577836800
+
+
+@pytest.fixture
+def link_module():
+    from simulator import cpython_usocket
+
+    sys.modules.setdefault("usocket", cpython_usocket)
+    sys.modules.setdefault("ustruct", __import__("struct"))
+    sys.modules.setdefault("ubinascii", __import__("binascii"))
+    from meter import link
+
+    return link
+
+
+def retry_delays(link_module, meter_id: str, attempts: int) -> list[int]:
+    from meter.config import DEFAULTS
+
+    cfg = dict(DEFAULTS, meter_id=meter_id, mqtt_host="127.0.0.1", mqtt_port=free_port(),
+               mqtt_timeout_s=1)
+    clock = Clock()
+    ln = link_module.Link(cfg, clock, None, None, None)
+    delays = []
+    for _ in range(attempts):
+        ln.service(None)  # refused at once: the link fails and schedules a retry
+        assert ln.client is None
+        delays.append(ln._retry_s - clock.t)
+        clock.t = ln._retry_s - 1
+        ln.service(None)  # not yet: no attempt before the back-off has passed
+        clock.t += 1
+    assert ln.failures == attempts
+    return delays
+
+
+def test_backoff_doubles_with_jitter_between_1s_and_5min(link_module):
+    delays = retry_delays(link_module, "meter-a", 12)
+    base = [min(2 ** k, 300) for k in range(12)]
+    for d, b in zip(delays, base, strict=True):
+        assert b <= d <= min(b + b // 2, 300)
+    assert delays[0] == 1 and delays[-1] == 300
+    other = retry_delays(link_module, "meter-b", 12)
+    assert other != delays  # meters do not retry in lockstep
