@@ -186,8 +186,9 @@ def command_latency(count: int = 100, runtime: str = "micropython") -> list[floa
                     if runtime == "cpython":
                         sc.run_cpython(scenario, str(Path(tmp) / "f.img"), None, on_tick=pace)
                     else:
+                        # the whole firmware with its command path (README: heap)
                         sc.run_micropython(scenario, str(Path(tmp) / "f.img"), None,
-                                           on_tick=pace)
+                                           sc.FULL_FIRMWARE_HEAPSIZE, on_tick=pace)
                 except KeyboardInterrupt:
                     pass
 
