@@ -8,7 +8,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -395,24 +396,36 @@ def run(scenario: dict, runtime: str = "cpython", progress: Callable | None = No
         return build_report(scenario, raw, flash_path, wall)
 
 
-def read_store(flash_path: str) -> dict:
-    """What the meter would restore at boot, read from the flash image with the firmware's
-    own readers: energy registers (Wh) and the block-profile record count."""
+@contextmanager
+def image_fs(flash_path: str) -> Iterator[Any]:
+    """The meter's data filesystem on a flash image, for reading it with the firmware's own
+    readers; None when it holds no filesystem."""
     ensure_paths()
     from simulator import lfs_vfs
     from simulator.device.flash import FlashChip
     from simulator.device.shim import micropython
 
     sys.modules.setdefault("micropython", micropython)
-    from meter import profile, store
-    from meter.energy import Register
-
     chip = FlashChip(flash_path, 64)
     try:
         try:
             fs = lfs_vfs.VfsLfs2(chip)
         except OSError:
+            fs = None
+        yield fs
+    finally:
+        chip.close()
+
+
+def read_store(flash_path: str) -> dict:
+    """What the meter would restore at boot, read from the flash image with the firmware's
+    own readers: energy registers (Wh) and the block-profile record count."""
+    with image_fs(flash_path) as fs:
+        if fs is None:
             return {"wh": 0.0, "profile_records": 0}
+        from meter import profile, store
+        from meter.energy import Register
+
         imp, exp = Register(1000), Register(1000)
         energy = store.EnergyStore(fs)
         energy.load(imp, exp)
@@ -420,8 +433,6 @@ def read_store(flash_path: str) -> dict:
         count = ring.n if ring.n < ring.capacity else ring.capacity
         return {"wh": imp.wh_float() + exp.wh_float(), "profile_records": count,
                 "import_wh": imp.wh_float()}
-    finally:
-        chip.close()
 
 
 def measure_loss(world: Any) -> None:
@@ -465,24 +476,13 @@ METERING_EVENT_NAMES = {
 
 def read_events(flash_path: str, start_unix: int) -> list[dict]:
     """The firmware's event log, read from the flash image with the firmware's own reader."""
-    ensure_paths()
-    from simulator import lfs_vfs
-    from simulator.device.flash import FlashChip
-    from simulator.device.shim import micropython
-
-    sys.modules.setdefault("micropython", micropython)
-    from meter import maint
-    from meter.clock import METER_EPOCH_UNIX
-
-    chip = FlashChip(flash_path, 64)
-    try:
-        try:
-            fs = lfs_vfs.VfsLfs2(chip)
-        except OSError:
+    with image_fs(flash_path) as fs:
+        if fs is None:
             return []
+        from meter import maint
+        from meter.clock import METER_EPOCH_UNIX
+
         records = sorted(maint.all_events(fs))  # by sequence: the order logged
-    finally:
-        chip.close()
     return [
         {"t_s": t + METER_EPOCH_UNIX - start_unix, "code": code, "name": event_name(code)}
         for _seq, t, code in records
@@ -517,23 +517,12 @@ def event_name(code: int) -> str:
 
 def read_control(flash_path: str) -> tuple | None:
     """(state, mode) persisted by the firmware's control, read with its own slot reader."""
-    ensure_paths()
-    from simulator import lfs_vfs
-    from simulator.device.flash import FlashChip
-    from simulator.device.shim import micropython
-
-    sys.modules.setdefault("micropython", micropython)
-    from meter.ctlboot import load
-
-    chip = FlashChip(flash_path, 64)
-    try:
-        try:
-            fs = lfs_vfs.VfsLfs2(chip)
-        except OSError:
+    with image_fs(flash_path) as fs:
+        if fs is None:
             return None
+        from meter.ctlboot import load
+
         rec = load(fs)
-    finally:
-        chip.close()
     return rec[1:] if rec else None
 
 
