@@ -48,20 +48,114 @@ def block_profile(fs):
     return list(maint.read(profile.block(fs, energy.profile_head)))
 
 
+# Signed remote commands (at_s, counter, cmd) the household day's meter gets during the sweep,
+# through its own receive path (faultsweep.CommandFeed). Control mode 2 (the day's config):
+# remote disconnect (b) and reconnect (a) both move the relay. They include a repeated
+# disconnect (no change, the counter still advances), a replay (refused), a gap in the
+# counters, the relay open across both outages, and a status query.
+SWEEP_COMMANDS = [
+    (7200, 1, "disconnect"), (7260, 2, "disconnect"), (9000, 3, "reconnect"),
+    (9060, 3, "disconnect"), (29000, 5, "disconnect"), (30300, 6, "reconnect"),
+    (50000, 7, "disconnect"), (50030, 8, "reconnect"), (63000, 9, "disconnect"),
+    (66000, 10, "reconnect"), (80000, 11, "status"), (80100, 12, "disconnect"),
+    (82000, 13, "reconnect"),
+]
+# What the head-end must get back: (counter, code, state); the replay is refused (5).
+SWEEP_ACKS = [(1, 0, 0), (2, 0, 0), (3, 0, 1), (3, 5, None), (5, 0, 0), (6, 0, 1), (7, 0, 0),
+              (8, 0, 1), (9, 0, 0), (10, 0, 1), (11, 0, 1), (12, 0, 0), (13, 0, 1)]
+
+
+def command_feed(scenario, schedule):
+    return faultsweep.CommandFeed(bytes.fromhex(scenario["command_key"]), schedule,
+                                  scenario["config"].get("control_mode", 1))
+
+
 def test_fault_sweep_every_cut_point_of_a_day(tmp_path, capsys):
     scenario = sc.load_file(HOUSEHOLD_DAY)
+    feed = command_feed(scenario, SWEEP_COMMANDS)
     started = time.monotonic()
-    sweep, raw, final = faultsweep.run(scenario, str(tmp_path / "flash.img"), NO_PF_BOUND_WH)
+    sweep, raw, final = faultsweep.run(scenario, str(tmp_path / "flash.img"), NO_PF_BOUND_WH,
+                                       feed)
     wall = time.monotonic() - started
+    control = sweep.control
     with capsys.disabled():
         print(f"\nfault sweep: {sweep.cuts} cut points ({sweep.programs} programs torn, "
-              f"{sweep.erases} erases) of a day, checked in {wall:.1f} s")
+              f"{sweep.erases} erases) of a day, checked in {wall:.1f} s; relay, control "
+              f"state and command counter checked at {control.cuts} of them "
+              f"({control.in_command} while one of {len(feed.windows)} signed commands was "
+              f"handled, {control.open} with the relay commanded open)")
     assert sweep.failures == []
     assert sweep.cuts > 5000 and sweep.erases > 50
+    assert control.cuts == sweep.cuts  # the checks ran at every cut point
+    assert control.in_command > 50 and control.open > 100
+    got = [(n, ack["code"], ack.get("state")) for _t, n, ack in feed.acks]
+    assert got == SWEEP_ACKS
+    assert [b[1:] for b in feed.boots] == [(1, True), (0, False), (0, False)]  # both outages
+    assert raw["relay_operations"] == 10 and raw["relay_closed"]  # open while disconnected
     assert len(final) == 96  # one record per 15 min, the outages' periods included
     times = [rec[0] for _n, rec in final]
     assert times == sorted(set(times))
     assert max(raw["losses_wh"]) <= PF_BOUND_WH  # its two real outages had the last gasp
+
+
+def _command_hour():
+    """The household day's first hour with a signed command every 5 minutes."""
+    raw = json.loads(HOUSEHOLD_DAY.read_text())
+    raw.update({"duration_s": 3600, "outages": []})
+    schedule = [(300 * i, i, ("disconnect", "reconnect")[i % 2]) for i in range(1, 11)]
+    return sc.normalise(raw), schedule
+
+
+# Deliberately broken firmware the sweep must catch (file, text, replacement).
+MUTANTS = {
+    "none": [],  # the firmware as it is: the same run finds nothing
+    "acts before its counter is on flash": [(
+        "meter/commands.py",
+        '                with self._fs.open(_PATH, "wb") as f:  # persisted before acting\n',
+        '                getattr(self.handler, obj["cmd"], print)(obj.get("args", {}))\n'
+        '                with self._fs.open(_PATH, "wb") as f:\n')],
+    "moves the relay before its intent is on flash": [
+        ("meter/transition.py", "        save(ctl)\n        ctl.old = old\n",
+         "        ctl.old = old\n"),
+        ("meter/transition.py", "    ctl.log.log(ctl.clock.now(), events.CONTROL + cause",
+         "    save(ctl)\n    ctl.log.log(ctl.clock.now(), events.CONTROL + cause")],
+    "takes a counter file cut at its creation for a lost one": [(
+        "meter/commands.py", "            if not d:\n", "            if False:\n")],
+}
+MUTANT_FINDINGS = {
+    "none": None,
+    "acts before its counter is on flash": "already acted on",
+    "moves the relay before its intent is on flash": "relay already moved",
+    "takes a counter file cut at its creation for a lost one": "counter unreadable",
+}
+
+
+@pytest.mark.parametrize("mutant", list(MUTANTS))
+def test_fault_sweep_catches_a_broken_persist_order(tmp_path, monkeypatch, mutant):
+    """The relay / control / counter checks can fail: the same sweep over firmware with the
+    order of its writes broken reports it."""
+    import shutil
+
+    firmware = tmp_path / "firmware"
+    shutil.copytree(ROOT / "firmware", firmware)
+    for path, text, replacement in MUTANTS[mutant]:
+        source = (firmware / path).read_text()
+        assert source.count(text) == 1, (path, text)  # the mutant still applies
+        (firmware / path).write_text(source.replace(text, replacement))
+    scenario, schedule = _command_hour()
+    faultsweep._forget_meter()
+    monkeypatch.syspath_prepend(str(firmware))
+    try:
+        sweep, _raw, _final = faultsweep.run(scenario, str(tmp_path / "flash.img"),
+                                             NO_PF_BOUND_WH, command_feed(scenario, schedule))
+    finally:
+        faultsweep._forget_meter()
+    assert sweep.control.cuts == sweep.cuts > 100
+    finding = MUTANT_FINDINGS[mutant]
+    if finding is None:
+        assert sweep.failures == []
+    else:
+        assert any(finding in f for f in sweep.failures), sweep.failures[:5]
 
 
 def _cut_scenario(cut):
