@@ -98,11 +98,12 @@ def test_fault_sweep_every_cut_point_of_a_day(tmp_path, capsys):
     assert max(raw["losses_wh"]) <= PF_BOUND_WH  # its two real outages had the last gasp
 
 
-def _command_hour():
-    """The household day's first hour with a signed command every 5 minutes."""
+def _command_hour(duration_s=3600):
+    """The household day's first hour (or less) with a signed command every 5 minutes."""
     raw = json.loads(HOUSEHOLD_DAY.read_text())
-    raw.update({"duration_s": 3600, "outages": []})
-    schedule = [(300 * i, i, ("disconnect", "reconnect")[i % 2]) for i in range(1, 11)]
+    raw.update({"duration_s": duration_s, "outages": []})
+    schedule = [(300 * i, i, ("disconnect", "reconnect")[i % 2])
+                for i in range(1, duration_s // 300)]
     return sc.normalise(raw), schedule
 
 
@@ -184,6 +185,94 @@ def test_sampled_cuts_reboot_and_run_on(tmp_path, runtime, cuts, request):
         with mounted(work / "flash.img") as fs:
             times = [rec[0] for _n, rec in block_profile(fs)]
         assert times == sorted(set(times)) and len(times) >= 2, cut
+
+
+def test_cuts_while_signed_commands_are_handled_reboot_as_last_commanded(tmp_path):
+    """Real power cuts (CPython) at every flash write of the first two signed commands'
+    handling: after the reboot the relay's contact matches the persisted state (checked at
+    the first poll, after boot's re-assertion), the command cut short is redelivered and
+    either acted on (its counter had not reached flash) or refused as a replay (it had), and
+    every later command is acted on."""
+    scenario, schedule = _command_hour(1500)
+    total = len(schedule)
+    feed = command_feed(scenario, schedule)
+    faultsweep.run_with_commands(scenario, str(tmp_path / "uncut.img"), feed)
+    assert feed.failures == [] and [a[2]["code"] for a in feed.acks] == [0] * total == [0] * 4
+    windows = {n: (first, last) for n, first, last in feed.windows}
+    cases = set()
+    for n in (1, 2):  # a disconnect, then a reconnect
+        first, last = windows[n]
+        assert last - first >= 3, windows  # counter, control record, event log
+        for cut in range(first, last + 1):
+            cut_scenario = dict(scenario, faults={"power_cut_at_write": cut})
+            feed = command_feed(scenario, schedule)
+            flash = tmp_path / f"cut{cut}.img"
+            raw = faultsweep.run_with_commands(cut_scenario, str(flash), feed)
+            assert raw["reboots"] == 1, cut
+            assert feed.failures == [], (cut, feed.failures)
+            assert len(feed.boots) == 2, cut
+            before, after = n % 2, 1 - n % 2  # Connected before a disconnect, and back
+            after_boot = feed.boots[1][1]
+            assert after_boot in (before, after), (cut, feed.boots)
+            codes = [ack["code"] for _t, _n, ack in feed.acks]
+            again = codes[n - 1]  # the redelivered command
+            assert again in (0, 5) and codes[n:] == [0] * (total - n), (cut, codes)
+            cases.add((after_boot == after, again))
+            state, _mode = sc.read_control(str(flash))
+            with mounted(flash) as fs:
+                counter = faultsweep.read_control_state(fs)["counter"]
+            assert (state, counter) == (feed.acks[-1][2]["state"], total), cut
+            assert raw["relay_closed"] == (state == 1), cut
+    # cut before the counter reached flash, after it but before the state, and after both
+    assert cases >= {(False, 0), (False, 5), (True, 5)}, cases
+
+
+def _button_minutes():
+    return sc.normalise({"duration_s": 150, "config": {"meter_id": "m"},
+                         "load": [{"at_s": 0, "volts": 240, "amps": 10, "pf": 1.0}],
+                         "button": [{"at_s": 30, "hold_s": 3}]})
+
+
+@pytest.mark.parametrize("runtime", ["cpython",
+                                     pytest.param("micropython", marks=pytest.mark.micropython)])
+def test_cut_while_the_button_disconnects_reboots_with_the_relay_as_persisted(
+        tmp_path, runtime, request):
+    """Real power cuts at the flash writes of a local disconnect (the button: Connected to
+    Ready_for_reconnection, relay opened) and just after it: after the reboot and boot's
+    re-assertion the relay's contact matches the persisted state."""
+    if runtime == "micropython":
+        request.getfixturevalue("mpy_build")
+    from simulator.device import runner
+
+    ops = []
+    provision = runner.provision
+
+    def provision_and_count(world, config, *more):
+        provision(world, config, *more)
+        world.flash.on_op = lambda *_: ops.append(
+            (world.flash.ops + 1, world.now_ms, world.relays[0].closed))
+
+    runner.provision = provision_and_count
+    try:
+        report = sc.run(_button_minutes(), runtime, workdir=str(tmp_path))
+    finally:
+        runner.provision = provision
+    assert (report["control_state"], report["relay_closed"]) == (2, False)
+    opened = next(i for i, op in enumerate(ops) if not op[2])  # the first write after the pulse
+    pulse_at = ops[opened - 1][1]
+    cuts = [n for n, t, _closed in ops[:opened] if t == pulse_at]  # the intent, before it
+    cuts += [n for n, _t, _closed in ops[opened:opened + 2]]  # the event log after it
+    assert len(cuts) >= 3, ops
+    outcomes = set()
+    for cut in cuts:
+        work = tmp_path / str(cut)
+        work.mkdir()
+        cut_scenario = dict(_button_minutes(), faults={"power_cut_at_write": cut})
+        report = sc.run(cut_scenario, runtime, workdir=str(work))
+        assert report["reboots"] == 1, cut
+        assert report["relay_closed"] == report["output_state"], (cut, report)
+        outcomes.add(report["control_state"])
+    assert outcomes == {1, 2}  # cut before the intent reached flash, and after
 
 
 def test_thirty_days_hundred_outages_last_gasp_bound(tmp_path):
