@@ -12,7 +12,9 @@ land in a RAM overlay) with the firmware's own boot-time readers, and checked:
 - every block-profile record present is exactly the record the uncut run wrote with that
   number (none half-written or altered), and their times strictly increase (none duplicated
   or reordered);
-- the event logs read back without error.
+- the event logs read back without error;
+- with a CommandFeed of signed remote commands: the relay, the control record and the
+  command counter are as last commanded (see ControlChecks below).
 
 A sample of cut points is also booted for real (`reboot_from`) to show the firmware runs on.
 """
