@@ -12,7 +12,9 @@ land in a RAM overlay) with the firmware's own boot-time readers, and checked:
 - every block-profile record present is exactly the record the uncut run wrote with that
   number (none half-written or altered), and their times strictly increase (none duplicated
   or reordered);
-- the event logs read back without error.
+- the event logs read back without error;
+- with a CommandFeed of signed remote commands: the relay, the control record and the
+  command counter are as last commanded (see ControlChecks below).
 
 A sample of cut points is also booted for real (`reboot_from`) to show the firmware runs on.
 """
@@ -95,6 +97,7 @@ class Sweep:
         self.erases = 0
         self.failures: list[str] = []
         self.snapshots: list[tuple] = []  # (op index, truth Wh, state)
+        self.control: Any = None  # ControlChecks when the run carries remote commands
 
     def on_op(self, kind: str, block: int, offset: int, data: Any) -> None:
         world = self.world
@@ -125,10 +128,14 @@ class Sweep:
         if len(set(state["event_seqs"])) != len(state["event_seqs"]):
             self.failures.append(f"cut {self.cuts}: duplicated event sequence numbers")
         self.snapshots.append((self.cuts, truth, state["profile"]))
+        if self.control is not None:
+            self.control.check(self.cuts, chip, torn)
 
 
-def run(scenario: dict, flash_path: str, bound_wh: float) -> tuple[Sweep, dict, list]:
-    """Run the scenario once on CPython with a sweep hooked to every flash operation."""
+def run(scenario: dict, flash_path: str, bound_wh: float,
+        feed: Any = None) -> tuple[Sweep, dict, list]:
+    """Run the scenario once on CPython with a sweep hooked to every flash operation
+    (feed: a CommandFeed of signed remote commands, checked at every cut point too)."""
     sc.ensure_paths()
     from simulator.device import runner
 
@@ -139,6 +146,9 @@ def run(scenario: dict, flash_path: str, bound_wh: float) -> tuple[Sweep, dict, 
         provision(world, config, *more)  # formatting and provisioning are not the meter's
         sweep.world = world
         world.flash.on_op = sweep.on_op
+        if feed is not None:
+            feed.attach(world)
+            sweep.control = ControlChecks(feed)
 
     runner.provision = provision_then_sweep
     try:
@@ -160,6 +170,8 @@ def run(scenario: dict, flash_path: str, bound_wh: float) -> tuple[Sweep, dict, 
                 sweep.failures.append(f"cut {cut}: profile record {n} is {rec}, "
                                       f"the run wrote {reference.get(n)}")
     sweep.snapshots = [s for s in sweep.snapshots[:: max(1, len(sweep.snapshots) // 64)]]
+    if feed is not None:
+        sweep.failures += feed.failures + sweep.control.failures
     _forget_meter()
     return sweep, raw, final
 
@@ -168,3 +180,267 @@ def _forget_meter() -> None:
     for name in list(sys.modules):
         if name == "meter" or name.startswith("meter."):
             del sys.modules[name]
+
+
+# --- Supply control and remote commands at every cut point ----------------------------------
+#
+# "Last commanded", at a cut point: the state and counter committed by the last persist that
+# had completed before the cut. A remote command is handled in this order (meter/commands.py,
+# meter/transition.py): its counter goes to /cmd.ctr, then the control writes the new state
+# (the intent, before the relay moves), then the ack goes out. So:
+#
+# - between commands, the image must hold exactly the state and mode of the last ack (the
+#   head-end's view), and a counter >= the last counter acked;
+# - while one is being handled, a cut may come before or after each of those writes: the
+#   image must hold the previous commanded state or the new one (nothing else), and once the
+#   new one has been seen on flash no later cut may show the old one again. A command whose
+#   state write had not completed counts as not commanded;
+# - the counter on flash is never below a counter the meter has acted on (persisted before
+#   acting: checked the moment the control is called) or acknowledged, and never lower than
+#   at any earlier cut point (it never goes backwards).
+
+
+def read_control_state(fs: Any, default_mode: int = 1) -> dict:
+    """What boot restores of supply control and the command counter on this image, read with
+    the firmware's own readers: meter/ctlboot.py's slot reader (no record: Connected, the
+    configured mode) and meter/commands.py's counter reader (None: unreadable)."""
+    from meter import ctlboot
+    from meter.commands import Commands
+
+    rec = ctlboot.load(fs)
+    state, mode = (rec[1], rec[2]) if rec else (1, default_mode)
+    counter = Commands(fs, "", None, None, None, b"-").last  # a key given: /cmd.key unread
+    return {"state": state, "mode": mode, "counter": counter}
+
+
+class _Watched:
+    """The meter's Control as meter/commands.py's handler, telling the feed when a command
+    starts to act (the counter must already be on flash by then)."""
+
+    def __init__(self, ctl: Any, acting: Any) -> None:
+        self._ctl = ctl
+        self._acting = acting
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._ctl, name)
+        if name not in ("disconnect", "reconnect"):
+            return method
+
+        def act(args: dict) -> Any:
+            self._acting()
+            return method(args)
+
+        return act
+
+
+class CommandFeed:
+    """Signed remote commands for an in-process CPython run, delivered through the firmware's
+    own MQTT receive path: meter.link.Link._received, which verifies them with
+    meter.commands (HMAC, counter persisted before acting) and hands them to the meter's
+    Control. They are signed by the head-end's code (host_tools/headend.py) with the key the
+    scenario provisions (`command_key`). A command whose time has come is delivered at the
+    meter's next poll (one per poll), as the link would between its sleeps; one cut short by a
+    power cut is delivered again after the reboot (MQTT QoS 1 redelivers an unacked message).
+
+    It also checks, at the first poll of every boot (after boot's relay re-assertion), that
+    the relay's contact in the World matches the persisted commanded state."""
+
+    def __init__(self, key: bytes, schedule: list, default_mode: int = 1) -> None:
+        self.key = key
+        self.schedule = schedule  # (at_s, counter, cmd)
+        self.default_mode = default_mode
+        self.world: Any = None
+        self.due: list[tuple] = []
+        self.module: Any = None  # the meter.control module of the current boot
+        self.link: Any = None
+        self.booted = False
+        self.ack: bytes | None = None
+        self.acks: list[tuple] = []  # (t_s, counter, verified ack body or None)
+        self.boots: list[tuple] = []  # (t_s, persisted state, contact closed)
+        self.windows: list[tuple] = []  # (counter, first flash op, last flash op) handled
+        self.failures: list[str] = []
+        self.commanded = (1, default_mode)  # (state, mode) as last acked
+        self.used = 0  # highest counter the meter acted on or acked
+        self.in_flight: int | None = None
+        self.on_done: Any = None  # callable(previous (state, mode), new) after each command
+
+    def attach(self, world: Any) -> None:
+        self.world = world
+        for at_s, n, cmd in self.schedule:
+            world.schedule(int(at_s * 1000), lambda item=(n, cmd): self.due.append(item))
+        advance = world.advance
+
+        def hooked_advance(ms: int) -> int:
+            self._hook()
+            return advance(ms)
+
+        world.advance = hooked_advance
+
+    def _hook(self) -> None:
+        """Each boot imports meter.control afresh: have its polls deliver the commands."""
+        mod = sys.modules.get("meter.control")
+        if mod is None or mod is self.module:
+            return
+        self.module = mod
+        self.link = None
+        self.booted = False
+        service = mod.Control.service
+        feed = self
+
+        def polled(ctl: Any, meter: Any) -> Any:
+            feed.poll(ctl, meter)
+            return service(ctl, meter)
+
+        mod.Control.service = polled
+
+    def poll(self, ctl: Any, meter: Any) -> None:
+        if not self.booted:
+            self.booted = True
+            self.check_boot(ctl, meter)
+        if self.due:
+            n, cmd = self.due.pop(0)
+            self.deliver(ctl, meter, n, cmd)
+
+    def check_boot(self, ctl: Any, meter: Any) -> None:
+        from meter import ctlboot
+
+        rec = ctlboot.load(meter.hw.fs)
+        state = rec[1] if rec else 1
+        closed = self.world.relays[0].closed
+        t_s = self.world.now_ms // 1000
+        self.boots.append((t_s, state, closed))
+        if closed != (state == 1) or ctl.state != state:
+            self.failures.append(f"boot at {t_s} s: relay closed={closed}, persisted state "
+                                 f"{state}, control state {ctl.state}")
+
+    def publish(self, topic: Any, msg: bytes, *more: Any) -> None:  # the link's MQTT client
+        self.ack = bytes(msg)
+
+    def _acting(self) -> None:
+        self.used = max(self.used, self.in_flight or 0)
+
+    def deliver(self, ctl: Any, meter: Any, n: int, cmd: str) -> None:
+        from host_tools.headend import decode_ack, encode_command
+
+        world = self.world
+        if self.link is None:
+            from meter.link import Link
+
+            self.link = Link(meter.cfg, meter.clock, None, meter.hw.fs, meter.log)
+            self.link.client = self
+        self.link.handler = _Watched(ctl, self._acting)
+        msg = encode_command(self.key, meter.cfg["meter_id"], n, cmd, issued=world.now_unix())
+        first = world.flash.ops + 1
+        self.in_flight = n
+        self.ack = None
+        try:
+            self.link._received(b"cmd", msg)
+        except BaseException:
+            self.due.insert(0, (n, cmd))  # the broker delivers it again after the reboot
+            self.in_flight = None
+            raise
+        finally:
+            self.windows.append((n, first, world.flash.ops))
+        ack = decode_ack(self.key, self.ack or b"")
+        t_s = world.now_ms // 1000
+        self.acks.append((t_s, n, ack))
+        before = self.commanded
+        if ack is None or ack.get("n") != n:
+            self.failures.append(f"command {n} at {t_s} s: no verifiable ack ({self.ack!r})")
+        elif ack["code"] == 0:
+            self.used = max(self.used, n)
+            if "state" in ack:
+                self.commanded = (ack["state"], ack["mode"])
+            if world.relays[0].closed != (self.commanded[0] == 1):
+                self.failures.append(f"command {n} at {t_s} s: acked state "
+                                     f"{self.commanded[0]}, relay closed="
+                                     f"{world.relays[0].closed}")
+        self.in_flight = None
+        if self.on_done is not None:
+            self.on_done(before, self.commanded)
+
+
+class ControlChecks:
+    """The relay / control / counter checks of one sweep (see the comment above)."""
+
+    def __init__(self, feed: CommandFeed) -> None:
+        self.feed = feed
+        self.failures: list[str] = []
+        self.cuts = 0  # cut points checked
+        self.in_command = 0  # of which while a command was being handled
+        self.open = 0  # of which with the relay commanded open
+        self.counter_max = 0
+        self.window: list[tuple] = []  # (cut, (state, mode)) while a command is handled
+        feed.on_done = self.command_done
+
+    def check(self, cut: int, chip: Any, torn: tuple | None) -> None:
+        from simulator import lfs_vfs
+
+        feed = self.feed
+        try:
+            fs = lfs_vfs.VfsLfs2(OverlayFlash(chip.fh, chip.block_count, torn),
+                                 cache_size=BLOCK)
+            got = read_control_state(fs, feed.default_mode)
+        except Exception as exc:  # noqa: BLE001 - any failure to read is the finding
+            self.failures.append(f"cut {cut}: control state unreadable: {exc!r}")
+            return
+        self.cuts += 1
+        counter = got["counter"]
+        if counter is None:
+            self.failures.append(f"cut {cut}: command counter unreadable")
+        else:
+            if counter < feed.used:
+                self.failures.append(f"cut {cut}: counter {counter} on flash, but the meter "
+                                     f"already acted on or acked {feed.used}")
+            if counter < self.counter_max:
+                self.failures.append(f"cut {cut}: counter went back from {self.counter_max} "
+                                     f"to {counter}")
+            self.counter_max = max(self.counter_max, counter)
+        pair = (got["state"], got["mode"])
+        closed = feed.world.relays[0].closed  # the contact as the cut would leave it
+        if feed.in_flight is not None:
+            self.in_command += 1
+            self.window.append((cut, pair, closed))
+        else:
+            if pair != feed.commanded:
+                self.failures.append(f"cut {cut}: control (state, mode) {pair} on flash, "
+                                     f"last commanded {feed.commanded}")
+            if closed != (feed.commanded[0] == 1):
+                self.failures.append(f"cut {cut}: relay closed={closed}, last commanded "
+                                     f"state {feed.commanded[0]}")
+        if feed.commanded[0] != 1:
+            self.open += 1
+
+    def command_done(self, before: tuple, after: tuple) -> None:
+        seen_new = False
+        for cut, pair, closed in self.window:
+            if pair == after:
+                seen_new = True
+            elif pair != before or seen_new:
+                self.failures.append(f"cut {cut}: control (state, mode) {pair} on flash while "
+                                     f"{before} -> {after} was being commanded")
+            elif closed != (before[0] == 1):
+                # boot would put the relay back: the intent must be on flash before it moves
+                self.failures.append(f"cut {cut}: relay already moved for {before} -> "
+                                     f"{after}, flash still holds {pair}")
+        self.window = []
+
+
+def run_with_commands(scenario: dict, flash_path: str, feed: CommandFeed) -> dict:
+    """Run a normalised scenario on CPython (power cuts, faults and all) with the feed's
+    signed commands; returns the runner's raw results."""
+    sc.ensure_paths()
+    from simulator.device import runner
+
+    provision = runner.provision
+
+    def provision_then_feed(world: Any, config: dict, *more: Any) -> None:
+        provision(world, config, *more)
+        feed.attach(world)
+
+    runner.provision = provision_then_feed
+    try:
+        return runner.run(scenario, flash_path, None, sc.measure_loss)
+    finally:
+        runner.provision = provision
+        _forget_meter()

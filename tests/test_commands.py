@@ -202,6 +202,17 @@ def test_unreadable_counter_fails_closed(tmp_path):
     assert handler.calls == []
 
 
+def test_counter_file_cut_at_its_creation_is_a_fresh_counter(tmp_path):
+    """LittleFS commits a new file when it is opened and its data when it is closed: power
+    lost during the very first counter write leaves an empty file (found by the fault sweep).
+    Nothing acted on that command, so the meter must not lock itself out of commands."""
+    (tmp_path / "cmd.ctr").write_bytes(b"")
+    cmds, handler, _ = make(tmp_path)
+    assert cmds.last == 0
+    assert ack_of(cmds.handle(cmd(1)))["code"] == 0
+    assert make(tmp_path)[0].last == 1
+
+
 def test_counter_file_survives_and_rejects_tampering(tmp_path):
     cmds, _, _ = make(tmp_path)
     for n in (3, 8, 12):

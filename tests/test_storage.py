@@ -48,20 +48,115 @@ def block_profile(fs):
     return list(maint.read(profile.block(fs, energy.profile_head)))
 
 
+# Signed remote commands (at_s, counter, cmd) the household day's meter gets during the sweep,
+# through its own receive path (faultsweep.CommandFeed). Control mode 2 (the day's config):
+# remote disconnect (b) and reconnect (a) both move the relay. They include a repeated
+# disconnect (no change, the counter still advances), a replay (refused), a gap in the
+# counters, the relay open across both outages, and a status query.
+SWEEP_COMMANDS = [
+    (7200, 1, "disconnect"), (7260, 2, "disconnect"), (9000, 3, "reconnect"),
+    (9060, 3, "disconnect"), (29000, 5, "disconnect"), (30300, 6, "reconnect"),
+    (50000, 7, "disconnect"), (50030, 8, "reconnect"), (63000, 9, "disconnect"),
+    (66000, 10, "reconnect"), (80000, 11, "status"), (80100, 12, "disconnect"),
+    (82000, 13, "reconnect"),
+]
+# What the head-end must get back: (counter, code, state); the replay is refused (5).
+SWEEP_ACKS = [(1, 0, 0), (2, 0, 0), (3, 0, 1), (3, 5, None), (5, 0, 0), (6, 0, 1), (7, 0, 0),
+              (8, 0, 1), (9, 0, 0), (10, 0, 1), (11, 0, 1), (12, 0, 0), (13, 0, 1)]
+
+
+def command_feed(scenario, schedule):
+    return faultsweep.CommandFeed(bytes.fromhex(scenario["command_key"]), schedule,
+                                  scenario["config"].get("control_mode", 1))
+
+
 def test_fault_sweep_every_cut_point_of_a_day(tmp_path, capsys):
     scenario = sc.load_file(HOUSEHOLD_DAY)
+    feed = command_feed(scenario, SWEEP_COMMANDS)
     started = time.monotonic()
-    sweep, raw, final = faultsweep.run(scenario, str(tmp_path / "flash.img"), NO_PF_BOUND_WH)
+    sweep, raw, final = faultsweep.run(scenario, str(tmp_path / "flash.img"), NO_PF_BOUND_WH,
+                                       feed)
     wall = time.monotonic() - started
+    control = sweep.control
     with capsys.disabled():
         print(f"\nfault sweep: {sweep.cuts} cut points ({sweep.programs} programs torn, "
-              f"{sweep.erases} erases) of a day, checked in {wall:.1f} s")
+              f"{sweep.erases} erases) of a day, checked in {wall:.1f} s; relay, control "
+              f"state and command counter checked at {control.cuts} of them "
+              f"({control.in_command} while one of {len(feed.windows)} signed commands was "
+              f"handled, {control.open} with the relay commanded open)")
     assert sweep.failures == []
     assert sweep.cuts > 5000 and sweep.erases > 50
+    assert control.cuts == sweep.cuts  # the checks ran at every cut point
+    assert control.in_command > 50 and control.open > 100
+    got = [(n, ack["code"], ack.get("state")) for _t, n, ack in feed.acks]
+    assert got == SWEEP_ACKS
+    assert [b[1:] for b in feed.boots] == [(1, True), (0, False), (0, False)]  # both outages
+    assert raw["relay_operations"] == 10 and raw["relay_closed"]  # open while disconnected
     assert len(final) == 96  # one record per 15 min, the outages' periods included
     times = [rec[0] for _n, rec in final]
     assert times == sorted(set(times))
     assert max(raw["losses_wh"]) <= PF_BOUND_WH  # its two real outages had the last gasp
+
+
+def _command_hour(duration_s=3600):
+    """The household day's first hour (or less) with a signed command every 5 minutes."""
+    raw = json.loads(HOUSEHOLD_DAY.read_text())
+    raw.update({"duration_s": duration_s, "outages": []})
+    schedule = [(300 * i, i, ("disconnect", "reconnect")[i % 2])
+                for i in range(1, duration_s // 300)]
+    return sc.normalise(raw), schedule
+
+
+# Deliberately broken firmware the sweep must catch (file, text, replacement).
+MUTANTS = {
+    "none": [],  # the firmware as it is: the same run finds nothing
+    "acts before its counter is on flash": [(
+        "meter/commands.py",
+        '                with self._fs.open(_PATH, "wb") as f:  # persisted before acting\n',
+        '                getattr(self.handler, obj["cmd"], print)(obj.get("args", {}))\n'
+        '                with self._fs.open(_PATH, "wb") as f:\n')],
+    "moves the relay before its intent is on flash": [
+        ("meter/transition.py", "        save(ctl)\n        ctl.old = old\n",
+         "        ctl.old = old\n"),
+        ("meter/transition.py", "    ctl.log.log(ctl.clock.now(), events.CONTROL + cause",
+         "    save(ctl)\n    ctl.log.log(ctl.clock.now(), events.CONTROL + cause")],
+    "takes a counter file cut at its creation for a lost one": [(
+        "meter/commands.py", "            if not d:\n", "            if False:\n")],
+}
+MUTANT_FINDINGS = {
+    "none": None,
+    "acts before its counter is on flash": "already acted on",
+    "moves the relay before its intent is on flash": "relay already moved",
+    "takes a counter file cut at its creation for a lost one": "counter unreadable",
+}
+
+
+@pytest.mark.parametrize("mutant", list(MUTANTS))
+def test_fault_sweep_catches_a_broken_persist_order(tmp_path, monkeypatch, mutant):
+    """The relay / control / counter checks can fail: the same sweep over firmware with the
+    order of its writes broken reports it."""
+    import shutil
+
+    firmware = tmp_path / "firmware"
+    shutil.copytree(ROOT / "firmware", firmware)
+    for path, text, replacement in MUTANTS[mutant]:
+        source = (firmware / path).read_text()
+        assert source.count(text) == 1, (path, text)  # the mutant still applies
+        (firmware / path).write_text(source.replace(text, replacement))
+    scenario, schedule = _command_hour()
+    faultsweep._forget_meter()
+    monkeypatch.syspath_prepend(str(firmware))
+    try:
+        sweep, _raw, _final = faultsweep.run(scenario, str(tmp_path / "flash.img"),
+                                             NO_PF_BOUND_WH, command_feed(scenario, schedule))
+    finally:
+        faultsweep._forget_meter()
+    assert sweep.control.cuts == sweep.cuts > 100
+    finding = MUTANT_FINDINGS[mutant]
+    if finding is None:
+        assert sweep.failures == []
+    else:
+        assert any(finding in f for f in sweep.failures), sweep.failures[:5]
 
 
 def _cut_scenario(cut):
@@ -90,6 +185,94 @@ def test_sampled_cuts_reboot_and_run_on(tmp_path, runtime, cuts, request):
         with mounted(work / "flash.img") as fs:
             times = [rec[0] for _n, rec in block_profile(fs)]
         assert times == sorted(set(times)) and len(times) >= 2, cut
+
+
+def test_cuts_while_signed_commands_are_handled_reboot_as_last_commanded(tmp_path):
+    """Real power cuts (CPython) at every flash write of the first two signed commands'
+    handling: after the reboot the relay's contact matches the persisted state (checked at
+    the first poll, after boot's re-assertion), the command cut short is redelivered and
+    either acted on (its counter had not reached flash) or refused as a replay (it had), and
+    every later command is acted on."""
+    scenario, schedule = _command_hour(1500)
+    total = len(schedule)
+    feed = command_feed(scenario, schedule)
+    faultsweep.run_with_commands(scenario, str(tmp_path / "uncut.img"), feed)
+    assert feed.failures == [] and [a[2]["code"] for a in feed.acks] == [0] * total == [0] * 4
+    windows = {n: (first, last) for n, first, last in feed.windows}
+    cases = set()
+    for n in (1, 2):  # a disconnect, then a reconnect
+        first, last = windows[n]
+        assert last - first >= 3, windows  # counter, control record, event log
+        for cut in range(first, last + 1):
+            cut_scenario = dict(scenario, faults={"power_cut_at_write": cut})
+            feed = command_feed(scenario, schedule)
+            flash = tmp_path / f"cut{cut}.img"
+            raw = faultsweep.run_with_commands(cut_scenario, str(flash), feed)
+            assert raw["reboots"] == 1, cut
+            assert feed.failures == [], (cut, feed.failures)
+            assert len(feed.boots) == 2, cut
+            before, after = n % 2, 1 - n % 2  # Connected before a disconnect, and back
+            after_boot = feed.boots[1][1]
+            assert after_boot in (before, after), (cut, feed.boots)
+            codes = [ack["code"] for _t, _n, ack in feed.acks]
+            again = codes[n - 1]  # the redelivered command
+            assert again in (0, 5) and codes[n:] == [0] * (total - n), (cut, codes)
+            cases.add((after_boot == after, again))
+            state, _mode = sc.read_control(str(flash))
+            with mounted(flash) as fs:
+                counter = faultsweep.read_control_state(fs)["counter"]
+            assert (state, counter) == (feed.acks[-1][2]["state"], total), cut
+            assert raw["relay_closed"] == (state == 1), cut
+    # cut before the counter reached flash, after it but before the state, and after both
+    assert cases >= {(False, 0), (False, 5), (True, 5)}, cases
+
+
+def _button_minutes():
+    return sc.normalise({"duration_s": 150, "config": {"meter_id": "m"},
+                         "load": [{"at_s": 0, "volts": 240, "amps": 10, "pf": 1.0}],
+                         "button": [{"at_s": 30, "hold_s": 3}]})
+
+
+@pytest.mark.parametrize("runtime", ["cpython",
+                                     pytest.param("micropython", marks=pytest.mark.micropython)])
+def test_cut_while_the_button_disconnects_reboots_with_the_relay_as_persisted(
+        tmp_path, runtime, request):
+    """Real power cuts at the flash writes of a local disconnect (the button: Connected to
+    Ready_for_reconnection, relay opened) and just after it: after the reboot and boot's
+    re-assertion the relay's contact matches the persisted state."""
+    if runtime == "micropython":
+        request.getfixturevalue("mpy_build")
+    from simulator.device import runner
+
+    ops = []
+    provision = runner.provision
+
+    def provision_and_count(world, config, *more):
+        provision(world, config, *more)
+        world.flash.on_op = lambda *_: ops.append(
+            (world.flash.ops + 1, world.now_ms, world.relays[0].closed))
+
+    runner.provision = provision_and_count
+    try:
+        report = sc.run(_button_minutes(), runtime, workdir=str(tmp_path))
+    finally:
+        runner.provision = provision
+    assert (report["control_state"], report["relay_closed"]) == (2, False)
+    opened = next(i for i, op in enumerate(ops) if not op[2])  # the first write after the pulse
+    pulse_at = ops[opened - 1][1]
+    cuts = [n for n, t, _closed in ops[:opened] if t == pulse_at]  # the intent, before it
+    cuts += [n for n, _t, _closed in ops[opened:opened + 2]]  # the event log after it
+    assert len(cuts) >= 3, ops
+    outcomes = set()
+    for cut in cuts:
+        work = tmp_path / str(cut)
+        work.mkdir()
+        cut_scenario = dict(_button_minutes(), faults={"power_cut_at_write": cut})
+        report = sc.run(cut_scenario, runtime, workdir=str(work))
+        assert report["reboots"] == 1, cut
+        assert report["relay_closed"] == report["output_state"], (cut, report)
+        outcomes.add(report["control_state"])
+    assert outcomes == {1, 2}  # cut before the intent reached flash, and after
 
 
 def test_thirty_days_hundred_outages_last_gasp_bound(tmp_path):

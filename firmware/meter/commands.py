@@ -72,7 +72,12 @@ class Commands:
             with fs.open(_PATH, "rb") as f:
                 d = f.read()
             self.last = None  # unreadable: accept nothing rather than risk a replay
-            if d[-8:] == b"%08x" % crc32(d[:-9]):
+            if not d:
+                # LittleFS commits a new file at open, its data only at close (a rewrite
+                # replaces it whole): empty means power went during the very first write,
+                # before anything acted on it.
+                self.last = 0
+            elif d[-8:] == b"%08x" % crc32(d[:-9]):
                 self.last = int(d[:-9])
         except OSError:
             pass
