@@ -9,6 +9,8 @@ collects and verifies the acks.
 
 Virtual time runs far faster than the wall clock, so the World's time stepping waits, in
 wall time, at the points where the network matters:
+- before every step, until the proxy has read all the meter wrote and the broker's answers
+  to it (CONNACK, SUBACK, PUBACK, PINGRESP) are in the meter's socket;
 - at a command's `at_s` until the proxy has written it into the meter's socket (the meter
   then reads it at its next 200 ms look for commands: a fixed virtual time);
 - before an outage drops the connection, when the meter's power goes, and at the end,
@@ -146,8 +148,8 @@ class HeadEnd:
             return self.lock.wait_for(lambda: sum(self.received.values()) >= count, WAIT_S)
 
     def close(self) -> None:
+        self.client.disconnect()  # first: wakes the network loop, which then ends at once
         self.client.loop_stop()
-        self.client.disconnect()
 
 
 def default_key(meter_id: str) -> str:
@@ -193,6 +195,8 @@ class ScenarioNetwork:
     def attach(self, world: Any) -> None:
         self.world = world
         world.on_halt = self.settle
+        proxy = self.proxy
+        world.on_step = lambda: proxy.wait_quiet(WAIT_S)
         counter = 0
         for at_ms, item in self.scenario["commands"]:
             entry = {"at_ms": at_ms, "item": item, "n": None, "delivered": False}

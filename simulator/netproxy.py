@@ -13,9 +13,12 @@ meter has sent, which is what keeps scenario runs deterministic (see simulator/m
 
 from __future__ import annotations
 
+import fcntl
 import queue
 import selectors
 import socket
+import struct
+import termios
 import threading
 from collections.abc import Callable
 
@@ -68,12 +71,27 @@ def publish_topic_payload(packet: bytes) -> tuple[str, bytes] | None:
     return topic, packet[i:]
 
 
+# Packets the meter sends that the broker answers (CONNECT, PUBLISH at QoS 1 or 2, PUBREL,
+# SUBSCRIBE, UNSUBSCRIBE, PINGREQ) and the answers (CONNACK, PUBACK, PUBREC, PUBCOMP, SUBACK,
+# UNSUBACK, PINGRESP), by packet type.
+_ASKS = {1, 6, 8, 10, 12}
+_ANSWERS = {2, 4, 5, 7, 9, 11, 13}
+
+
+def _unread(sock: socket.socket) -> int:
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+    except OSError:
+        return 0
+
+
 class _Pair:
     def __init__(self, proxy: NetProxy, down: socket.socket, up: socket.socket) -> None:
         self.down = down  # the meter's side
         self.up = up  # the broker's side
-        self.to_meter = _Framer(proxy._to_meter)
-        self.from_meter = _Framer(proxy._from_meter)
+        self.outstanding = 0  # the meter's requests the broker has not answered yet
+        self.to_meter = _Framer(lambda packet: proxy._to_meter(self, packet))
+        self.from_meter = _Framer(lambda packet: proxy._from_meter(self, packet))
 
 
 class NetProxy:
@@ -106,6 +124,19 @@ class NetProxy:
     def flush(self) -> None:
         """Forward whatever the meter has already written (it is asleep: nothing more comes)."""
         self._do(self._drain_meters)
+
+    def quiet(self) -> bool:
+        """Nothing in flight: the proxy has read all the meter wrote, and every request of
+        the meter's that the broker answers (PINGREQ, QoS 1 PUBLISH...) has its answer in the
+        meter's socket. Call with the lock held."""
+        for pair in self.pairs:
+            if pair.outstanding > 0 or _unread(pair.down):
+                return False
+        return True
+
+    def wait_quiet(self, timeout_s: float) -> bool:
+        with self.lock:
+            return self.quiet() or self.lock.wait_for(self.quiet, timeout_s)
 
     def live(self) -> bool:
         with self.lock:
@@ -177,6 +208,10 @@ class NetProxy:
             self.lock.notify_all()
 
     def _drain_meters(self) -> None:
+        with self.lock:
+            self._drain_locked()
+
+    def _drain_locked(self) -> None:
         for pair in list(self.pairs):
             pair.down.setblocking(False)
             try:
@@ -187,7 +222,7 @@ class NetProxy:
                         break
                     self._forward(pair, data, True)
             except BlockingIOError:
-                pass
+                pair.down.settimeout(5)
             except OSError:
                 self._drop(pair)
 
@@ -202,16 +237,18 @@ class NetProxy:
                 else:
                     pair, from_meter = what
                     sock = pair.down if from_meter else pair.up
-                    try:
-                        data = sock.recv(65536)
-                    except OSError:
-                        data = b""
-                    if pair not in self.pairs:
-                        continue
-                    if not data:
-                        self._drop(pair)
-                    else:
-                        self._forward(pair, data, from_meter)
+                    with self.lock:  # read, forward and count as one step (see quiet())
+                        if pair not in self.pairs:
+                            continue
+                        try:
+                            data = sock.recv(65536)
+                        except OSError:
+                            data = b""
+                        if not data:
+                            self._drop(pair)
+                        else:
+                            self._forward(pair, data, from_meter)
+                        self.lock.notify_all()
             while not self.jobs.empty():
                 fn, args, done = self.jobs.get()
                 try:
@@ -269,14 +306,20 @@ class NetProxy:
                 pass
             s.close()
 
-    def _to_meter(self, packet: bytes) -> None:
+    def _to_meter(self, pair: _Pair, packet: bytes) -> None:
+        kind = packet[0] >> 4
+        if kind in _ANSWERS:
+            pair.outstanding -= 1
         got = publish_topic_payload(packet)
         if got is not None:
             with self.lock:
                 self.to_meter.append(got[1])
                 self.lock.notify_all()
 
-    def _from_meter(self, packet: bytes) -> None:
+    def _from_meter(self, pair: _Pair, packet: bytes) -> None:
+        kind = packet[0] >> 4
+        if kind in _ASKS or (kind == 3 and packet[0] & 6):
+            pair.outstanding += 1
         got = publish_topic_payload(packet)
         if got is not None:
             with self.lock:

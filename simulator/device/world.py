@@ -71,6 +71,8 @@ class World:
         # Called when the firmware stops (power cut, the end) before its sockets close: the
         # scenario's network settles what the meter had sent (simulator/mqttpath.py).
         self.on_halt = None
+        # Called before virtual time moves on: lets the network catch up in wall time.
+        self.on_step = None
         self.meter_counts = None  # the live meter's link at the end: published, delivered,
         # backlog (see wire.meter_counts)
 
@@ -88,6 +90,8 @@ class World:
         with an armed IRQ ends the step early; returns that pin's id (its handler runs and
         the sleep goes on, as MicroPython runs soft IRQs inside sleep_ms) or -1."""
         self.check_power()
+        if self.on_step is not None:
+            self.on_step()
         self.irq_fired = -1
         self.pass_time(self.now_ms + ms, True)
         if self.on_tick is not None:
