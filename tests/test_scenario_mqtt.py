@@ -73,6 +73,9 @@ def test_cutoff_and_reconnect_in_every_mode_micropython(mpy_build):
         report = run("micropython", sc.FULL_FIRMWARE_HEAPSIZE, **mode_scenario(mode))
         check_mode(mode, report)
         assert report["heap_peak_bytes"] < sc.heap_bytes(sc.FULL_FIRMWARE_HEAPSIZE)
+        # the link's counts came over the wire at the end (op Y)
+        tele = report["telemetry"]
+        assert tele["published"] == tele["received"]["telemetry"] == 5
         if mode == 6:
             cpy = run(**mode_scenario(mode))
             for key in cpy:
@@ -184,6 +187,38 @@ def test_mosquitto_missing_is_one_line(monkeypatch):
     with pytest.raises(sc.ScenarioError, match="mosquitto is not installed") as err:
         sc.run(scenario)
     assert "\n" not in str(err.value)
+
+
+def test_link_counts_read_from_the_live_meter(monkeypatch):
+    """meter.app.current's link: published, delivered, backlog(); what a link does not have
+    (yet) counts 0, a backlog that cannot be read -1."""
+    import sys
+    import types
+
+    from simulator.device.wire import meter_counts
+
+    class Link:
+        published = 7
+        delivered = 5
+
+        def backlog(self):
+            return 2
+
+    app = types.SimpleNamespace(current=None)
+    monkeypatch.setitem(sys.modules, "meter.app", app)
+    assert meter_counts() is None  # no meter running
+    app.current = types.SimpleNamespace(link=None)
+    assert meter_counts() == [0, 0, 0]  # no MQTT configured
+    app.current.link = Link()
+    assert meter_counts() == [7, 5, 2]
+    app.current.link = types.SimpleNamespace(published=3)
+    assert meter_counts() == [3, 0, 0]
+
+    def broken():
+        raise OSError(5)
+
+    app.current.link = types.SimpleNamespace(published=3, delivered=1, backlog=broken)
+    assert meter_counts() == [3, 1, -1]
 
 
 def test_local_port_commands_still_work():

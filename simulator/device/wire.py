@@ -15,7 +15,7 @@ HEAP_SAMPLE_MS = 60_000
 def meter_counts():
     """The live meter's link at the end of a run: [published, delivered, backlog], from
     meter.app.current (None when no meter is running). Attributes a link may not have yet
-    count 0."""
+    count 0; a backlog that cannot be read now is -1."""
     import sys
 
     app = sys.modules.get("meter.app")
@@ -25,8 +25,11 @@ def meter_counts():
     if link is None:
         return [0, 0, 0]
     backlog = getattr(link, "backlog", None)
-    return [getattr(link, "published", 0), getattr(link, "delivered", 0),
-            backlog() if backlog is not None else 0]
+    try:
+        backlog = backlog() if backlog is not None else 0
+    except BaseException:  # noqa: B036 - the firmware stopped mid-way: unknown
+        backlog = -1
+    return [getattr(link, "published", 0), getattr(link, "delivered", 0), backlog]
 
 
 class RemoteFlash:
