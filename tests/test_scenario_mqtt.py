@@ -141,7 +141,9 @@ def test_network_outage_is_refused_fast_and_recovered():
     assert tele["received"]["telemetry"] == tele["published"]
 
 
-def test_hostile_commands_never_switch_the_relay():
+@pytest.mark.parametrize("runtime", ["cpython", pytest.param(
+    "micropython", marks=pytest.mark.micropython)])
+def test_hostile_commands_never_switch_the_relay(runtime, mpy_build):
     key = bytes(range(32))
     start = sc.normalise({"duration_s": 1})["start_unix"]
 
@@ -162,7 +164,8 @@ def test_hostile_commands_never_switch_the_relay():
         signed(54, "self_destruct"),  # unknown command
         "",
     ]
-    report = run(duration_s=40, config={"control_mode": 2}, command_key=key.hex(),
+    report = run(runtime, sc.FULL_FIRMWARE_HEAPSIZE, duration_s=40,
+                 config={"control_mode": 2}, command_key=key.hex(),
                  commands=[{"at_s": 5, "raw": good}]
                  + [{"at_s": 6 + i, "raw": p} for i, p in enumerate(hostile)])
     reasons = [a.get("reason") for a in report["acks"]]
