@@ -250,3 +250,20 @@ def test_bad_network_input_is_rejected(raw, words):
     with pytest.raises(sc.ScenarioError) as err:
         sc.normalise({"duration_s": 10, **raw})
     assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cli_runs_the_example_with_a_clean_report(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "simulator", "run",
+                          str(sc.ROOT / "tests" / "scenarios" / "remote_cutoff.json")],
+                         cwd=sc.ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)  # the firmware's prints went to stderr
+    assert [(a["cmd"], a["code"]) for a in report["acks"]] == [
+        ("disconnect", 0), ("status", 0), ("reconnect", 0), ("raw", 7)]
+    assert report["acks"][1]["output"] is False and report["relay_closed"]
+    # off from 600 s to 2400 s: half the hour's energy
+    assert report["true_import_wh"] == pytest.approx(240 * 6 * 0.97 * 0.5, abs=1)
