@@ -26,6 +26,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -123,14 +124,14 @@ class HeadEnd:
             raise NetworkError(f"cannot reach the broker {broker[0]}:{broker[1]}: "
                                f"{exc.strerror or exc}") from None
         client.loop_start()
-        client.subscribe(f"meters/{meter_id}/+", qos=1)
+        client.subscribe(f"meters/{meter_id}/#", qos=1)
         if not ready.wait(WAIT_S):
             client.loop_stop()
             raise NetworkError("the broker did not confirm the head-end's subscription")
         self.client = client
 
     def _message(self, _c: Any, _u: Any, msg: Any) -> None:
-        topic = msg.topic.rsplit("/", 1)[-1]
+        topic = kind(msg.topic)
         if topic in ("cmd", "status"):
             return  # the head-end's own commands; the broker's last will
         with self.lock:
@@ -150,6 +151,12 @@ class HeadEnd:
     def close(self) -> None:
         self.client.disconnect()  # first: wakes the network loop, which then ends at once
         self.client.loop_stop()
+
+
+def kind(topic: str) -> str:
+    """meters/<id>/telemetry -> telemetry (meters/<id>/profile/x -> profile)."""
+    parts = topic.split("/")
+    return parts[2] if len(parts) > 2 and parts[0] == "meters" else topic
 
 
 def default_key(meter_id: str) -> str:
@@ -182,6 +189,7 @@ class ScenarioNetwork:
             self.close()
             raise
         self.sent: list[dict] = []  # per command: its scenario entry, counter, delivered
+        self.timeouts = 0  # waits that ran out (never in a healthy run)
         self.world = None
 
     def run_scenario(self) -> dict:
@@ -196,7 +204,12 @@ class ScenarioNetwork:
         self.world = world
         world.on_halt = self.settle
         proxy = self.proxy
-        world.on_step = lambda: proxy.wait_quiet(WAIT_S)
+
+        def step() -> None:
+            if not proxy.wait_quiet(WAIT_S):
+                self.late("the broker's answers to the meter")
+
+        world.on_step = step
         counter = 0
         for at_ms, item in self.scenario["commands"]:
             entry = {"at_ms": at_ms, "item": item, "n": None, "delivered": False}
@@ -230,12 +243,21 @@ class ScenarioNetwork:
                 lambda: proxy.to_meter.count(payload) > before
                 or not (proxy.up and proxy.pairs), WAIT_S) and (
                 proxy.to_meter.count(payload) > before)
+            stuck = not entry["delivered"] and proxy.up and bool(proxy.pairs)
+        if stuck:
+            self.late("a command to reach the meter")
+
+    def late(self, what: str) -> None:
+        self.timeouts += 1
+        print(f"scenario network: waited {WAIT_S:g} s for {what} at {self.world.now_ms} ms; "
+              "this run's report may differ from another's", file=sys.stderr)
 
     def settle(self) -> None:
         """Everything the meter has written reaches the head-end before anything more
         happens (the meter is asleep, powerless or done: it writes nothing meanwhile)."""
         self.proxy.flush()
-        self.headend.wait_received(self.proxy.meter_publishes(skip=("status",)))
+        if not self.headend.wait_received(self.proxy.meter_publishes(skip=("status",))):
+            self.late("the meter's messages to reach the head-end")
 
     def outage_begins(self) -> None:
         self.settle()
@@ -271,7 +293,7 @@ class ScenarioNetwork:
         return {"acks": acks,
                 "commands_delivered": sum(1 for e in self.sent if e["delivered"]),
                 "received": {t: received.get(t, 0) for t in sorted(set(COUNTED) | set(received))},
-                "connections": self.proxy.connections}
+                "connections": self.proxy.connections, "network_late": self.timeouts}
 
     def close(self) -> None:
         if self.headend is not None:

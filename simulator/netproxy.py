@@ -152,7 +152,8 @@ class NetProxy:
 
     def meter_publishes(self, skip: tuple[str, ...] = ()) -> int:
         with self.lock:
-            return sum(n for t, n in self.from_meter.items() if t.rsplit("/", 1)[-1] not in skip)
+            return sum(n for t, n in self.from_meter.items()
+                       if (t.split("/") + ["", "", ""])[2] not in skip)
 
     def close(self) -> None:
         self.stopping = True

@@ -694,6 +694,9 @@ def build_report(scenario: dict, raw: dict, flash_path: str, wall_s: float) -> d
         # What the run's head-end received per topic (the broker's own last will aside).
         report["telemetry"]["received"] = raw["received"]
         report["commands_delivered"] = raw["commands_delivered"]
+        # waits for the network that ran out (0 unless the machine is badly overloaded or the
+        # broker misbehaves): the report is then not guaranteed to be reproducible
+        report["network_late"] = raw["network_late"]
     if raw["runtime"] == "micropython":
         report["heap_peak_bytes"] = raw["heap_peak_bytes"]  # the firmware's, layer excluded
         report["heap_device_layer_bytes"] = raw["heap_device_layer_bytes"]

@@ -25,6 +25,7 @@ def run(runtime="cpython", heapsize=sc.HEAPSIZE, **keys):
     raw.update(keys)
     report = sc.run(sc.normalise(raw), runtime, heapsize=heapsize)
     assert report["coil_conflicts"] == 0 and report["relay_max_pulse_ms"] <= 100
+    assert report.get("network_late", 0) == 0
     return report
 
 
