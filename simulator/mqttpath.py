@@ -266,8 +266,10 @@ class ScenarioNetwork:
     def finish(self) -> dict:
         """The head-end's view for the report: verified acks, messages received per topic."""
         self.settle()
-        by_n = {e["n"]: e for e in self.sent if e["n"] is not None}
-        raw_sent = [e for e in self.sent if e["n"] is None and e["delivered"]]
+        # The meter answers the messages it gets one by one, in order: the i-th ack answers
+        # the i-th command delivered, unless one went unanswered (a power cut, a message too
+        # big for the heap); a signed command's ack must carry its counter.
+        delivered = [e for e in self.sent if e["delivered"]]
         acks = []
         with self.headend.lock:
             payloads = list(self.headend.acks)
@@ -282,9 +284,12 @@ class ScenarioNetwork:
                     ack = {}
                 if not isinstance(ack, dict):
                     ack = {}
-            entry = by_n.pop(ack.get("n"), None) if isinstance(ack.get("n"), int) else None
-            if entry is None and raw_sent:
-                entry = raw_sent.pop(0)
+            entry = None
+            for i, candidate in enumerate(delivered):
+                if candidate["n"] is None or ack.get("n") in (None, candidate["n"]):
+                    entry = candidate
+                    del delivered[:i + 1]
+                    break
             record = {"at_s": entry["at_ms"] / 1000 if entry else None,
                       "cmd": (entry["item"].get("cmd", "raw") if entry else None),
                       "mac_ok": mac_ok}
