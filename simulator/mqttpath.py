@@ -180,7 +180,9 @@ class ScenarioNetwork:
                 self.mosquitto = Mosquitto()
                 self.broker = ("127.0.0.1", self.mosquitto.port)
             config = scenario["config"]
-            self.meter_id = config.get("meter_id", "meter-0001")
+            from meter.config import DEFAULTS  # on the path: the scenario was normalised
+
+            self.meter_id = config.get("meter_id", DEFAULTS["meter_id"])
             self.key_hex = scenario.get("command_key") or default_key(self.meter_id)
             self.key = bytes.fromhex(self.key_hex)
             self.headend = HeadEnd(self.broker, self.meter_id)
@@ -196,7 +198,7 @@ class ScenarioNetwork:
         """The scenario as the device runs it: MQTT through the proxy, a command key."""
         run = dict(self.scenario)
         run["config"] = dict(self.scenario["config"], mqtt_host="127.0.0.1",
-                             mqtt_port=self.proxy.port)
+                             mqtt_port=self.proxy.port, meter_id=self.meter_id)
         run["command_key"] = self.key_hex
         return run
 

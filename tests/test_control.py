@@ -328,7 +328,8 @@ def test_control_with_telemetry_on_micropython(mpy_build):
                              "control_remote_ready_for_reconnection",
                              "control_manual_connected", "control_manual_ready_for_reconnection"]
     assert report["reboots"] == 0 and report["heap_peak_bytes"] < 80 * 1024
-    assert report["telemetry"]["published"] == report["telemetry"]["received"]["telemetry"]
+    tele = report["telemetry"]
+    assert tele["published"] >= tele["received"]["telemetry"] == 24  # every 10 s
 
 
 @pytest.mark.parametrize("enabled", [True, False])

@@ -74,9 +74,10 @@ def test_cutoff_and_reconnect_in_every_mode_micropython(mpy_build):
         report = run("micropython", sc.FULL_FIRMWARE_HEAPSIZE, **mode_scenario(mode))
         check_mode(mode, report)
         assert report["heap_peak_bytes"] < sc.heap_bytes(sc.FULL_FIRMWARE_HEAPSIZE)
-        # the link's counts came over the wire at the end (op Y)
+        # the link's counts came over the wire at the end (op Y); readings at 0, 10 ... 40 s
+        # (`published` also counts profile records and events once the meter sends those)
         tele = report["telemetry"]
-        assert tele["published"] == tele["received"]["telemetry"] == 5
+        assert tele["received"]["telemetry"] == 5 and tele["published"] >= 5
         if mode == 6:
             cpy = run(**mode_scenario(mode))
             for key in cpy:
@@ -120,7 +121,9 @@ def test_same_scenario_same_report():
     # the counts are the live meter's (since its boot at 120 s); the head-end got them all,
     # and every ack
     assert tele["published"] >= 3 and tele["received"]["ack"] == 6
-    assert tele["received"]["telemetry"] >= tele["published"]
+    # readings every 10 s while online: 0-40 s, from the reconnection after the outage to
+    # the power cut at 110 s, and 120-150 s
+    assert 9 <= tele["received"]["telemetry"] <= 12
     assert tele["delivered"] >= 0 and tele["backlog"] >= 0
 
 
@@ -138,8 +141,8 @@ def test_network_outage_is_refused_fast_and_recovered():
     tele = report["telemetry"]
     # a reading a minute for 10 minutes, and for the 50 minutes after the outage less the
     # up to 5 minutes' back-off before the meter tries again
-    assert 55 <= tele["published"] <= 61
-    assert tele["received"]["telemetry"] == tele["published"]
+    assert 55 <= tele["received"]["telemetry"] <= 61
+    assert tele["published"] >= tele["received"]["telemetry"]
 
 
 @pytest.mark.parametrize("runtime", ["cpython", pytest.param(
