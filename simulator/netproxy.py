@@ -13,12 +13,10 @@ meter has sent, which is what keeps scenario runs deterministic (see simulator/m
 
 from __future__ import annotations
 
-import fcntl
 import queue
+import select
 import selectors
 import socket
-import struct
-import termios
 import threading
 from collections.abc import Callable
 
@@ -78,11 +76,12 @@ _ASKS = {1, 6, 8, 10, 12}
 _ANSWERS = {2, 4, 5, 7, 9, 11, 13}
 
 
-def _unread(sock: socket.socket) -> int:
-    try:
-        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
-    except OSError:
-        return 0
+def _pending(sock: socket.socket) -> bool:
+    """Whether the meter's side has something the proxy has not handled yet: bytes, its
+    close, an error."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
 
 
 class _Pair:
@@ -130,7 +129,7 @@ class NetProxy:
         the meter's that the broker answers (PINGREQ, QoS 1 PUBLISH...) has its answer in the
         meter's socket. Call with the lock held."""
         for pair in self.pairs:
-            if pair.outstanding > 0 or _unread(pair.down):
+            if pair.outstanding > 0 or _pending(pair.down):
                 return False
         return True
 
