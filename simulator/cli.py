@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -29,7 +30,9 @@ def _progress_bar(stream=sys.stderr):  # type: ignore[no-untyped-def]
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         scenario = sc.load_file(args.scenario)
-        report = sc.run(scenario, args.runtime, _progress_bar())
+        # the firmware's own prints (CPython runs it in this process) stay off the report
+        with contextlib.redirect_stdout(sys.stderr):
+            report = sc.run(scenario, args.runtime, _progress_bar(), broker=args.broker)
     except sc.ScenarioError as exc:
         print(f"error: {args.scenario}: {exc}", file=sys.stderr)
         return 2
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("scenario", help="scenario JSON file")
     run.add_argument("--runtime", choices=sc.RUNTIMES, default="cpython")
     run.add_argument("--report", help="write the JSON report here instead of stdout")
+    run.add_argument("--broker", help="HOST:PORT of the MQTT broker for scenario commands "
+                     "(default: the run starts its own mosquitto)")
     run.set_defaults(func=cmd_run)
     live = sub.add_parser("live", help="run one meter in real time, publishing over MQTT")
     live.add_argument("--broker", help="HOST:PORT of an MQTT broker (default: embedded)")

@@ -79,11 +79,34 @@ class DeviceServer:
                 status = END
             if reply is None:
                 continue  # posted: no answer expected
+            if status != OK:
+                # The firmware stops here: what it sent over the network settles first.
+                self.world.halted()
             conn.sendall(bytes((status, len(reply) & 0xFF, len(reply) >> 8)) + reply)
             if status != OK:
-                # Nothing the firmware does from here on can touch the world.
-                _drain(conn)
+                # Nothing the firmware does from here on can touch the world; at the end it
+                # still reports its link's counts (op Y).
+                self.after_end(conn) if status == END else _drain(conn)
                 return
+
+    def after_end(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        head = bytearray(3)
+        try:
+            while _recv_exact(conn.recv_into, memoryview(head)):
+                payload = bytearray(head[1] | (head[2] << 8))
+                if payload and not _recv_exact(conn.recv_into, memoryview(payload)):
+                    return
+                if head[0] in POSTED:
+                    continue
+                status = OK
+                if head[0] == 0x59:  # Y: the link's counts
+                    self.world.call(b"Y", payload)
+                else:
+                    status = END
+                conn.sendall(bytes((status, 0, 0)))
+        except OSError:
+            pass
 
     def handle(self, op: int, payload: bytearray) -> bytes | None:
         """One wire operation; None for posted ones, which get no answer."""

@@ -55,14 +55,15 @@ def device_layer_bytes() -> int:
 
 SCENARIO_KEYS = {"duration_s", "start", "board", "config", "load", "outages", "faults",
                  "commands", "button", "cover_open", "chip", "calibrate", "power_fail_input",
-                 "command_key", "files"}
+                 "command_key", "files", "port_commands", "network_outages", "broker"}
 LOAD_KEYS = {"at_s", "volts", "amps", "pf", "hz", "neutral_amps", "lead"}
 OUTAGE_KEYS = {"at_s", "for_s"}
 RELAY_FAULTS = {"relay_weld_at_s", "relay_coil_open_at_s", "relay_shock_at_s"}
 FAULT_KEYS = {"power_cut_at_write", "spi_bit_error_rate", "seed", "ic_resets_at_s",
               "stuck_bus"} | RELAY_FAULTS
-COMMAND_KEYS = {"at_s", "cmd", "args"}
-COMMANDS = ("disconnect", "reconnect")
+PORT_COMMAND_KEYS = {"at_s", "cmd", "args"}
+PORT_COMMANDS = ("disconnect", "reconnect")  # the local command port's (meter/cmdport.py)
+COMMAND_KEYS = {"at_s", "cmd", "args", "ttl_s", "raw"}
 BUTTON_KEYS = {"at_s", "hold_s"}
 # Configuration values with a range beyond their type.
 CONFIG_RANGES = {"control_mode": (0, 6), "relay_retries": (0, 10), "relay_ops_per_min": (1, 60)}
@@ -165,23 +166,54 @@ def normalise(raw: Any) -> dict:
         ])
     outages.sort()
     faults = _check_faults(_object(scenario.get("faults", {}), "faults", FAULT_KEYS))
-    commands = []
-    items = scenario.get("commands", [])
+    port_commands = []
+    items = scenario.get("port_commands", [])
     if not isinstance(items, list):
-        raise ScenarioError("commands must be a list")
+        raise ScenarioError("port_commands must be a list")
     for i, item in enumerate(items):
-        item = _object(item, f"commands[{i}]", COMMAND_KEYS)
+        item = _object(item, f"port_commands[{i}]", PORT_COMMAND_KEYS)
         if "at_s" not in item or "cmd" not in item:
-            raise ScenarioError(f"commands[{i}] needs 'at_s' and 'cmd'")
-        if item["cmd"] not in COMMANDS:
-            raise ScenarioError(f"commands[{i}].cmd must be one of {', '.join(COMMANDS)}")
+            raise ScenarioError(f"port_commands[{i}] needs 'at_s' and 'cmd'")
+        if item["cmd"] not in PORT_COMMANDS:
+            raise ScenarioError(
+                f"port_commands[{i}].cmd must be one of {', '.join(PORT_COMMANDS)}")
         args = item.get("args", {})
         if not isinstance(args, dict):
-            raise ScenarioError(f"commands[{i}].args must be a JSON object")
+            raise ScenarioError(f"port_commands[{i}].args must be a JSON object")
         line = item["cmd"] + (" " + json.dumps(args, separators=(",", ":")) if args else "")
-        commands.append([int(_number(item["at_s"], f"commands[{i}].at_s") * 1000),
-                         (line + "\n").encode()])
-    commands.sort(key=lambda c: c[0])
+        port_commands.append([int(_number(item["at_s"], f"port_commands[{i}].at_s") * 1000),
+                              (line + "\n").encode()])
+    port_commands.sort(key=lambda c: c[0])
+    commands = _check_commands(scenario.get("commands", []))
+    network_outages = []
+    items = scenario.get("network_outages", [])
+    if not isinstance(items, list):
+        raise ScenarioError("network_outages must be a list")
+    for i, item in enumerate(items):
+        item = _object(item, f"network_outages[{i}]", OUTAGE_KEYS)
+        if "at_s" not in item or "for_s" not in item:
+            raise ScenarioError(f"network_outages[{i}] needs 'at_s' and 'for_s'")
+        network_outages.append([
+            int(_number(item["at_s"], f"network_outages[{i}].at_s") * 1000),
+            int(_number(item["for_s"], f"network_outages[{i}].for_s") * 1000)])
+    network_outages.sort()
+    for (a, fa), (b, _fb) in zip(network_outages, network_outages[1:], strict=False):
+        if b < a + fa:
+            raise ScenarioError("network_outages must not overlap")
+    broker = scenario.get("broker", "")
+    if not isinstance(broker, str):
+        raise ScenarioError("broker must be a string HOST:PORT")
+    if broker:
+        from simulator.mqttpath import parse_broker
+
+        try:
+            parse_broker(broker)
+        except ValueError as exc:
+            raise ScenarioError(str(exc)) from None
+    if (commands or network_outages or broker) and (
+            config.get("mqtt_host") or config.get("mqtt_tls")):
+        raise ScenarioError("config.mqtt_host/mqtt_tls are set by the run when the scenario "
+                            "has commands, network_outages or a broker (give 'broker')")
     button = []
     items = scenario.get("button", [])
     if not isinstance(items, list):
@@ -244,11 +276,58 @@ def normalise(raw: Any) -> dict:
         "outages": outages,
         "faults": faults,
         "commands": commands,
+        "port_commands": port_commands,
+        "network_outages": network_outages,
+        "broker": broker,
         "button": button,
         "cover_open": cover,
         "chip": chip,
         "calibrate": calibrate,
     }
+
+
+def _check_commands(items: Any) -> list:
+    """Remote commands, sent over MQTT by the run's head-end: [at_ms, item] sorted by time.
+    item: {"cmd", "args", "ttl_s"} signed with the meter's key, or {"raw"}: the exact text
+    published (hostile input: forged, replayed, truncated, oversized...)."""
+    ensure_paths()
+    from simulator.device.shim import micropython
+
+    sys.modules.setdefault("micropython", micropython)
+    from meter.commands import _KNOWN
+
+    known = _KNOWN.split()
+    if not isinstance(items, list):
+        raise ScenarioError("commands must be a list")
+    commands = []
+    for i, item in enumerate(items):
+        item = _object(item, f"commands[{i}]", COMMAND_KEYS)
+        if "at_s" not in item or ("cmd" not in item and "raw" not in item):
+            raise ScenarioError(f"commands[{i}] needs 'at_s' and 'cmd' (or 'raw')")
+        at_ms = int(_number(item["at_s"], f"commands[{i}].at_s") * 1000)
+        if "raw" in item:
+            if set(item) != {"at_s", "raw"} or not isinstance(item["raw"], str):
+                raise ScenarioError(f"commands[{i}]: 'raw' is a string, sent as it is, "
+                                    "alone with 'at_s'")
+            commands.append([at_ms, {"raw": item["raw"]}])
+            continue
+        if item["cmd"] not in known:
+            raise ScenarioError(f"commands[{i}].cmd must be one of {', '.join(known)}")
+        args = item.get("args", {})
+        if not isinstance(args, dict):
+            raise ScenarioError(f"commands[{i}].args must be a JSON object")
+        ttl = item.get("ttl_s", 300)
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl < 2**30:
+            raise ScenarioError(f"commands[{i}].ttl_s must be a whole number of seconds")
+        commands.append([at_ms, {"cmd": item["cmd"], "args": args, "ttl_s": ttl}])
+    commands.sort(key=lambda c: c[0])
+    return commands
+
+
+def uses_broker(scenario: dict) -> bool:
+    """Whether a normalised scenario's run needs the MQTT path (simulator/mqttpath.py)."""
+    return bool(scenario.get("commands") or scenario.get("network_outages")
+                or scenario.get("broker"))
 
 
 def _check_faults(faults: dict) -> dict:
@@ -330,8 +409,36 @@ def micropython_env() -> dict:
     return env
 
 
+@contextmanager
+def network(scenario: dict, broker: str | None = None) -> Iterator[tuple[dict, Any]]:
+    """The scenario as the device runs it, and its network (None when it needs none): a
+    broker, the meter's path to it and a head-end, torn down at the end."""
+    if not (uses_broker(scenario) or broker):
+        yield scenario, None
+        return
+    from simulator.mqttpath import NetworkError, ScenarioNetwork
+
+    try:
+        net = ScenarioNetwork(scenario, broker)
+    except NetworkError as exc:
+        raise ScenarioError(str(exc)) from None
+    try:
+        yield net.run_scenario(), net
+    finally:
+        net.close()
+
+
+def _network_results(raw: dict, net: Any) -> dict:
+    counts = raw.pop("meter_counts", None)
+    keys = ("published", "delivered", "backlog")
+    raw["telemetry"] = dict(zip(keys, counts, strict=True)) if counts else dict.fromkeys(keys)
+    if net is not None:
+        raw.update(net.finish())
+    return raw
+
+
 def run_cpython(scenario: dict, flash_path: str, progress: Callable | None,
-                on_tick: Callable | None = None) -> dict:
+                on_tick: Callable | None = None, broker: str | None = None) -> dict:
     """Run the firmware in this process, against the world directly."""
     ensure_paths()
     from simulator.device import runner
@@ -341,11 +448,15 @@ def run_cpython(scenario: dict, flash_path: str, progress: Callable | None,
     if progress is not None:
         def tick(now_ms: int) -> None:
             progress(min(now_ms, duration) / duration)
-    return runner.run(scenario, flash_path, tick, measure_loss)
+    with network(scenario, broker) as (device_scenario, net):
+        raw = runner.run(device_scenario, flash_path, tick, measure_loss,
+                         net.attach if net else None)
+        return _network_results(raw, net)
 
 
 def run_micropython(scenario: dict, flash_path: str, progress: Callable | None,
-                    heapsize: str = HEAPSIZE, on_tick: Callable | None = None) -> dict:
+                    heapsize: str = HEAPSIZE, on_tick: Callable | None = None,
+                    broker: str | None = None) -> dict:
     """Run the firmware on the MicroPython unix port against a world served from here.
     heapsize is the firmware's budget; the device layer's measured size comes on top."""
     ensure_paths()
@@ -354,32 +465,37 @@ def run_micropython(scenario: dict, flash_path: str, progress: Callable | None,
     from simulator.host import DeviceServer
 
     build()
-    world, board_module = runner.prepare(scenario, flash_path)
-    duration = scenario["duration_ms"]
-    world.on_tick = on_tick
-    world.on_restore = measure_loss
-    if progress is not None:
-        world.on_tick = lambda now_ms: progress(min(now_ms, duration) / duration)
+    with network(scenario, broker) as (device_scenario, net):
+        world, board_module = runner.prepare(device_scenario, flash_path)
+        if net is not None:
+            net.attach(world)
+        duration = scenario["duration_ms"]
+        world.on_tick = on_tick
+        world.on_restore = measure_loss
+        if progress is not None:
+            world.on_tick = lambda now_ms: progress(min(now_ms, duration) / duration)
 
-    layer = device_layer_bytes()
-    total = str(heap_bytes(heapsize) + layer)
+        layer = device_layer_bytes()
+        total = str(heap_bytes(heapsize) + layer)
 
-    def command(port: int) -> list[str]:
-        return micropython_command("-m", "simulator.device.remote", str(port), board_module,
-                                   heapsize=total)
+        def command(port: int) -> list[str]:
+            return micropython_command("-m", "simulator.device.remote", str(port),
+                                       board_module, heapsize=total)
 
-    server = DeviceServer(world, command, micropython_env())
-    server.run()
-    raw = runner.results(world, max(world.heap_peak - layer, 0))
-    raw["heap_device_layer_bytes"] = layer
-    return raw
+        server = DeviceServer(world, command, micropython_env())
+        server.run()
+        raw = runner.results(world, max(world.heap_peak - layer, 0))
+        raw["heap_device_layer_bytes"] = layer
+        return _network_results(raw, net)
 
 
 def run(scenario: dict, runtime: str = "cpython", progress: Callable | None = None,
-        workdir: str | None = None, heapsize: str = HEAPSIZE, keep_flash: bool = False) -> dict:
+        workdir: str | None = None, heapsize: str = HEAPSIZE, keep_flash: bool = False,
+        broker: str | None = None) -> dict:
     """Run a normalised scenario and return its report. heapsize: MicroPython's GC heap;
     keep_flash: boot on the flash image already in workdir (a meter taken off one scenario
-    and put into the next)."""
+    and put into the next); broker: HOST:PORT of an MQTT broker to use instead of starting
+    one (when the scenario has commands or network outages)."""
     if runtime not in RUNTIMES:
         raise ScenarioError(f"unknown runtime {runtime!r} (use cpython or micropython)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -388,9 +504,9 @@ def run(scenario: dict, runtime: str = "cpython", progress: Callable | None = No
             os.remove(flash_path)
         started = time.monotonic()
         if runtime == "cpython":
-            raw = run_cpython(scenario, flash_path, progress)
+            raw = run_cpython(scenario, flash_path, progress, broker=broker)
         else:
-            raw = run_micropython(scenario, flash_path, progress, heapsize)
+            raw = run_micropython(scenario, flash_path, progress, heapsize, broker=broker)
         raw["runtime"] = runtime
         wall = time.monotonic() - started
         return build_report(scenario, raw, flash_path, wall)
@@ -572,6 +688,15 @@ def build_report(scenario: dict, raw: dict, flash_path: str, wall_s: float) -> d
     for code, key in (("C.90.1", "rejected_reads"), ("C.90.2", "ic_reinits")):
         if code in readout:
             report[key] = int(readout[code])
+    report["telemetry"] = raw.get("telemetry", {})
+    report["acks"] = raw.get("acks", [])
+    if "received" in raw:
+        # What the run's head-end received per topic (the broker's own last will aside).
+        report["telemetry"]["received"] = raw["received"]
+        report["commands_delivered"] = raw["commands_delivered"]
+        # waits for the network that ran out (0 unless the machine is badly overloaded or the
+        # broker misbehaves): the report is then not guaranteed to be reproducible
+        report["network_late"] = raw["network_late"]
     if raw["runtime"] == "micropython":
         report["heap_peak_bytes"] = raw["heap_peak_bytes"]  # the firmware's, layer excluded
         report["heap_device_layer_bytes"] = raw["heap_device_layer_bytes"]

@@ -7,6 +7,11 @@ from meter.energy import Register
 from meter.readout import OpticalPort
 from meter.store import EnergyStore, unload
 
+# The running Meter (set when it is built): lets a technician at the REPL inspect the live
+# meter (`from meter import app; app.current.link.published`), and the simulator read its
+# link's counts at the end of a run.
+current = None
+
 
 def _profile():
     import gc
@@ -25,6 +30,8 @@ def _unload_profile():
 
 class Meter:
     def __init__(self, hw):
+        global current
+        current = self
         self.hw = hw
         self.clock = hw.clock
         fs = hw.fs

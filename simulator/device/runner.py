@@ -54,7 +54,7 @@ def script_control(world, scenario):
     from boards import esp32_atm90e26 as pins
 
     port = world.uart(COMMAND_UART)
-    for at_ms, line in scenario.get("commands", ()):
+    for at_ms, line in scenario.get("port_commands", ()):
         world.schedule(at_ms, lambda line=line: port.inject(line))
     for at_ms, hold_ms in scenario.get("button", ()):
         world.schedule(at_ms, lambda: world.pins.__setitem__(pins.PIN_BUTTON, 0))
@@ -164,11 +164,14 @@ def prepare(scenario, flash_path):
     return world, board_module
 
 
-def run(scenario, flash_path, progress=None, on_restore=None):
-    """Run a normalised scenario with the firmware in this process; returns raw results."""
+def run(scenario, flash_path, progress=None, on_restore=None, on_world=None):
+    """Run a normalised scenario with the firmware in this process; returns raw results.
+    on_world(world): called once the world is built (the scenario's network attaches)."""
     world, board_module = prepare(scenario, flash_path)
     world.on_tick = progress
     world.on_restore = on_restore
+    if on_world is not None:
+        on_world(world)
     while True:
         forget_firmware()
         sys.modules["board"] = __import__(board_module, None, None, ["build"])
@@ -177,12 +180,30 @@ def run(scenario, flash_path, progress=None, on_restore=None):
             __import__("main")
             break  # main returned: the firmware stopped by itself
         except PowerCut:
+            world.halted()
             world.power_restored()
         except ScenarioEnd:
+            world.halted()
+            world.meter_counts = end_counts(world)
             break
     forget_firmware()
     world.sample_heap()
     return results(world, world.heap_peak)
+
+
+def end_counts(world):
+    """The live meter's link counts at the end (the firmware is stopped where it was; the
+    world is live again just for reading them, which may read the flash)."""
+    from simulator.device.wire import meter_counts
+
+    finished = world.finished
+    world.finished = False
+    try:
+        return meter_counts()
+    except BaseException:  # noqa: B036 - a meter without power at the end has none
+        return None
+    finally:
+        world.finished = finished
 
 
 def results(world, heap_peak):
@@ -212,4 +233,5 @@ def results(world, heap_peak):
         "flash_erases_max_block": max(world.flash.erases),
         "heap_peak_bytes": heap_peak,
         "losses_wh": list(getattr(world, "losses_wh", [])),
+        "meter_counts": world.meter_counts,
     }

@@ -68,6 +68,13 @@ class World:
         self.irq_pins = {}  # pin id -> trigger (1 rising, 2 falling) armed by the firmware
         self.irq_fired = -1  # pin id whose edge interrupted the current sleep
         self.outage_log = []  # (ms mains went, true import + export Wh at that moment)
+        # Called when the firmware stops (power cut, the end) before its sockets close: the
+        # scenario's network settles what the meter had sent (simulator/mqttpath.py).
+        self.on_halt = None
+        # Called before virtual time moves on: lets the network catch up in wall time.
+        self.on_step = None
+        self.meter_counts = None  # the live meter's link at the end: published, delivered,
+        # backlog (see wire.meter_counts)
 
     # --- time ---------------------------------------------------------------------
     def now_unix(self) -> int:
@@ -83,6 +90,8 @@ class World:
         with an armed IRQ ends the step early; returns that pin's id (its handler runs and
         the sleep goes on, as MicroPython runs soft IRQs inside sleep_ms) or -1."""
         self.check_power()
+        if self.on_step is not None:
+            self.on_step()
         self.irq_fired = -1
         self.pass_time(self.now_ms + ms, True)
         if self.on_tick is not None:
@@ -237,6 +246,11 @@ class World:
             for meter in self.meters:
                 meter.power_on()
 
+    def halted(self):
+        """The firmware has stopped (power cut or end); its sockets are about to close."""
+        if self.on_halt is not None:
+            self.on_halt()
+
     def schedule(self, at_ms: int, action):
         """Run action() when virtual time reaches at_ms (in order of time, then of call)."""
         i = len(self.timed)
@@ -341,6 +355,9 @@ class World:
                 self.watchdog_start(ms)
             else:
                 self.watchdog_feed()
+            return b""
+        if code == 0x59:  # Y: at the end, the meter's link counts
+            self.meter_counts = list(struct.unpack("<iii", payload))
             return b""
         if code == 0x58:  # X: machine.reset()
             self.request_reset()
