@@ -391,6 +391,17 @@ def test_billing_snapshot(tmp_path):
 
 
 # --- read_profile / read_events ----------------------------------------------------------------
+def test_ring_layouts_agree_with_the_profile_module(tmp_path):
+    from meter import cmdread
+
+    fs = DirFS(tmp_path)
+    for layout, ring in ((cmdread.BLOCK, profile.block), (cmdread.DAILY, profile.daily),
+                         (cmdread.BILLING, profile.billing)):
+        a, b = cmdread._ring(fs, layout), ring(fs)
+        assert (a._path, a._fmt, a.capacity, a._per_file, a._rolls) == (
+            b._path, b._fmt, b.capacity, b._per_file, b._rolls)
+
+
 def fill_block(rig: Rig, count: int, first_end: int, period: int = 900):
     ring = profile.block(rig.fs)
     for i in range(count):
@@ -496,13 +507,13 @@ def test_reboot_acks_then_resets(tmp_path, machine):
     ack = rig.send("reboot")
     assert ack["code"] == 0 and rig.link.reboot  # the link resets once the ack is out
     assert rig.codes()[-1][1] == 226
-    from meter import cmdx
+    from meter import cmdtime
 
     published = []
     rig.link.client = SimpleNamespace(publish=lambda *a: published.append(a),
                                       disconnect=lambda: published.append("bye"))
     with pytest.raises(Reset):
-        cmdx.reboot(rig.link)
+        cmdtime.reboot(rig.link)
     assert rig.meter.checkpoints == 1  # the registers were saved first
     assert published == [(f"meters/{METER}/status", b"offline", True), "bye"]
     ack = rig.send("reboot", {"delay": 5})

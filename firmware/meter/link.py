@@ -79,7 +79,7 @@ class Link:
         self._log = log
         self.handler = handler  # the disconnect control (see meter/commands.py)
         self.cmd_state = [None, 0]  # kept across loads of meter.commands
-        self.meter = None  # the Meter, for the commands of meter/cmdx.py (set by service)
+        self.meter = None  # the Meter, for meter/cmdx.py's commands (set by service)
         self.reboot = False  # a reboot command was accepted: reset once its ack is out
         self._base = "meters/" + cfg["meter_id"] + "/"
         self.client = None
@@ -148,7 +148,7 @@ class Link:
         for _ in range(4):  # at most 4 incoming messages at a time
             c.check_msg()
             if self.reboot:  # acked (and PUBACKed) first, then the reset
-                overlay("meter.cmdx").reboot(self)
+                overlay("meter.cmdtime").reboot(self)
             if not self._got:
                 break
             self._got = False
