@@ -45,10 +45,10 @@ def _set_control_mode(cmds, args, body):
         # mode 0 means "always connected": entering it would have to close the relay, which
         # a configuration command never does
         raise Refused(3, "mode 0 needs the supply connected: reconnect first")
+    from meter.transition import save  # loaded before anything changes (heap)
+
     old = ctl.mode
     ctl.mode = mode
-    from meter.transition import save
-
     try:
         save(ctl)  # with the state, in the control's CRC'd slots: restored at boot
     except OSError:
@@ -79,19 +79,19 @@ def _set_load_limit(cmds, args, body):
     ctl = _control(cmds)
     merged = dict(cmds.link._cfg["load_limiter"])  # given settings replace, others stay
     merged.update(settings)
+    lim = ctl.limiter
+    if watts and lim is None:
+        from meter.limiter import Limiter  # loaded before anything changes (heap)
+
+        lim = Limiter(watts, defaults, ctl.log)
     _save_config(cmds, {"load_limit_w": watts, "load_limiter": merged})
     if watts:
         s = dict(defaults)
         s.update(merged)
-        lim = ctl.limiter
-        if lim is None:
-            from meter.limiter import Limiter
-
-            ctl.limiter = Limiter(watts, s, ctl.log)
-        else:  # new limits, same trip state (a pending reconnection still happens)
-            keep = (lim.tripped, lim.retry_at, lim.attempts)
-            lim.__init__(watts, s, ctl.log)
-            lim.tripped, lim.retry_at, lim.attempts = keep
+        keep = (lim.tripped, lim.retry_at, lim.attempts)  # a pending reconnection stays
+        lim.__init__(watts, s, ctl.log)
+        lim.tripped, lim.retry_at, lim.attempts = keep
+        ctl.limiter = lim
     else:
         ctl.limiter = None
         unload("limiter")
