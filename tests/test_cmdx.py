@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from meter import commands, config, ctlboot, events, maint, profile
 from meter.clock import METER_EPOCH_UNIX, Clock
 from meter.control import Control
@@ -540,3 +543,41 @@ def test_bad_arguments_never_touch_relay_or_config(tmp_path, machine):
     assert not (tmp_path / "config.json").exists() and rig.codes() == []
     assert not rig.link.reboot and machine.set_to == []
     assert rig.send("disconnect")["code"] == 0 and rig.contact.pulses == 1
+
+
+# --- fuzz: any arguments, never an exception, never the relay ------------------------------
+_value = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False)
+    | st.text(max_size=8) | st.sampled_from(["block", "daily", "billing", "control", "other"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                               max_size=3),
+    max_leaves=8,
+)
+_keys = st.sampled_from(["mode", "watts", "seconds", "unix", "since", "until", "start",
+                         "newest_first", "profile", "category", "over_s", "attempts", "x"])
+
+
+@settings(max_examples=50, deadline=None)
+@given(cmd=st.sampled_from(["set_control_mode", "set_load_limit", "set_telemetry_period",
+                            "time_sync", "billing_snapshot", "read_profile", "read_events",
+                            "reboot"]),
+       args=st.dictionaries(_keys, _value, max_size=4))
+def test_fuzz_arguments(cmd, args):
+    machine = types.ModuleType("machine")
+    machine.RTC = lambda: SimpleNamespace(datetime=lambda dt: None)
+    saved = sys.modules.get("machine")
+    sys.modules["machine"] = machine
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            rig = Rig(Path(tmp))
+            ack = rig.send(cmd, args)
+    finally:
+        if saved is None:
+            sys.modules.pop("machine")
+        else:
+            sys.modules["machine"] = saved
+    assert ack["code"] in (0, 3, 250), ack
+    assert ack.get("reason") != "handler_error", ack
+    if ack["code"]:
+        assert ack["reason"]
+    assert rig.contact.pulses == 0
