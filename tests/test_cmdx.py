@@ -138,8 +138,12 @@ class Rig:
         imp.kwh, imp.wh = 12, 345
         self.meter = SimpleNamespace(
             saved_at=now, rejected_logged=now, reverse_at=-1, acc=[0, 0, 0, now + 30, 0],
-            store=SimpleNamespace(demand=[4200, now - 600], profile_head=0),
+            store=SimpleNamespace(demand=[4200, now - 600], profile_head=0,
+                                  period=[now - now % 900, 12000, 0], saved_periods=0),
+            period_s=900, period_end=now - now % 900 + 900,
             imp=imp, exp=exp, hw=SimpleNamespace(fs=self.fs), checkpoints=0)
+        self.meter.store.save_period = lambda: setattr(
+            self.meter.store, "saved_periods", self.meter.store.saved_periods + 1)
         self.meter.checkpoint = lambda force=False: setattr(
             self.meter, "checkpoints", self.meter.checkpoints + 1)
         self.link = SimpleNamespace(_cfg=cfg, _next_s=now + 60, _sent_s=now, _retry_s=0,
@@ -339,6 +343,8 @@ def test_time_sync_small_step(tmp_path, machine):
     # the deadlines moved with the clock; the profile period is marked
     assert rig.link._next_s == old + 160 and rig.meter.saved_at == old + 100
     assert rig.meter.acc[4] & 8 and rig.meter.acc[3] == 0
+    assert rig.meter.period_end == old - old % 900 + 900  # the period keeps its end
+    assert rig.meter.store.saved_periods == 0
     assert rig.codes()[-2:] == [(old, 223, 100), (old + 100, 224, 100)]
     # backwards too
     ack = rig.send("time_sync", {"unix": START - 3000}, issued=START - 3000, ttl=3600)
@@ -369,6 +375,10 @@ def test_time_sync_after_rtc_loss_keeps_replay_and_expiry_rules(tmp_path, machin
     ack = rig.send("time_sync", {"unix": START}, issued=START)
     assert ack["code"] == 0 and rig.clock.valid() and rig.clock.unix() == START
     assert rig.codes()[-1][1] == 224  # 223 is logged at time 0 (the old time was before it)
+    # the profile period begun at the meaningless time is replaced by one beginning now
+    now = rig.clock.now()
+    assert rig.meter.store.period[0] == now - now % 900 and rig.meter.period_end == (
+        now - now % 900 + 900) and rig.meter.store.saved_periods == 1
     # a captured command is still a replay, an old one is now expired
     assert rig.send("disconnect", issued=START, n=rig.n)["reason"] == "replay"
     assert rig.send("disconnect", issued=START - 1000)["reason"] == "expired"

@@ -21,12 +21,13 @@ def _time_sync(cmds, args, body):
     if clock.valid() and not -MAX_STEP <= step <= MAX_STEP:
         raise Refused(3, "step %d s: at most %d while the clock is set" % (step, MAX_STEP))
     old = clock.now()
+    unset = not clock.valid()
     import machine
 
     t = clock._src.gmtime(unix - clock._epoch_offset)  # the source's own epoch
     machine.RTC().datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0))  # survives a reset
     clock._base_s += step
-    _shift(cmds, step)
+    _shift(cmds, step, unset)
     size = -step if step < 0 else step
     size = size if size < 0x7FFFFFFF else 0x7FFFFFFF
     log(cmds, 223, size, old)
@@ -34,11 +35,13 @@ def _time_sync(cmds, args, body):
     return 0, {"step": step}
 
 
-def _shift(cmds, step):
+def _shift(cmds, step, unset):
     """Deadlines kept in meter seconds move with the clock, so a step neither fires nor
     holds back checkpoints, telemetry, retries and the limiter's timers. A profile period
     in progress keeps its end: a forward step closes it at the next poll (marked partial),
-    a backward one lengthens it, so block records stay in strictly increasing time."""
+    a backward one lengthens it, so block records stay in strictly increasing time. If
+    the clock was not set, that period began at a meaningless time: a new one begins now,
+    with no record for the old one (its energy counts in the new one)."""
     link = cmds.link
     if cmds.state[0] is not None:
         cmds.state[0] += step
@@ -55,6 +58,12 @@ def _shift(cmds, step):
             meter.reverse_at += step
         meter.acc[3] = 0  # take a V/I sample at the next poll
         meter.acc[4] |= _CLOCK_SET
+        if unset:
+            now = cmds._clock.now()
+            p = meter.store.period
+            p[0] = now - now % meter.period_s
+            meter.period_end = p[0] + meter.period_s
+            meter.store.save_period()
     ctl = cmds.handler
     lim = getattr(ctl, "limiter", None)
     if lim is not None:
