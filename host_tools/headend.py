@@ -4,9 +4,21 @@ them on `meters/<id>/cmd` and waits for the meter's signed ack on `meters/<id>/a
     python -m host_tools.headend --keys KEYS newkey METER_ID --out METER_ID.key
     python -m host_tools.headend --broker HOST:PORT --keys KEYS disconnect METER_ID
     python -m host_tools.headend --broker HOST:PORT --keys KEYS status METER_ID
+    python -m host_tools.headend ... set_control_mode METER_ID 3
+    python -m host_tools.headend ... set_load_limit METER_ID 5000 [--args '{"over_s": 5}']
+    python -m host_tools.headend ... set_telemetry_period METER_ID 30
+    python -m host_tools.headend ... time_sync METER_ID [UNIX_OR_ISO]   (default: now)
+    python -m host_tools.headend ... read_profile METER_ID [block|daily|billing]
+        [--since T] [--until T] [--newest-first] [--start N] [--all]
+    python -m host_tools.headend ... read_events METER_ID CATEGORY [same options]
+    python -m host_tools.headend ... billing_snapshot METER_ID
+    python -m host_tools.headend ... reboot METER_ID
 
-The ack is printed as JSON. Exit status: 0 the meter acked success, 1 it acked anything
-else (denied, rejected, failed), 2 usage or key-file error, 3 no valid ack in time.
+Times (T) are Unix seconds or ISO-8601 (UTC unless an offset is given). --all follows the
+pages of read_profile / read_events (one command each) and prints every ack.
+The ack is printed as JSON (one line per ack). Exit status: 0 the meter acked success,
+1 it acked anything else (denied, rejected, failed), 2 usage or key-file error, 3 no valid
+ack in time.
 Keys are never printed or logged.
 """
 
@@ -154,7 +166,10 @@ def send(broker: tuple[str, int], keys: KeyFile, meter_id: str, cmd: str,
 
     key = keys.key(meter_id)
     counter = keys.next_counter(meter_id)
-    payload = encode_command(key, meter_id, counter, cmd, args, ttl_s=ttl_s)
+    issued = int(time.time())
+    if cmd == "time_sync" and (args or {}).get("unix") is None:
+        args = dict(args or {}, unix=issued)  # now: within the command's own validity
+    payload = encode_command(key, meter_id, counter, cmd, args, issued=issued, ttl_s=ttl_s)
     got: list[dict] = []
     done = threading.Event()
     subscribed = threading.Event()
@@ -194,6 +209,63 @@ def _broker(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _time(text: str) -> int:
+    """Unix seconds, or an ISO-8601 time (UTC unless it carries an offset)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    from datetime import UTC, datetime
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp())
+
+
+# The positional VALUE of each command: the argument's name and how it is parsed.
+VALUE_ARGS = {
+    "set_control_mode": ("mode", int), "set_load_limit": ("watts", int),
+    "set_telemetry_period": ("seconds", int), "time_sync": ("unix", _time),
+    "read_profile": ("profile", str), "read_events": ("category", str),
+}
+READ_COMMANDS = ("read_profile", "read_events")
+
+
+def command_args(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    """The command's arguments from --args, its VALUE and the read-back options."""
+    try:
+        args = json.loads(opts.args)
+    except ValueError:
+        parser.error("--args must be a JSON object")
+    if not isinstance(args, dict):
+        parser.error("--args must be a JSON object")
+    name, kind = VALUE_ARGS.get(opts.command, (None, None))
+    if opts.value is not None:
+        if name is None:
+            parser.error(f"{opts.command} takes no value")
+        try:
+            args[name] = kind(opts.value)
+        except (ValueError, argparse.ArgumentTypeError):
+            what = "a whole number" if kind is int else "a time"
+            parser.error(f"{opts.command}: {name} must be {what}")
+    elif opts.command in ("set_control_mode", "set_load_limit", "set_telemetry_period",
+                          "read_events") and name not in args:
+        parser.error(f"{opts.command} needs its {name.upper()}")
+    reads = {"since": opts.since, "until": opts.until, "start": opts.start}
+    if opts.command in READ_COMMANDS:
+        args.update({k: v for k, v in reads.items() if v is not None})
+        if opts.newest_first:
+            args["newest_first"] = True
+    elif any(v is not None for v in reads.values()) or opts.newest_first or opts.all:
+        parser.error("--since/--until/--start/--newest-first/--all are for read_profile and"
+                     " read_events")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m host_tools.headend", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -206,7 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--password-file", help="file holding the MQTT password")
     parser.add_argument("command", choices=("newkey",) + COMMANDS)
     parser.add_argument("meter_id")
+    parser.add_argument("value", nargs="?", help="the command's value: set_control_mode MODE,"
+                        " set_load_limit WATTS, set_telemetry_period SECONDS, time_sync TIME,"
+                        " read_profile block|daily|billing, read_events CATEGORY")
     parser.add_argument("--args", default="{}", help="command arguments as a JSON object")
+    parser.add_argument("--since", type=_time, help="read_*: from this time (inclusive)")
+    parser.add_argument("--until", type=_time, help="read_*: up to this time (inclusive)")
+    parser.add_argument("--start", type=int, help="read_*: the record number to start at (an"
+                        " ack's next)")
+    parser.add_argument("--newest-first", action="store_true", help="read_*: newest first")
+    parser.add_argument("--all", action="store_true", help="read_*: follow every page")
     parser.add_argument("--out", help="newkey: write the meter's raw key file here (mode 0600)")
     opts = parser.parse_args(argv)
     keys = KeyFile(opts.keys)
@@ -223,19 +304,19 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if opts.broker is None:
             parser.error("--broker is required to send a command")
-        try:
-            args = json.loads(opts.args)
-        except ValueError:
-            parser.error("--args must be a JSON object")
-        if not isinstance(args, dict):
-            parser.error("--args must be a JSON object")
+        args = command_args(opts, parser)
         auth = None
         if opts.user:
             password = Path(opts.password_file).read_text().strip() if opts.password_file else ""
             auth = (opts.user, password)
         tls = {"ca_certs": opts.cafile} if opts.cafile else None
-        ack = send(opts.broker, keys, opts.meter_id, opts.command, args, opts.timeout,
-                   opts.ttl, tls, auth)
+        while True:
+            ack = send(opts.broker, keys, opts.meter_id, opts.command, args, opts.timeout,
+                       opts.ttl, tls, auth)
+            if ack is None or not opts.all or ack.get("code") != 0 or not ack.get("next"):
+                break
+            print(json.dumps(ack, sort_keys=True))
+            args = dict(args, start=ack["next"])
     except KeyFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

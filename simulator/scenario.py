@@ -605,6 +605,11 @@ def read_events(flash_path: str, start_unix: int) -> list[dict]:
     ]
 
 
+# Accepted configuration commands (firmware/meter/cmdx.py), named host-side like the above.
+COMMAND_EVENT_NAMES = {
+    220: "control_mode_set", 221: "load_limit_set", 222: "telemetry_period_set",
+    223: "time_set_old", 224: "time_set_new", 225: "billing_snapshot", 226: "remote_reboot",
+}
 CAUSES = ("remote", "manual", "limiter", "tamper")
 STATES = ("disconnected", "connected", "ready_for_reconnection")
 
@@ -624,6 +629,8 @@ def event_name(code: int) -> str:
     offset = code - events.CONTROL
     if 0 <= offset < len(CAUSES) * 3:
         return f"control_{CAUSES[offset // 3]}_{STATES[offset % 3]}"
+    if code in COMMAND_EVENT_NAMES:
+        return COMMAND_EVENT_NAMES[code]
     if events.CMD_REJECTED < code < events.CMD_REJECTED + 50:
         from host_tools.headend import REASONS
 

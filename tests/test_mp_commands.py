@@ -13,6 +13,38 @@ from tests.test_commands import KEY, METER, NOW, RFC4231
 ROOT = Path(__file__).resolve().parent.parent
 
 
+BAD_ARGS = [  # (case, command, args, reason; "..." ends a prefix)
+    ("mode out of range", "set_control_mode", {"mode": 9},
+     "bad args: mode must be a whole number 0-6"),
+    ("mode as text", "set_control_mode", {"mode": "1"},
+     "bad args: mode must be a whole number 0-6"),
+    ("mode as bool", "set_control_mode", {"mode": True},
+     "bad args: mode must be a whole number 0-6"),
+    ("negative limit", "set_load_limit", {"watts": -5},
+     "bad args: watts must be a whole number 0-1000000"),
+    ("limiter key", "set_load_limit", {"watts": 5, "x": 1},
+     "bad args: unknown load_limiter key x"),
+    ("limiter value", "set_load_limit", {"watts": 5, "over_s": [1]},
+     "bad args: load_limiter.over_s must be a whole number >= 0"),
+    ("reversed range", "read_profile", {"since": 10, "until": 1},
+     "bad args: since is after until"),
+    ("float start", "read_profile", {"start": 1.5},
+     "bad args: start must be a whole number 0-1073741823"),
+    ("profile name", "read_profile", {"profile": {"a": 1}},
+     "bad args: profile must be block, daily or billing"),
+    ("category", "read_events", {"category": "tamper"}, "bad args: category must be..."),
+    ("no category", "read_events", {}, "bad args: category must be..."),
+    ("time as text", "time_sync", {"unix": "now"}, "bad args: unix must be..."),
+    ("time outside", "time_sync", {"unix": NOW + 10**5}, "time outside the command's validity"),
+    ("telemetry too short", "set_telemetry_period", {"seconds": 1},
+     "bad args: seconds must be a whole number 5-86400"),
+    ("telemetry null", "set_telemetry_period", {"seconds": None},
+     "bad args: seconds must be a whole number 5-86400"),
+    ("billing arg", "billing_snapshot", {"x": 1}, "bad args: unknown argument x"),
+    ("reboot arg", "reboot", {"now": True}, "bad args: unknown argument now"),
+]
+
+
 def hostile_corpus() -> list[dict]:
     def c(n, name="disconnect", **kw):
         return encode_command(kw.pop("key", KEY), kw.pop("meter", METER), n, name,
@@ -43,10 +75,23 @@ def hostile_corpus() -> list[dict]:
         ("older counter", c(19), "replay"),
         ("next accepted", c(22, "reconnect"), "ok"),
     ]
+    # arguments of the other commands (meter/cmdx.py): refused with a reason, nothing done
+    n = 23
+    for name, cmd_name, args, want in BAD_ARGS + [
+        ("read_profile ok", "read_profile", {"since": NOW - 86400}, "ok"),
+        ("read_events ok", "read_events", {"category": "other"}, "ok"),
+        ("mode without control", "set_control_mode", {"mode": 2}, "no supply control"),
+    ]:
+        cases.append((name, c(n, cmd_name, args=args), want))
+        n += 1
     out = []
     for name, payload, want in cases:
-        case = {"name": name, "payload": payload.hex(), "want": want,
-                "acts": want == "ok"}
+        if len(set(payload)) == 1 and len(payload) > 1024:  # sent as (byte, count)
+            case = {"name": name, "fill": [payload[0], len(payload)], "want": want,
+                    "acts": False}
+        else:
+            case = {"name": name, "payload": payload.hex(), "want": want,
+                    "acts": want == "ok" and name in ("accepted", "next accepted")}
         if name == "clock unset disconnect":
             case["clock_valid"] = False
             case["want"] = "clock_unset"
@@ -57,11 +102,13 @@ def hostile_corpus() -> list[dict]:
 def test_hostile_corpus_on_micropython(mpy_build, tmp_path):
     corpus = {
         "rfc4231": [[k.hex(), d.hex(), w] for k, d, w in RFC4231],
-        "key": KEY.hex(), "meter": METER, "now": NOW, "cases": hostile_corpus(),
+        "key": KEY.hex(), "meter": METER, "now": NOW,
         "reasons": {str(k): v for k, v in REASONS.items()},
     }
+    cases = hostile_corpus()
     path = tmp_path / "corpus.json"
-    path.write_text(json.dumps(corpus))
+    # one JSON document a line (the header, then each case): read one at a time in 64 KiB
+    path.write_text("\n".join(json.dumps(x) for x in [corpus, *cases]) + "\n")
     work = tmp_path / "fs"
     work.mkdir()
     result = subprocess.run(
@@ -70,4 +117,5 @@ def test_hostile_corpus_on_micropython(mpy_build, tmp_path):
         env=sc.micropython_env(), capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "commands: 68 passed, 0 failed" in result.stdout, result.stdout
+    want = 8 + 3 * len(cases)  # HMAC vectors, equal, rate limit; 3 per case
+    assert f"commands: {want} passed, 0 failed" in result.stdout, result.stdout

@@ -11,6 +11,7 @@ from hashlib import sha256
 from micropython import const
 
 from meter.events import CMD_REJECTED
+from meter.store import unload
 
 MAX_SIZE = const(1024)
 TEMPORARY = const(2)
@@ -51,12 +52,14 @@ def equal(a, b):
 
 
 class Commands:
-    def __init__(self, fs, meter_id, clock, log, handler=None, key=None, state=None):
+    def __init__(self, fs, meter_id, clock, log, handler=None, key=None, state=None,
+                 link=None):
         self._fs = fs
         self._id = meter_id
         self._clock = clock
         self._log = log
         self.handler = handler  # the disconnect control: method(args) -> (code, extra)
+        self.link = link  # the MQTT link (its meter, config, timers) for meter/cmdx.py
         # [time of the last rejection event, rejections]: kept by the caller when this
         # module is loaded per message (see meter/link.py)
         self.state = state or [None, 0]
@@ -121,6 +124,19 @@ class Commands:
             return 10, n, None
         return 0, n, obj
 
+    def _more(self, cmd, obj):
+        """Every other command: meter/cmdx.py, loaded for it and dropped after."""
+        import gc
+
+        gc.collect()
+        import meter.cmdx as x
+
+        try:
+            return x.run(self, cmd, obj)
+        finally:
+            x = None
+            unload("cmdx")
+
     def handle(self, p):
         """Verify and run one command (p None: oversized, dropped unread); returns the signed
         ack. Never raises on bad input; a rejected command never reaches the handler."""
@@ -142,7 +158,7 @@ class Commands:
                     if type(code) is not int or not (extra is None or type(extra) is dict):
                         raise TypeError
                 elif cmd != "status":
-                    code, extra = 250, {"reason": "unsupported"}
+                    code, extra = self._more(cmd, obj)
             except Exception as exc:
                 print("handler:", exc)
                 code, extra = 250, {"reason": "handler_error"}
@@ -153,7 +169,8 @@ class Commands:
             if st[0] is None or not 0 <= now - st[0] < 3600:
                 st[0] = now  # rate limit: one rejection event an hour at most
                 try:
-                    self._log.log(now, CMD_REJECTED + code)
+                    # (a clock that lost its time reads before 2020: logged at 0)
+                    self._log.log(now if now > 0 else 0, CMD_REJECTED + code)
                 except OSError:
                     pass
         ack = {"id": self._id, "n": n, "code": code, "t": self._clock.unix()}

@@ -36,6 +36,9 @@ CALIB_LOADED = const(127)
 CALIB_BAD = const(128)  # calibration file unreadable or its checksums wrong: defaults used
 # 200-249: remote commands. A rejected command logs CMD_REJECTED + its ack code (see
 # meter/commands.py), rate-limited; their names are built host-side (simulator/scenario.py).
+# 220-226: accepted configuration commands, logged by meter/cmdx.py (defined there, off the
+# resident heap): 220 control_mode_set, 221 load_limit_set, 222 telemetry_period_set,
+# 223 time_set_old (at the old time), 224 time_set_new, 225 billing_snapshot, 226 remote_reboot.
 CMD_REJECTED = const(200)
 
 NAMES = {

@@ -79,6 +79,8 @@ class Link:
         self._log = log
         self.handler = handler  # the disconnect control (see meter/commands.py)
         self.cmd_state = [None, 0]  # kept across loads of meter.commands
+        self.meter = None  # the Meter, for meter/cmdx.py's commands (set by service)
+        self.reboot = False  # a reboot command was accepted: reset once its ack is out
         self._base = "meters/" + cfg["meter_id"] + "/"
         self.client = None
         self._retry_s = 0
@@ -113,6 +115,7 @@ class Link:
     def service(self, meter):
         """Connect when due, commands in, acks out, telemetry, keep-alive: bounded work,
         every wait under a timeout."""
+        self.meter = meter
         now = self._clock.now()
         if self.client is None and now < self._retry_s:
             return
@@ -144,6 +147,8 @@ class Link:
     def _poll(self, c):
         for _ in range(4):  # at most 4 incoming messages at a time
             c.check_msg()
+            if self.reboot:  # acked (and PUBACKed) first, then the reset
+                overlay("meter.cmdtime").reboot(self)
             if not self._got:
                 break
             self._got = False
@@ -168,7 +173,7 @@ class Link:
         # lets it load into the holes the garbage leaves, not fail on a fragmented heap.
         ack = overlay("meter.commands").Commands(
             self._fs, self._cfg["meter_id"], self._clock, self._log, self.handler, None,
-            self.cmd_state).handle(msg)
+            self.cmd_state, self).handle(msg)
         # Acks go out at QoS 0 from inside umqtt's receive: no nested wait for a PUBACK.
         self.client.publish(self._base + "ack", ack)
         self._sent_s = self._clock.now()

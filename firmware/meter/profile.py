@@ -23,6 +23,7 @@ BILL_COMMAND = const(1)
 POWER_FAILED = const(1)  # the supply failed during the period (energy may be missing)
 PARTIAL = const(2)  # the meter was not running for the whole period
 NO_SAMPLES = const(4)  # no V/I samples: the averages are zero
+# 8: the clock was set during the period (a time_sync command, meter/cmdx.py)
 
 
 def block(fs, hint=0):

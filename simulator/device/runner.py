@@ -139,6 +139,12 @@ def provision(world, config, command_key="", files=None):
     from binascii import unhexlify
 
     for path, data in files.items():
+        folder = path.rpartition("/")[0]
+        if folder:  # e.g. /p/block.0: a profile prepared host-side
+            try:
+                fs.mkdir(folder)
+            except OSError:
+                pass  # already there
         with fs.open(path, "wb") as f:
             f.write(unhexlify(data))
 

@@ -1,5 +1,6 @@
 # Command verification on the real MicroPython unix port (-X heapsize=64k): the RFC 4231
-# HMAC vectors and a corpus of hostile messages built host-side by tests/test_mp_commands.py.
+# HMAC vectors and a corpus of hostile messages built host-side by tests/test_mp_commands.py
+# (a JSON header line, then one case a line).
 # Usage: micropython command_checks.py CORPUS.json WORKDIR
 import json
 import sys
@@ -69,8 +70,8 @@ class Recorder:
         return 0, {"state": 0, "relay": "closed"}
 
 
-with open(sys.argv[1]) as f:
-    corpus = json.load(f)
+corpus_file = open(sys.argv[1])
+corpus = json.loads(corpus_file.readline())  # the header; then one case a line
 for key_hex, data_hex, want in corpus["rfc4231"]:
     got = commands.hmac_sha256(unhexlify(key_hex), unhexlify(data_hex))
     check("rfc4231 " + want[:8], got == unhexlify(want))
@@ -81,8 +82,10 @@ clock = Clock(corpus["now"], True)
 log = Log()
 handler = Recorder()
 cmds = commands.Commands(DirFS(sys.argv[2]), corpus["meter"], clock, log, handler, key)
-for case in corpus["cases"]:
-    payload = unhexlify(case["payload"])
+for line in corpus_file:
+    case = json.loads(line)
+    fill = case.get("fill")
+    payload = bytes((fill[0],)) * fill[1] if fill else unhexlify(case["payload"])
     clock.ok = case.get("clock_valid", True)
     before = len(handler.calls)
     try:
@@ -96,7 +99,9 @@ for case in corpus["cases"]:
     signed = commands.equal(mac, commands.hmac_sha256(key, body, b"ack "))
     check(case["name"] + " ack signed", signed)
     reason = ack.get("reason") or corpus["reasons"][str(ack["code"])]
-    check(case["name"] + " reason " + reason + " want " + case["want"], reason == case["want"])
+    want = case["want"]
+    ok = reason == want or (want[-3:] == "..." and reason.startswith(want[:-3]))
+    check(case["name"] + " reason " + reason + " want " + want, ok)
     acted = len(handler.calls) - before
     check(case["name"] + " acted", acted == (1 if case.get("acts") else 0))
 check("rejections rate-limited", 0 < log.n <= 2)

@@ -124,9 +124,12 @@ class RTC:
             t = time.gmtime(w.now_unix())
             return (t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0)
         year, month, day, _weekday, hour, minute, second, _sub = dt
-        from simulator.device.timeutil import unix_from_fields
-
-        unix = unix_from_fields(year, month, day, hour, minute, second)
+        # days from civil (as simulator/device/timeutil.py, inlined: importing that module
+        # here would charge its code to the firmware's heap when a time_sync sets the RTC)
+        y = year - 1 if month <= 2 else year
+        doy = (153 * ((month + 9) % 12) + 2) // 5 + day - 1
+        days = (y // 400) * 146097 + (y % 400) * 365 + (y % 400) // 4 - (y % 400) // 100 + doy
+        unix = (days - 719468) * 86400 + hour * 3600 + minute * 60 + second
         w.call(b"T", struct.pack("<q", unix))
         return None
 
