@@ -1,6 +1,7 @@
 # The meter's MQTT link (umqtt.simple): one connection for commands, acks, status, telemetry.
 # Topics under meters/<id>/: cmd (subscribed, QoS 1), ack (QoS 0), status (retained "online",
-# last will "offline"), telemetry (QoS 0, every telemetry_period_s). Every socket operation
+# last will "offline"), telemetry (QoS 0, every telemetry_period_s), profile and events
+# (QoS 1, store-and-forward from flash: meter/forward.py). Every socket operation
 # has a timeout, connect included; a failed broker is retried after a back-off doubling from
 # 1 s to 5 min, with jitter; at most 4 incoming messages are handled per duty cycle.
 # Imported only when MQTT is configured.
@@ -88,10 +89,22 @@ class Link:
         self._next_s = 0
         self._got = False
         self.seq = 0
-        self.published = 0
+        self.published = 0  # every message published since boot
         self.failures = 0
+        # Store-and-forward (meter/forward.py, loaded only while records wait): cursor is
+        # [block-profile record n, event seq] delivered up to, read from flash when first
+        # needed; _keep: its slot sequence, when it may next be saved (-1: saved), last save.
+        self.delivered = 0  # QoS 1 records PUBACKed since boot
+        self.lost = 0  # records gone (overwritten, damaged) before they could be delivered
+        self.cursor = None
+        self._keep = [0, -1, -60]
+        self._meter = None
         _timeout[0] = cfg["mqtt_timeout_s"]
         simple.socket = sys.modules[__name__]
+
+    def backlog(self):
+        """Records stored but not yet delivered, over both streams."""
+        return overlay("meter.forward").backlog(self)
 
     def failed(self, now, why):
         self.failures += 1
@@ -114,6 +127,7 @@ class Link:
         """Connect when due, commands in, acks out, telemetry, keep-alive: bounded work,
         every wait under a timeout."""
         now = self._clock.now()
+        self._meter = meter
         if self.client is None and now < self._retry_s:
             return
         try:
@@ -123,6 +137,11 @@ class Link:
                 self._sent_s = now
             c = self.client
             self._poll(c)
+            cur = self.cursor  # stored records not yet delivered: a few go out
+            if cur is None or meter.store.profile_head != cur[0] or meter.log.seq != cur[1] \
+                    or 0 <= self._keep[1] <= now:
+                overlay("meter.forward").send(self, meter, now)
+                self._sent_s = now
             if now >= self._next_s:
                 self.seq += 1
                 meter.refresh_instant()
