@@ -189,9 +189,9 @@ def send(link, meter, now):
             cur[0] = n
             sent += 1
             more = True
-    if link.lost != lost:  # say so: an event (itself forwarded in turn) with how many
+    if link.lost != lost:  # say so: an event (itself forwarded in turn) with how many,
         meter.log.log(now, events.BACKLOG_LOST, link.lost - lost)
-        _moved(link)
+        link._keep[1] = now  # and the cursor saved past them now: announced only once
     if sent:
         _moved(link)
     if 0 <= link._keep[1] <= now:

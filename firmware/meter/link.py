@@ -18,6 +18,7 @@ import usocket
 # host_tools/mosquitto/).
 ERRORS = (OSError, IndexError, AssertionError, TypeError, MemoryError, simple.MQTTException)
 _timeout = [5, None]  # the socket timeout, the last plain socket opened
+_MP = hasattr(gc, "mem_free")  # MicroPython
 
 
 class _Timed:
@@ -62,7 +63,8 @@ class overlay:  # noqa: N801 - used like a function
     into the holes the garbage leaves instead of failing on a fragmented heap."""
 
     def __init__(self, name):
-        gc.collect()
+        if _MP:  # (on a host a full collection is slow and buys nothing)
+            gc.collect()
         __import__(name)
         self.m = sys.modules.pop(name)
         delattr(sys.modules["meter"], name[6:])
