@@ -93,14 +93,8 @@ class Link:
         self.seq = 0
         self.published = 0  # every message published since boot
         self.failures = 0
-        # Store-and-forward (meter/forward.py, loaded only while records wait): cursor is
-        # [block-profile record n, event seq] delivered up to, read from flash when first
-        # needed; _keep: its slot sequence, when it may next be saved (-1: saved), last save.
-        self.delivered = 0  # QoS 1 records PUBACKed since boot
-        self.lost = 0  # records gone (overwritten, damaged) before they could be delivered
-        self.cursor = None
-        self._keep = [0, -1, -60]
-        self._meter = None
+        self.delivered = 0  # QoS 1 records PUBACKed since boot (store-and-forward)
+        self.fwd = [-1, -1, 0, -1, -60, 0, 0, None]  # meter/forward.py's state, and the meter
         _timeout[0] = cfg["mqtt_timeout_s"]
         simple.socket = sys.modules[__name__]
 
@@ -129,7 +123,8 @@ class Link:
         """Connect when due, commands in, acks out, telemetry, keep-alive: bounded work,
         every wait under a timeout."""
         now = self._clock.now()
-        self._meter = meter
+        f = self.fwd
+        f[7] = meter
         if self.client is None and now < self._retry_s:
             return
         try:
@@ -139,11 +134,17 @@ class Link:
                 self._sent_s = now
             c = self.client
             self._poll(c)
-            cur = self.cursor  # stored records not yet delivered: a few go out
-            if cur is None or meter.store.profile_head != cur[0] or meter.log.seq != cur[1] \
-                    or 0 <= self._keep[1] <= now:
-                overlay("meter.forward").send(self, meter, now)
-                self._sent_s = now
+            # stored records not yet delivered: a few go out (meter/forward.py), if the
+            # heap has room for its code (~3 KB) and to work in; else they wait on flash
+            if (f[0] != meter.store.profile_head or f[1] != meter.log.seq
+                    or 0 <= f[3] <= now) and now >= f[5]:
+                if _MP:
+                    gc.collect()  # (returns a count on some ports)
+                if _MP and gc.mem_free() < 8192:
+                    f[5] = now + 60  # try again in a minute
+                else:
+                    overlay("meter.forward").send(self, meter, now)
+                    self._sent_s = now
             if now >= self._next_s:
                 self.seq += 1
                 meter.refresh_instant()
