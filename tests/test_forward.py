@@ -311,3 +311,60 @@ def test_three_day_broker_outage_loses_no_profile_record(mosquitto, monkeypatch)
     assert len(close) <= len(announced), close
     assert 0 < len(saves) < 60, saves
     print("cursor saves", len(saves), "duplicates", dups, "lost announced", announced)
+
+
+def test_forwarder_reads_the_rings_as_they_are_written():
+    """meter/forward.py reads the block profile and the event logs straight from their ring
+    files (no ring module in RAM): its layout constants follow the writers'."""
+    import struct
+
+    from meter import clock, events, forward, profile
+
+    assert forward._P_FMT == profile.BLOCK_FMT
+    assert forward._P_SIZE == struct.calcsize(profile.BLOCK_FMT) + 8
+    assert (forward.P_CAPACITY, forward._P_PER_FILE) == (profile.BLOCK_CAPACITY,
+                                                         profile.BLOCK_PER_FILE)
+    assert forward._E_SIZE == struct.calcsize(events._FMT) + 8
+    assert forward._EPOCH == clock.METER_EPOCH_UNIX
+
+
+def test_backlog_counts_what_waits_and_follows_the_saved_cursor(tmp_path):
+    """backlog() over both streams, from the cursor saved on flash; a cursor ahead of the
+    logs (after a factory reset) counts everything there is."""
+    from types import SimpleNamespace
+
+    from meter import events, forward, profile
+    from meter.store import Slots
+    from simulator import lfs_vfs
+    from simulator.device.flash import FlashChip
+
+    chip = FlashChip(str(tmp_path / "f.img"), 64)
+    lfs_vfs.VfsLfs2.mkfs(chip)
+    fs = lfs_vfs.VfsLfs2(chip)
+    fs.mkdir("/p")
+    fs.mkdir("/ev")
+    ring = profile.block(fs)
+    for i in range(7):
+        ring.append(900 * (i + 1), 10, 0, 24000, 1000, 0)
+    log = events.EventLog(fs)
+    for code in (events.POWER_UP, events.POWER_FAIL, events.CALIB_LOADED):
+        assert log.log(100, code)
+    meter = SimpleNamespace(store=SimpleNamespace(profile_head=ring.n), log=log,
+                            hw=SimpleNamespace(fs=fs))
+
+    def backlog() -> int:
+        link = SimpleNamespace(fwd=[-1, -1, 0, -1, -60, 0, 0, meter])  # as Link makes it
+        return forward.backlog(link)
+
+    assert backlog() == 7 + 3
+    Slots(fs, "/fwd", "<II").save(5, 2)  # delivered up to profile 5, event 2
+    assert backlog() == 2 + 1
+    newer = Slots(fs, "/fwd", "<II")
+    newer.seq = 1
+    newer.save(7, 3)  # the newer slot wins
+    assert backlog() == 0
+    newest = Slots(fs, "/fwd", "<II")
+    newest.seq = 2
+    newest.save(70, 30)  # ahead of the logs: they were numbered afresh
+    assert backlog() == 7 + 3
+    chip.close()
