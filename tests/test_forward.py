@@ -335,6 +335,7 @@ def test_backlog_counts_what_waits_and_follows_the_saved_cursor(tmp_path):
 
     from meter import events, forward, profile
     from meter.store import Slots
+
     from simulator import lfs_vfs
     from simulator.device.flash import FlashChip
 
