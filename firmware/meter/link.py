@@ -140,7 +140,7 @@ class Link:
                     or 0 <= f[3] <= now) and now >= f[5]:
                 if _MP:
                     gc.collect()  # (returns a count on some ports)
-                if _MP and gc.mem_free() < 8192:
+                if _MP and gc.mem_free() < 12288:  # its code, then room for a command too
                     f[5] = now + 60  # try again in a minute
                 else:
                     overlay("meter.forward").send(self, meter, now)
