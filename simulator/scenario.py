@@ -587,6 +587,7 @@ METERING_EVENT_NAMES = {
     120: "read_rejected", 121: "bus_fault", 122: "bus_restored", 123: "tamper_neutral",
     124: "tamper_neutral_end", 125: "reverse_flow", 126: "reverse_flow_end",
     127: "calibration_loaded", 128: "calibration_bad",
+    130: "backlog_lost",  # store-and-forward (meter/forward.py)
 }
 
 

@@ -34,6 +34,9 @@ REVERSE_FLOW = const(125)  # export on an import-only meter
 REVERSE_FLOW_END = const(126)
 CALIB_LOADED = const(127)
 CALIB_BAD = const(128)  # calibration file unreadable or its checksums wrong: defaults used
+# Store-and-forward (meter/forward.py): records gone before they could be delivered (the
+# ring overwrote them during a long outage, or they were damaged); value: how many.
+BACKLOG_LOST = const(130)
 # 200-249: remote commands. A rejected command logs CMD_REJECTED + its ack code (see
 # meter/commands.py), rate-limited; their names are built host-side (simulator/scenario.py).
 # 220-226: accepted configuration commands, logged by meter/cmdx.py (defined there, off the
@@ -109,10 +112,11 @@ class EventLog:
         volts = amps = wh = 0
         if self.snapshot is not None:
             volts, amps, wh = self.snapshot()
-        self.seq += 1
         cat = category(code)
-        ok = ring(self._fs, cat).append(self.seq, now, code, cat, 0, volts, amps, wh, value)
+        ok = ring(self._fs, cat).append(self.seq + 1, now, code, cat, 0, volts, amps, wh, value)
         unload("ring")
+        if ok:  # a number only for a record that exists: the forwarded sequence has no gaps
+            self.seq += 1
         return ok
 
     def records(self):

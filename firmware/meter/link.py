@@ -1,6 +1,7 @@
 # The meter's MQTT link (umqtt.simple): one connection for commands, acks, status, telemetry.
 # Topics under meters/<id>/: cmd (subscribed, QoS 1), ack (QoS 0), status (retained "online",
-# last will "offline"), telemetry (QoS 0, every telemetry_period_s). Every socket operation
+# last will "offline"), telemetry (QoS 0, every telemetry_period_s), profile and events
+# (QoS 1, store-and-forward from flash: meter/forward.py). Every socket operation
 # has a timeout, connect included; a failed broker is retried after a back-off doubling from
 # 1 s to 5 min, with jitter; at most 4 incoming messages are handled per duty cycle.
 # Imported only when MQTT is configured.
@@ -17,6 +18,7 @@ import usocket
 # host_tools/mosquitto/).
 ERRORS = (OSError, IndexError, AssertionError, TypeError, MemoryError, simple.MQTTException)
 _timeout = [5, None]  # the socket timeout, the last plain socket opened
+_MP = hasattr(gc, "mem_free")  # MicroPython
 
 
 class _Timed:
@@ -61,7 +63,8 @@ class overlay:  # noqa: N801 - used like a function
     into the holes the garbage leaves instead of failing on a fragmented heap."""
 
     def __init__(self, name):
-        gc.collect()
+        if _MP:  # (on a host a full collection is slow and buys nothing)
+            gc.collect()
         __import__(name)
         self.m = sys.modules.pop(name)
         delattr(sys.modules["meter"], name[6:])
@@ -90,10 +93,16 @@ class Link:
         self._next_s = 0
         self._got = False
         self.seq = 0
-        self.published = 0
+        self.published = 0  # every message published since boot
         self.failures = 0
+        self.delivered = 0  # QoS 1 records PUBACKed since boot (store-and-forward)
+        self.fwd = [-1, -1, 0, -1, -60, 0, 0, None]  # meter/forward.py's state, and the meter
         _timeout[0] = cfg["mqtt_timeout_s"]
         simple.socket = sys.modules[__name__]
+
+    def backlog(self):
+        """Records stored but not yet delivered, over both streams."""
+        return overlay("meter.forward").backlog(self)
 
     def failed(self, now, why):
         self.failures += 1
@@ -117,6 +126,8 @@ class Link:
         every wait under a timeout."""
         self.meter = meter
         now = self._clock.now()
+        f = self.fwd
+        f[7] = meter
         if self.client is None and now < self._retry_s:
             return
         try:
@@ -126,6 +137,17 @@ class Link:
                 self._sent_s = now
             c = self.client
             self._poll(c)
+            # stored records not yet delivered: a few go out (meter/forward.py), if the
+            # heap has room for its code (~3 KB) and to work in; else they wait on flash
+            if (f[0] != meter.store.profile_head or f[1] != meter.log.seq
+                    or 0 <= f[3] <= now) and now >= f[5]:
+                if _MP:
+                    gc.collect()  # (returns a count on some ports)
+                if _MP and gc.mem_free() < 12288:  # its code, then room for a command too
+                    f[5] = now + 60  # try again in a minute
+                else:
+                    overlay("meter.forward").send(self, meter, now)
+                    self._sent_s = now
             if now >= self._next_s:
                 self.seq += 1
                 meter.refresh_instant()

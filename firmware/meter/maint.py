@@ -5,7 +5,7 @@ def factory_reset(fs):
     """Forget readings, profiles and logs; keep calibration (/calib.json) and provisioning
     (/config.json). From the REPL: `import board; from meter.maint import factory_reset;
     factory_reset(board.mount_data())`, then reset; the meter logs factory_reset at boot."""
-    for path in ("/energy.a", "/energy.b", "/period.a", "/period.b"):
+    for path in ("/energy.a", "/energy.b", "/period.a", "/period.b", "/fwd.a", "/fwd.b"):
         try:
             fs.remove(path)
         except OSError:

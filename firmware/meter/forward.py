@@ -1,0 +1,203 @@
+# Store-and-forward over MQTT: an overlay of meter/link.py, loaded while stored records wait
+# to be delivered and dropped again after each batch.
+# - meters/<id>/profile: each block-profile record, seq = its record number n in the ring;
+# - meters/<id>/events: each event, seq = the event's own sequence number.
+# Both are published at QoS 1, oldest first per stream, at most _BATCH records per duty
+# cycle; a record counts as delivered (the cursor moves past it) only once umqtt.simple's
+# publish has returned, i.e. after its PUBACK. The numbers come from flash, so a record sent
+# again after a reboot or a lost PUBACK carries the same seq. Records are read straight from
+# their ring files, one record buffer at a time, never whole logs.
+import json
+import struct
+from binascii import crc32
+
+from micropython import const
+
+from meter import events
+from meter.store import Slots
+
+_BATCH = const(4)  # records per duty cycle (both streams together)
+_BUDGET_MS = const(250)  # ... and no more wall time than this on them
+# The block profile's ring (meter/profile.py block(); kept in step by a test)
+_P_FMT = "<IHHHHH"  # period end, import Wh, export Wh, cV, mA, flags
+_P_SIZE = const(22)  # n(4) payload(14) crc(4)
+P_CAPACITY = const(5766)
+_P_PER_FILE = const(186)
+_E_SIZE = const(32)  # an event record (meter/events.py)
+_EPOCH = const(1577836800)  # meter time 0 in Unix seconds (meter/clock.py)
+_KEEP_S = const(60)  # the cursor is saved at most this often
+# link.fwd, the state kept in RAM between loads (one list: the link is resident):
+# 0, 1 the cursor (block-profile n, event seq delivered up to; -1: not read from flash yet),
+# 2 its slot sequence, 3 when it is next to be saved (-1: saved), 4 the last save,
+# 5 when to try again after the heap had no room, 6 records lost, 7 the meter
+_DUE = const(3)
+_LOST = const(6)
+
+
+def _load(f, fs):
+    """The delivered-up-to cursor as last saved (/fwd.a|b, meter.store.Slots records)."""
+    f[0] = f[1] = 0
+    for path in ("/fwd.a", "/fwd.b"):
+        try:
+            with fs.open(path, "rb") as g:
+                data = g.read()
+        except OSError:
+            continue
+        if len(data) != 16 or crc32(data[:12]) != struct.unpack_from("<I", data, 12)[0]:
+            continue
+        seq, p, e = struct.unpack_from("<III", data, 0)
+        if seq > f[2]:
+            f[0], f[1], f[2] = p, e, seq
+
+
+def _save(f, fs, now):
+    """The cursor to flash: once a minute at most (a small LittleFS metadata commit), so
+    after a reboot it may lag and those records go again, with the same seq."""
+    slots = Slots(fs, "/fwd", "<II")
+    slots.seq = f[2]
+    slots.save(f[0], f[1])
+    f[2] = slots.seq
+    f[_DUE] = -1
+    f[4] = now
+
+
+def _moved(f):
+    """The cursor moved: it is to be saved, no sooner than _KEEP_S after the last save."""
+    if f[_DUE] < 0:
+        f[_DUE] = f[4] + _KEEP_S
+
+
+def backlog(link):
+    """Records stored but not yet delivered, over both streams (Link.backlog)."""
+    f = link.fwd
+    m = f[7]
+    if m is None:
+        return 0
+    if f[0] < 0:
+        _load(f, m.hw.fs)
+    head = m.store.profile_head
+    p = head - max(f[0], head - P_CAPACITY) if f[0] <= head else head
+    head = m.log.seq
+    return p + (head - f[1] if f[1] <= head else head)
+
+
+def _read(fs, path, offset, buf, size):
+    """Read one record into buf; True if it is intact (its CRC matches)."""
+    try:
+        with fs.open(path, "rb") as f:
+            f.seek(offset)
+            if f.readinto(memoryview(buf)[:size]) != size:
+                return False
+    except OSError:
+        return False
+    return crc32(memoryview(buf)[: size - 4]) == struct.unpack_from("<I", buf, size - 4)[0]
+
+
+def _next_profile(f, meter, buf):
+    """The next block-profile record to deliver: its n (in buf), or 0 if none waits."""
+    head = meter.store.profile_head
+    if f[0] > head:  # numbered afresh (factory reset): everything there is is new
+        f[0] = 0
+        _moved(f)
+    while f[0] < head:
+        n = f[0] + 1
+        if n <= head - P_CAPACITY:  # overwritten before it could be delivered
+            f[_LOST] += head - P_CAPACITY - n + 1
+            f[0] = head - P_CAPACITY
+            continue
+        slot = (n - 1) % P_CAPACITY
+        path = "/p/block." + str(slot // _P_PER_FILE)
+        if _read(meter.hw.fs, path, (slot % _P_PER_FILE) * _P_SIZE, buf, _P_SIZE) and \
+                struct.unpack_from("<I", buf, 0)[0] == n:
+            return n
+        f[_LOST] += 1  # damaged: skipped (the damage was logged at boot)
+        f[0] = n
+    return 0
+
+
+def _next_event(f, meter, buf, scan):
+    """The oldest event after the cursor, over all categories: its seq (record in buf), or
+    0 if none waits. Each category's ring is one small file: scanned one record at a time."""
+    head = meter.log.seq
+    if f[1] > head:
+        f[1] = 0
+        _moved(f)
+    if f[1] >= head:
+        return 0
+    best = 0
+    fs = meter.hw.fs
+    for cat in range(len(events._CAPACITY)):
+        try:
+            g = fs.open(events._DIR + "/" + str(cat) + ".0", "rb")  # one segment file each
+        except OSError:
+            continue
+        try:
+            while g.readinto(scan) == _E_SIZE:
+                if crc32(memoryview(scan)[:28]) != struct.unpack_from("<I", scan, 28)[0]:
+                    continue
+                seq = struct.unpack_from("<I", scan, 4)[0]
+                if f[1] < seq <= head and (not best or seq < best):
+                    best = seq
+                    buf[:] = scan
+        finally:
+            g.close()
+    if not best:  # all of them gone (overwritten while the link was down)
+        f[_LOST] += head - f[1]
+        f[1] = head
+        return 0
+    f[_LOST] += best - f[1] - 1  # those in between were overwritten
+    return best
+
+
+def send(link, meter, now):
+    """Publish up to _BATCH waiting records at QoS 1, events and profile records in turn.
+    A record counts as delivered only once its PUBACK is in (publish returned); an error
+    propagates to the link, which fails and backs off, the cursor left where it was."""
+    f = link.fwd
+    if f[0] < 0:
+        _load(f, meter.hw.fs)
+    clock = meter.clock
+    mid = link._cfg["meter_id"]
+    lost = f[_LOST]
+    buf = bytearray(_E_SIZE)
+    scan = bytearray(_E_SIZE)
+    started = clock.ticks_ms()
+    sent = 0
+    while sent < _BATCH and clock.ticks_diff(clock.ticks_ms(), started) < _BUDGET_MS:
+        seq = _next_event(f, meter, buf, scan)
+        if seq:
+            r = struct.unpack_from(events._FMT, buf, 4)
+            wh = r[7]
+            _publish(link, "events", {
+                "id": mid, "seq": seq, "t": r[1] + _EPOCH, "code": r[2], "cat": r[3],
+                "v": r[5] / 100, "i": r[6] / 1000,
+                "import_kwh": str(wh // 1000) + "." + ("00" + str(wh % 1000))[-3:],
+                "value": r[8]})
+            f[1] = seq
+            sent += 1
+        n = _next_profile(f, meter, buf) if sent < _BATCH else 0
+        if n:
+            r = struct.unpack_from(_P_FMT, buf, 4)
+            _publish(link, "profile", {
+                "id": mid, "seq": n, "t": r[0] + _EPOCH, "import_wh": r[1],
+                "export_wh": r[2], "v": r[3] / 100, "i": r[4] / 1000, "flags": r[5]})
+            f[0] = n
+            sent += 1
+        if not (seq or n):
+            break
+    if f[_LOST] != lost:  # say so: an event (itself forwarded in turn) with how many,
+        meter.log.log(now, events.BACKLOG_LOST, f[_LOST] - lost)
+        f[_DUE] = now  # and the cursor saved past them now: announced only once
+    if sent:
+        _moved(f)
+    if 0 <= f[_DUE] <= now:
+        _save(f, meter.hw.fs, now)
+
+
+def _publish(link, stream, body):
+    c = link.client
+    if c.pid >= 65000:  # umqtt packs the packet id into 16 bits and never wraps it
+        c.pid = 0
+    c.publish(link._base + stream, json.dumps(body), False, 1)  # returns on its PUBACK
+    link.published += 1
+    link.delivered += 1
