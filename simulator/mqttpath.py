@@ -113,6 +113,7 @@ class HeadEnd:
         self.lock = threading.Condition()
         self.acks: list[bytes] = []
         self.received: dict[str, int] = {}
+        self.seqs: dict[str, set[int]] = {"profile": set(), "events": set()}
         ready = threading.Event()
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                              client_id=f"scenario-headend-{secrets.token_hex(4)}")
@@ -138,6 +139,11 @@ class HeadEnd:
             self.received[topic] = self.received.get(topic, 0) + 1
             if topic == "ack":
                 self.acks.append(bytes(msg.payload))
+            elif topic in self.seqs:
+                try:
+                    self.seqs[topic].add(int(json.loads(msg.payload)["seq"]))
+                except (ValueError, KeyError, TypeError):
+                    pass  # counted in `received`, not a record
             self.lock.notify_all()
 
     def publish(self, payload: bytes) -> None:
@@ -276,6 +282,7 @@ class ScenarioNetwork:
         with self.headend.lock:
             payloads = list(self.headend.acks)
             received = dict(self.headend.received)
+            seqs = {t: sorted(v) for t, v in self.headend.seqs.items()}
         for payload in payloads:
             ack = headend.decode_ack(self.key, payload)
             mac_ok = ack is not None
@@ -300,6 +307,11 @@ class ScenarioNetwork:
         return {"acks": acks,
                 "commands_delivered": sum(1 for e in self.sent if e["delivered"]),
                 "received": {t: received.get(t, 0) for t in sorted(set(COUNTED) | set(received))},
+                # store-and-forward as the control room sees it: distinct records by seq, and
+                # seqs missing between the first and the last one received
+                "records_received": {t: len(v) for t, v in seqs.items()},
+                "seq_gaps": {t: (v[-1] - v[0] + 1 - len(v) if v else 0)
+                             for t, v in seqs.items()},
                 "connections": self.proxy.connections, "network_late": self.timeouts}
 
     def close(self) -> None:

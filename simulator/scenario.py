@@ -701,6 +701,8 @@ def build_report(scenario: dict, raw: dict, flash_path: str, wall_s: float) -> d
     if "received" in raw:
         # What the run's head-end received per topic (the broker's own last will aside).
         report["telemetry"]["received"] = raw["received"]
+        report["telemetry"]["records_received"] = raw.get("records_received", {})
+        report["telemetry"]["seq_gaps"] = raw.get("seq_gaps", {})
         report["commands_delivered"] = raw["commands_delivered"]
         # waits for the network that ran out (0 unless the machine is badly overloaded or the
         # broker misbehaves): the report is then not guaranteed to be reproducible

@@ -3,14 +3,13 @@ with their own sequence numbers; while the broker is unreachable the meter keeps
 and when it comes back the backlog goes out oldest first, nothing in the retention window
 lost, duplicates only with the same sequence number.
 
-The broker is made unreachable by a small TCP relay between the meter and mosquitto that is
-cut at given virtual times (it refuses connections and drops the open one); the subscriber
-talks to mosquitto directly and never misses anything."""
+The broker is made unreachable by the scenario's `network_outages` (the run's proxy between
+the meter and mosquitto refuses connections and drops the open one); the subscriber talks to
+mosquitto directly and never misses anything."""
 
 from __future__ import annotations
 
 import json
-import socket
 import tempfile
 import threading
 import time
@@ -20,85 +19,6 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from simulator import scenario as sc
-from tests.conftest import free_port
-
-
-class Relay:
-    """127.0.0.1:port -> the broker, with an off switch (refused connections, open ones
-    dropped), driven by the scenario's virtual time through on_tick."""
-
-    def __init__(self, target: tuple[str, int], cuts: list[tuple[int, int]]) -> None:
-        self.target = target
-        self.cuts = cuts  # [(at_ms, for_ms)]
-        self.port = free_port()
-        self.conns: list[socket.socket] = []
-        self.listener: socket.socket | None = None
-        self.accepted = 0
-        self.lock = threading.Lock()
-        self.up()
-
-    def up(self) -> None:
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", self.port))
-        s.listen(4)
-        s.settimeout(0.05)
-        self.listener = s
-        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
-
-    def down(self) -> None:
-        s, self.listener = self.listener, None
-        if s is not None:
-            s.close()
-        with self.lock:
-            conns, self.conns = self.conns, []
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            c.close()
-
-    def on_tick(self, now_ms: int) -> None:
-        cut = any(at <= now_ms < at + length for at, length in self.cuts)
-        if cut and self.listener is not None:
-            self.down()
-        elif not cut and self.listener is None:
-            self.up()
-
-    def _accept(self, s: socket.socket) -> None:
-        while self.listener is s:
-            try:
-                conn, _ = s.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                conn.close()
-                continue
-            conn.settimeout(None)
-            upstream.settimeout(None)
-            with self.lock:
-                self.conns += [conn, upstream]
-                self.accepted += 1
-            for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(a: socket.socket, b: socket.socket) -> None:
-        try:
-            while data := a.recv(4096):
-                b.sendall(data)
-        except OSError:
-            pass
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class Collector:
@@ -152,14 +72,14 @@ def stored(flash: str) -> dict[str, dict[int, tuple]]:
     return {"profile": profile_recs, "events": event_recs}
 
 
-def run_with_relay(scenario: dict, runtime: str, relay: Relay, heapsize: str = sc.HEAPSIZE):
+def run_scenario(scenario: dict, runtime: str, heapsize: str = sc.HEAPSIZE, on_tick=None):
     with tempfile.TemporaryDirectory() as tmp:
         flash = str(Path(tmp) / "flash.img")
         started = time.monotonic()
         if runtime == "cpython":
-            raw = sc.run_cpython(scenario, flash, None, on_tick=relay.on_tick)
+            raw = sc.run_cpython(scenario, flash, None, on_tick=on_tick)
         else:
-            raw = sc.run_micropython(scenario, flash, None, heapsize, on_tick=relay.on_tick)
+            raw = sc.run_micropython(scenario, flash, None, heapsize, on_tick=on_tick)
         raw["runtime"] = runtime
         report = sc.build_report(scenario, raw, flash, time.monotonic() - started)
         return report, stored(flash)
@@ -210,7 +130,6 @@ def test_backlog_drains_after_broker_outage(mosquitto, mpy_build, runtime):
     oldest first; on MicroPython within the whole firmware's heap."""
     host, port = mosquitto
     meter_id = f"fwd-{runtime}"  # fixed: the boot heap layout depends on the config (README)
-    relay = Relay((host, port), [(600_000, 3_600_000)])
     col = Collector(host, port, meter_id)
     scenario = sc.normalise({
         "duration_s": 7230,
@@ -218,19 +137,22 @@ def test_backlog_drains_after_broker_outage(mosquitto, mpy_build, runtime):
         "load": [{"at_s": 0, "volts": 240, "amps": 5, "pf": 1.0},
                  {"at_s": 1200, "volts": 240, "amps": 5, "pf": -1.0},
                  {"at_s": 1500, "volts": 240, "amps": 5, "pf": 1.0}],
-        "config": {"meter_id": meter_id, "mqtt_host": "127.0.0.1", "mqtt_port": relay.port,
-                   "telemetry_period_s": 30, "profile_period_s": 300, "import_only": True},
+        "config": {"meter_id": meter_id, "telemetry_period_s": 30, "profile_period_s": 300,
+                   "import_only": True},
+        "broker": f"{host}:{port}", "network_outages": [{"at_s": 600, "for_s": 3600}],
         # a power cut in the outage on CPython; on MicroPython the reboot's heap layout at
         # 80 KiB depends on what is on flash (see the README's heap notes): not here
         "outages": [{"at_s": 1800, "for_s": 30}] if runtime == "cpython" else [],
     })
     try:
-        report, held = run_with_relay(scenario, runtime, relay, sc.FULL_FIRMWARE_HEAPSIZE)
+        report, held = run_scenario(scenario, runtime, sc.FULL_FIRMWARE_HEAPSIZE)
         col.settle({k: set(v) for k, v in held.items()})
     finally:
-        relay.down()
         col.close()
-    assert report["reboots"] == (runtime == "cpython") and relay.accepted >= 2  # before, after
+    assert report["reboots"] == (runtime == "cpython") and report["network_late"] == 0
+    tele = report["telemetry"]  # the run's own head-end saw the same: all, no gap, none due
+    assert tele["backlog"] == 0 and tele["seq_gaps"] == {"profile": 0, "events": 0}
+    assert tele["records_received"]["profile"] == len(held["profile"])
     assert len(held["profile"]) >= 24 and len(held["events"]) >= 3
     check_streams(col, held, EPOCH)
     # records made during the outage arrived after it, in one drain
@@ -259,16 +181,12 @@ def test_three_day_broker_outage_loses_no_profile_record(mosquitto, monkeypatch)
     host, port = mosquitto
     meter_id = "fwd-3days"
     back = 3600 + 3 * DAY  # the broker is reachable again
-    relay = Relay((host, port), [(3_600_000, 3 * DAY * 1000)])
     now = [0]
     saves: list[int] = []
-    tick = relay.on_tick
 
     def on_tick(now_ms: int) -> None:
         now[0] = now_ms
-        tick(now_ms)
 
-    relay.on_tick = on_tick
     real_open = lfs_vfs.VfsLfs2.open
 
     def counting_open(self, path, mode="r"):
@@ -283,19 +201,21 @@ def test_three_day_broker_outage_loses_no_profile_record(mosquitto, monkeypatch)
     scenario = sc.normalise({
         "duration_s": back + 3630,
         "load": [{"at_s": 0, "volts": 240, "amps": 3, "pf": 1.0}],
-        "config": {"meter_id": meter_id, "mqtt_host": "127.0.0.1", "mqtt_port": relay.port,
-                   "telemetry_period_s": 60},
+        "config": {"meter_id": meter_id, "telemetry_period_s": 60},
+        "broker": f"{host}:{port}", "network_outages": [{"at_s": 3600, "for_s": 3 * DAY}],
         "outages": cuts,
     })
     try:
-        report, held = run_with_relay(scenario, "cpython", relay)
+        report, held = run_scenario(scenario, "cpython", on_tick=on_tick)
         col.settle({k: set(v) for k, v in held.items()}, 20)
     finally:
-        relay.down()
         col.close()
     assert report["reboots"] == 27
     assert len(held["profile"]) == (back + 3630) // 900  # 4 a hour, none missing on flash
     dups = check_streams(col, held, EPOCH)
+    tele = report["telemetry"]  # and the run's own head-end, in the report
+    assert tele["backlog"] == 0 and tele["seq_gaps"]["profile"] == 0
+    assert tele["records_received"]["profile"] == len(held["profile"])
     assert dups["profile"] > 0  # the drain's power cut: the cursor lagged, records went again
     # events: the power-fail log holds 20; 26 power cuts before the drain: 6 overwritten
     got = {m["seq"]: m for m in col.got["events"]}
