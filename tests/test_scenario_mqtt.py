@@ -271,3 +271,37 @@ def test_cli_runs_the_example_with_a_clean_report(tmp_path):
     assert report["acks"][1]["output"] is False and report["relay_closed"]
     # off from 600 s to 2400 s: half the hour's energy
     assert report["true_import_wh"] == pytest.approx(240 * 6 * 0.97 * 0.5, abs=1)
+
+
+def test_configuration_and_read_back_commands_in_a_scenario():
+    """The commands beyond switching, from a scenario's head-end: the mode set remotely
+    governs the next reconnect, a bad argument changes nothing, read-back pages come in the
+    ack, the telemetry period takes effect at once."""
+    report = run(duration_s=3700, config={"control_mode": 1, "telemetry_period_s": 600},
+                 commands=[{"at_s": 10, "cmd": "set_control_mode", "args": {"mode": 9}},
+                           {"at_s": 20, "cmd": "set_control_mode", "args": {"mode": 2}},
+                           {"at_s": 30, "cmd": "disconnect"},
+                           {"at_s": 40, "cmd": "reconnect"},
+                           {"at_s": 50, "cmd": "set_telemetry_period", "args": {"seconds": 60}},
+                           {"at_s": 3650, "cmd": "read_profile", "args": {"newest_first": True}},
+                           {"at_s": 3660, "cmd": "billing_snapshot"}])
+    acks = report["acks"]
+    assert [a["cmd"] for a in acks] == ["set_control_mode"] * 2 + [
+        "disconnect", "reconnect", "set_telemetry_period", "read_profile", "billing_snapshot"]
+    assert all(a["mac_ok"] for a in acks)
+    bad, mode, cut, back, period, page, bill = acks
+    assert bad["code"] == 250 and "mode" in bad["reason"]
+    assert (mode["code"], mode["mode"]) == (0, 2)
+    # mode 2: a remote reconnect closes the relay at once (mode 1 would only arm it)
+    assert (cut["code"], cut["state"], back["code"], back["state"]) == (0, 0, 0, 1)
+    assert report["relay_operations"] == 2 and report["relay_closed"]
+    assert (period["code"], period["seconds"]) == (0, 60)
+    # telemetry at 0 s, then every 60 s from the change on: about 60 in the hour, not 7
+    assert report["telemetry"]["received"]["telemetry"] >= 55
+    rows = page["records"]  # newest first: the 3 quarter-hours and the hour closed so far
+    assert page["code"] == 0 and [r[0] for r in rows] == [4, 3, 2, 1]
+    assert [r[1] - rows[-1][1] for r in rows] == [2700, 1800, 900, 0]  # period ends
+    assert bill["code"] == 0 and bill["record"][-1] == 1  # trigger 1: on command
+    names = [e["name"] for e in report["events"]]
+    assert "control_mode_set" in names and "telemetry_period_set" in names
+    assert "billing_snapshot" in names

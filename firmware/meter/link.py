@@ -18,7 +18,9 @@ import usocket
 # host_tools/mosquitto/).
 ERRORS = (OSError, IndexError, AssertionError, TypeError, MemoryError, simple.MQTTException)
 _timeout = [5, None]  # the socket timeout, the last plain socket opened
-_MP = hasattr(gc, "mem_free")  # MicroPython
+# A heap the firmware manages by hand (MicroPython's gc has mem_free): collect before loading
+# code and check room; a host's heap is not the constraint and its full collections are slow.
+_HAND_HEAP = hasattr(gc, "mem_free")
 
 
 class _Timed:
@@ -63,7 +65,7 @@ class overlay:  # noqa: N801 - used like a function
     into the holes the garbage leaves instead of failing on a fragmented heap."""
 
     def __init__(self, name):
-        if _MP:  # (on a host a full collection is slow and buys nothing)
+        if _HAND_HEAP:
             gc.collect()
         __import__(name)
         self.m = sys.modules.pop(name)
@@ -141,9 +143,9 @@ class Link:
             # heap has room for its code (~3 KB) and to work in; else they wait on flash
             if (f[0] != meter.store.profile_head or f[1] != meter.log.seq
                     or 0 <= f[3] <= now) and now >= f[5]:
-                if _MP:
+                if _HAND_HEAP:
                     gc.collect()  # (returns a count on some ports)
-                if _MP and gc.mem_free() < 12288:  # its code, then room for a command too
+                if _HAND_HEAP and gc.mem_free() < 12288:  # its code, then room for a command too
                     f[5] = now + 60  # try again in a minute
                 else:
                     overlay("meter.forward").send(self, meter, now)
