@@ -538,6 +538,8 @@ def build_report(scenario: dict, raw: dict, flash_path: str, wall_s: float) -> d
         "flash": {"bytes_written": raw["flash_bytes_written"], "erases": raw["flash_erases"],
                   "erases_max_block": raw["flash_erases_max_block"]},
         "lost_wh_per_outage_max": round(max(raw["losses_wh"], default=0.0), 3),
+        # last gasps the hold-up did not cover: a flash operation outlasted the supply
+        "holdup_overruns": raw.get("holdup_overruns", 0),
         "profile_records": read_store(flash_path)["profile_records"],
         "runtime": raw["runtime"],
         "wall_s": round(wall_s, 3),

@@ -64,3 +64,34 @@ def test_mount_of_blank_flash_fails_cleanly(tmp_path):
         assert exc.errno == 19  # ENODEV, as MicroPython says
     else:
         raise AssertionError("a blank chip has no filesystem")
+
+
+def test_flash_operations_use_up_the_holdup(tmp_path):
+    """After the power-fail edge the board runs on its capacitor: programs (0.7 ms per page)
+    fit in a 30 ms hold-up, a sector erase (45 ms) does not and is cut where the supply dies."""
+    from simulator.device import flash
+
+    world = World(60_000, 0, [[0, 240.0, 0.0, 1.0, 50.0]], [[1000, 5000]])
+    world.power_fail_pin = 39
+    world.holdup_ms = 30
+    chip = FlashChip(str(tmp_path / "flash.img"), 64, world)
+    chip.writeblocks(3, b"\x00" * 16, 0)
+    world.advance(1000)  # mains goes: the hold-up starts
+    assert world.holdup is not None and world.pins[39] == 0
+    for i in range(1, 11):  # ten page programs: 7 ms of the 30
+        chip.writeblocks(5, b"\x11" * 32, 256 * i)
+    assert world.holdup_used_us == 10 * flash.PAGE_PROGRAM_US
+    try:
+        chip.erase(3)
+    except PowerCut:
+        pass
+    else:
+        raise AssertionError("a 45 ms erase cannot finish on a 30 ms hold-up")
+    assert world.holdup_overruns == 1 and not world.powered
+    assert world.now_ms == 6000  # the outage passed
+    buf = bytearray(16)
+    world.powered = True
+    chip.readblocks(3, buf)
+    assert buf == b"\x00" * 16  # the erase never happened
+    assert flash.program_us(250, 10) == 2 * flash.PAGE_PROGRAM_US  # crosses a page boundary
+    chip.close()

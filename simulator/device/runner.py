@@ -212,4 +212,5 @@ def results(world, heap_peak):
         "flash_erases_max_block": max(world.flash.erases),
         "heap_peak_bytes": heap_peak,
         "losses_wh": list(getattr(world, "losses_wh", [])),
+        "holdup_overruns": world.holdup_overruns,
     }
