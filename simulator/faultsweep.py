@@ -23,8 +23,10 @@ import sys
 from typing import Any
 
 from simulator import scenario as sc
+from simulator.device.shim import Partition
 
 BLOCK = 4096
+JOURNAL_FIRST = Partition.TABLE["lastgasp"][0]  # the last-gasp journal's first chip block
 
 
 class OverlayFlash:
@@ -67,15 +69,17 @@ class OverlayFlash:
 
 
 def read_state(bdev: Any) -> dict:
-    """What the firmware finds at boot on this image (its own readers)."""
+    """What the firmware finds at boot on this image of the whole data flash (its own
+    readers): LittleFS on the data partition, a newer last-gasp record in the journal."""
     from meter import events, maint, profile, store
     from meter.energy import Register
 
     from simulator import lfs_vfs
 
-    fs = lfs_vfs.VfsLfs2(bdev, cache_size=BLOCK)  # OSError if it does not mount
+    # OSError if it does not mount
+    fs = lfs_vfs.VfsLfs2(Partition(bdev, "meterdata"), cache_size=BLOCK)
     imp, exp = Register(1000), Register(1000)
-    energy = store.EnergyStore(fs)
+    energy = store.EnergyStore(fs, Partition(bdev, "lastgasp"))
     energy.load(imp, exp)
     block = profile.block(fs, energy.profile_head)
     records = []
@@ -87,25 +91,33 @@ def read_state(bdev: Any) -> dict:
 
 
 class Sweep:
-    def __init__(self, bound_wh: float) -> None:
+    def __init__(self, bound_wh: float, from_ms: int = 0) -> None:
         self.bound_wh = bound_wh
+        self.from_ms = from_ms  # cut points before this virtual time are not checked
         self.world: Any = None
         self.cuts = 0
         self.programs = 0
         self.erases = 0
+        self.journal_programs = 0  # of which on the last-gasp journal partition
+        self.journal_erases = 0
         self.failures: list[str] = []
         self.snapshots: list[tuple] = []  # (op index, truth Wh, state)
 
     def on_op(self, kind: str, block: int, offset: int, data: Any) -> None:
         world = self.world
+        if world.now_ms < self.from_ms:
+            return
         chip = world.flash
         chip.fh.flush()
         torn = None
+        journal = block >= JOURNAL_FIRST
         if kind == "P":
             self.programs += 1
+            self.journal_programs += journal
             torn = (block, offset, bytes(data[:len(data) // 2]))
         else:
             self.erases += 1
+            self.journal_erases += journal
         self.cuts += 1
         truth = world.true_import_wh + world.true_export_wh
         try:
@@ -127,12 +139,14 @@ class Sweep:
         self.snapshots.append((self.cuts, truth, state["profile"]))
 
 
-def run(scenario: dict, flash_path: str, bound_wh: float) -> tuple[Sweep, dict, list]:
-    """Run the scenario once on CPython with a sweep hooked to every flash operation."""
+def run(scenario: dict, flash_path: str, bound_wh: float,
+        from_ms: int = 0) -> tuple[Sweep, dict, list]:
+    """Run the scenario once on CPython with a sweep hooked to every flash operation (from
+    virtual time from_ms on)."""
     sc.ensure_paths()
     from simulator.device import runner
 
-    sweep = Sweep(bound_wh)
+    sweep = Sweep(bound_wh, from_ms)
     provision = runner.provision
 
     def provision_then_sweep(world: Any, config: dict, *more: Any) -> None:

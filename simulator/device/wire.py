@@ -55,7 +55,6 @@ class RemoteWorld:
         self.now_ms, self.boot_ms, self.unix_base, blocks = struct.unpack("<qqqH", hello[:26])
         self.unique_id = hello[26:32]
         self.reset_cause = hello[32]
-        self.flash_label = "meterdata"
         self.flash = RemoteFlash(self, hello[33:].decode(), blocks)
 
     def _recv_into(self, buf):
