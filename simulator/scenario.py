@@ -544,7 +544,8 @@ def build_report(scenario: dict, raw: dict, flash_path: str, wall_s: float) -> d
         "reboots": raw["reboots"],
         "events": read_events(flash_path, scenario["start_unix"]),
         "flash": {"bytes_written": raw["flash_bytes_written"], "erases": raw["flash_erases"],
-                  "erases_max_block": raw["flash_erases_max_block"]},
+                  "erases_max_block": raw["flash_erases_max_block"],
+                  "erases_per_block": raw.get("flash_erases_per_block", [])},
         "lost_wh_per_outage_max": round(max(raw["losses_wh"], default=0.0), 3),
         # last gasps the hold-up did not cover: a flash operation outlasted the supply
         "holdup_overruns": raw.get("holdup_overruns", 0),

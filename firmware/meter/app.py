@@ -283,7 +283,11 @@ class Meter:
         since = now - self.saved_at
         cfg = self.cfg
         unsaved = self.imp.unsaved_wh + self.exp.unsaved_wh
-        due = unsaved >= cfg["checkpoint_wh"] and since >= cfg["checkpoint_min_s"]
+        # A power-fail input and an erase-free last gasp (the journal) save the registers at
+        # every outage: then checkpoints only guard against other resets and come at each
+        # profile period's close and after checkpoint_s; without, also every checkpoint_wh.
+        due = (unsaved >= cfg["checkpoint_wh"] and since >= cfg["checkpoint_min_s"]
+               and (self.hw.power_fail is None or self.store.journal is None))
         due = due or (unsaved and since >= cfg["checkpoint_s"])
         if force or due:
             self.store.save(self.imp, self.exp, now)

@@ -4,10 +4,14 @@
 import struct
 from binascii import crc32
 
-from meter import events
-from meter.store import FLAG_LAST_GASP, JOURNAL_FMT, JOURNAL_PER_BLOCK, JOURNAL_SLOT
+from micropython import const
 
-_ERASED = b"\xff" * JOURNAL_SLOT
+from meter import events
+from meter.store import FLAG_LAST_GASP, JOURNAL_FMT
+
+_SLOT = const(32)
+_PER_BLOCK = const(128)
+_ERASED = b"\xff" * _SLOT
 
 
 def load_slots(slots):
@@ -34,21 +38,25 @@ def load_slots(slots):
     return best, bad
 
 
-def scan_journal(j):
-    """Read the journal partition: its newest valid record and the block it is in, where
-    the next record goes, and which blocks must be erased for that (a block is clean when
-    its written slots are a prefix with erased ones after). Only reads."""
-    buf = j.buf
-    bdev = j.bdev
-    blocks = j.slots // JOURNAL_PER_BLOCK
+def scan_journal(store):
+    """Read the journal partition (meter.store.EnergyStore.last_gasp): its newest valid
+    record and the block it is in, where the next record goes, and which blocks must be
+    erased for that (a block is clean when its written slots are a prefix with erased ones
+    after). Only reads; returns (record or None, damaged records); keeps the blocks to erase
+    and the room there will be in the journal's working state."""
+    j = store.journal
+    buf = j[4]
+    bdev = j[0]
+    blocks = bdev.ioctl(4, 0)
+    j[3] = blocks * _PER_BLOCK
     best = None
     best_at = -1
     used = [0] * blocks
     clean = [True] * blocks
     bad = 0
     for b in range(blocks):
-        for i in range(JOURNAL_PER_BLOCK):
-            bdev.readblocks(b, buf, i * JOURNAL_SLOT)
+        for i in range(_PER_BLOCK):
+            bdev.readblocks(b, buf, i * _SLOT)
             if buf == _ERASED:
                 continue
             if used[b] != i:
@@ -62,7 +70,7 @@ def scan_journal(j):
             if best is None or rec[0] >= best[0]:
                 best = rec
                 best_at = b
-    if best is not None and clean[best_at] and used[best_at] < JOURNAL_PER_BLOCK:
+    if best is not None and clean[best_at] and used[best_at] < _PER_BLOCK:
         here, at = best_at, used[best_at]  # go on after the newest record
     else:
         here, at = (best_at + 1) % blocks, 0  # a fresh block: the next (or first) one
@@ -72,10 +80,10 @@ def scan_journal(j):
                     here = b
                     break
     erase = [b for b in range(blocks) if used[b] and (b != here or at == 0)]
-    j.next = here * JOURNAL_PER_BLOCK + at
-    j.free = 0  # until the erases are done (meter.restore.settle_journal)
-    j.erase = erase
-    j.room = blocks * JOURNAL_PER_BLOCK - at
+    j[1] = here * _PER_BLOCK + at
+    j[2] = 0  # until the erases are done (settle_journal)
+    j[6] = erase
+    j[7] = blocks * _PER_BLOCK - at
     return best, bad
 
 
@@ -90,13 +98,13 @@ def load_energy(store, imp, exp):
     best, bad2 = load_slots(store._energy)
     store.bad_slots = bad + bad2
     j = store.journal
-    store.folding = None
     if j is not None:
-        last, bad3 = scan_journal(j)
+        j[5] = None
+        last, bad3 = scan_journal(store)
         store.bad_slots += bad3
         # a record written after LittleFS checkpoint seq S carries S: it is the newer one
         if last is not None and last[0] >= store._energy.seq:
-            store.folding = last
+            j[5] = last  # to fold into LittleFS
             best = last[1:]
     if best is None:
         return None
@@ -115,17 +123,17 @@ def settle_journal(store, imp, exp, reset):
     if j is None:
         return
     if reset:
-        j.erase = list(range(j.slots // JOURNAL_PER_BLOCK))
-        j.next = 0
-        j.room = j.slots
-    elif store.folding is not None:
-        rec = store.folding
+        blocks = j[0].ioctl(4, 0)
+        j[1] = 0
+        j[3] = j[7] = blocks * _PER_BLOCK
+        j[6] = range(blocks)
+    elif j[5] is not None:
+        rec = j[5]
         store.save(imp, exp, rec[5], rec[6])
-    store.folding = None
-    for b in j.erase:
-        j.bdev.ioctl(6, b)
-    j.erase = None
-    j.free = j.room
+    for b in j[6]:
+        j[0].ioctl(6, b)
+    j[5] = j[6] = None
+    j[2] = j[7]
 
 
 def restore(meter, now, cfg_error):

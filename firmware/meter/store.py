@@ -4,7 +4,7 @@
 #   sequence number and a CRC, so a write torn by a cut leaves the other slot intact and the
 #   newest valid record wins at boot. LittleFS keeps these small files inline in its
 #   metadata, so a checkpoint is one short metadata commit, not a block copy.
-# - Journal: the last gasp's records, on a raw flash partition outside LittleFS kept erased
+# - the last-gasp journal: records on a raw flash partition outside LittleFS kept erased
 #   ahead of the writer, so saving in the hold-up is one short program and never an erase.
 # - meter.ring.Ring (loaded only while used): the logs and profiles.
 import struct
@@ -13,9 +13,9 @@ from binascii import crc32
 from micropython import const
 
 FLAG_LAST_GASP = const(1)  # written by the power-fail handler: power went at `time`
-JOURNAL_FMT = "<IIIIIIB"  # energy slot seq, import kWh, mWh, export kWh, mWh, time, flags
-JOURNAL_SLOT = const(32)  # bytes: the record, padding, CRC32 of what precedes it at 28
-JOURNAL_PER_BLOCK = const(128)
+# A last-gasp journal record: the LittleFS energy checkpoint's seq it follows, import kWh,
+# mWh, export kWh, mWh, time, flags; padded to 32 bytes with the CRC32 of the rest at 28.
+JOURNAL_FMT = "<IIIIIIB"
 
 
 class Slots:
@@ -42,36 +42,6 @@ class Slots:
             f.write(buf)
 
 
-class Journal:
-    """Last-gasp records on a raw flash partition (NOR: a program only clears bits, so a
-    slot is written once after an erase). The last gasp programs the next erased 32-byte
-    slot: one page program, under a millisecond, never an erase, so it fits the hold-up
-    whatever LittleFS would be doing. Each record carries the sequence number of the
-    LittleFS energy checkpoint it follows and a CRC (a torn one is skipped). At boot
-    meter.restore finds the newest, folds it into LittleFS, sets where the next one goes
-    and erases spent sectors, while mains is there."""
-
-    def __init__(self, bdev):
-        self.bdev = bdev
-        self.slots = bdev.ioctl(4, 0) * JOURNAL_PER_BLOCK
-        self.next = 0
-        self.free = 0  # erased slots from `next` on: none until meter.restore has looked
-        self.buf = bytearray(JOURNAL_SLOT)
-
-    def save(self, seq, imp, exp, now, flags):
-        if self.free <= 0:
-            return False
-        buf = self.buf
-        struct.pack_into(JOURNAL_FMT, buf, 0, seq, imp.kwh, imp.total_mwh(), exp.kwh,
-                         exp.total_mwh(), now, flags)
-        struct.pack_into("<I", buf, 28, crc32(memoryview(buf)[:28]))
-        n = self.next
-        self.next = (n + 1) % self.slots
-        self.free -= 1
-        self.bdev.writeblocks(n // JOURNAL_PER_BLOCK, buf, (n % JOURNAL_PER_BLOCK) * JOURNAL_SLOT)
-        return True
-
-
 class EnergyStore:
     def __init__(self, fs, journal=None):
         # import kWh, import mWh, export kWh, export mWh, meter time, flags
@@ -84,7 +54,15 @@ class EnergyStore:
         self.period = [0, 0, 0]
         self.demand = [0, 0]
         self.profile_head = 0
-        self.journal = Journal(journal) if journal is not None else None
+        # Last gasps go to a raw flash partition outside LittleFS, kept erased ahead of the
+        # writer (meter.restore erases spent sectors at boot, on mains): a last gasp is one
+        # 32-byte program, under a millisecond, never an erase, so it fits the hold-up
+        # whatever LittleFS would be doing. [device, next slot, erased slots from there,
+        # slots, record buffer, and meter.restore's boot-time working state]; none free
+        # until meter.restore has looked at it.
+        self.journal = None
+        if journal is not None:
+            self.journal = [journal, 0, 0, 0, bytearray(32), None, None, 0]
 
     def load(self, imp, exp):
         """Restore the newest valid checkpoint into the registers (meter.restore); returns
@@ -100,8 +78,16 @@ class EnergyStore:
         """The power-fail handler's save: a journal record if there is room, else (no
         journal partition) a LittleFS checkpoint, which may need an erase."""
         j = self.journal
-        if j is None or not j.save(self._energy.seq, imp, exp, now, FLAG_LAST_GASP):
-            self.save(imp, exp, now, FLAG_LAST_GASP)
+        if j is None or j[2] <= 0:
+            return self.save(imp, exp, now, FLAG_LAST_GASP)
+        buf = j[4]
+        struct.pack_into(JOURNAL_FMT, buf, 0, self._energy.seq, imp.kwh, imp.total_mwh(),
+                         exp.kwh, exp.total_mwh(), now, FLAG_LAST_GASP)
+        struct.pack_into("<I", buf, 28, crc32(memoryview(buf)[:28]))
+        n = j[1]
+        j[1] = (n + 1) % j[3]
+        j[2] -= 1
+        j[0].writeblocks(n >> 7, buf, (n & 127) << 5)  # 128 slots of 32 bytes a block
 
     def save_period(self):
         p = self.period

@@ -211,6 +211,7 @@ def results(world, heap_peak):
         "flash_bytes_written": world.flash.bytes_written,
         "flash_erases": world.flash.total_erases(),
         "flash_erases_max_block": max(world.flash.erases),
+        "flash_erases_per_block": list(world.flash.erases),
         "heap_peak_bytes": heap_peak,
         "losses_wh": list(getattr(world, "losses_wh", [])),
         "holdup_overruns": world.holdup_overruns,

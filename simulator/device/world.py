@@ -349,7 +349,8 @@ class World:
             self.check_power()
             return (struct.pack("<qqqH", self.now_ms, self.boot_ms,
                                 self.start_unix + self.rtc_offset_s, self.flash.block_count)
-                    + bytes(self.unique_id) + bytes((self.reset_cause,))
+                    + bytes(self.unique_id)
+                    + bytes((self.reset_cause, self.power_fail_pin or 0))
                     + self.flash.path.encode())
         if code == 0x54:  # T: set the RTC
             self.set_unix(struct.unpack("<q", payload)[0])
