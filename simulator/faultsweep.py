@@ -3,8 +3,10 @@
 Running a day again for each of its ~20,000 flash operations would take hours. Instead the
 run goes once, and just before each program or erase the flash image is looked at as a cut
 right there would leave it: a program torn after its first half (as FlashChip does for
-`power_cut_at_write`), an erase not done. That image is mounted read-only-in-effect (writes
-land in a RAM overlay) with the firmware's own boot-time readers, and checked:
+`power_cut_at_write`), an erase not done. The image is the whole data flash: LittleFS's
+partition and the last-gasp journal's (a torn record there must be skipped). It is mounted
+read-only-in-effect (writes land in a RAM overlay) with the firmware's own boot-time
+readers, and checked:
 
 - LittleFS mounts;
 - the energy registers the meter would restore are never above the true energy and never
