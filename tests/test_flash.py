@@ -95,3 +95,38 @@ def test_flash_operations_use_up_the_holdup(tmp_path):
     assert buf == b"\x00" * 16  # the erase never happened
     assert flash.program_us(250, 10) == 2 * flash.PAGE_PROGRAM_US  # crosses a page boundary
     chip.close()
+
+
+def test_partitions_of_the_data_flash(tmp_path):
+    """esp32.Partition in the simulator: two views of one chip (LittleFS 62 blocks, the
+    last-gasp journal 2), each with its own block numbers, refusing blocks outside it; the
+    chip counts (and can cut) operations over both."""
+    from simulator.device.shim import Partition
+
+    world = World(1000, 0, [], [])
+    chip = FlashChip(str(tmp_path / "flash.img"), 64, world)
+    data, journal = Partition(chip, "meterdata"), Partition(chip, "lastgasp")
+    assert (data.ioctl(4, 0), journal.ioctl(4, 0), journal.ioctl(5, 0)) == (62, 2, 4096)
+    lfs_vfs.VfsLfs2.mkfs(data)
+    journal.writeblocks(1, b"\x12" * 32, 64)
+    journal.ioctl(6, 0)
+    assert chip.erases[62] == 1 and chip.erases[63] == 0
+    buf = bytearray(32)
+    chip.readblocks(63, buf, 64)
+    assert buf == b"\x12" * 32
+    for bad in (lambda: journal.writeblocks(2, buf, 0), lambda: journal.ioctl(6, 2),
+                lambda: data.readblocks(62, buf)):
+        try:
+            bad()
+        except OSError as exc:
+            assert exc.args[0] == 22
+        else:
+            raise AssertionError("outside the partition")
+    ops = chip.ops
+    chip.cut_at_op = ops + 1
+    try:
+        journal.writeblocks(0, buf, 0)
+    except PowerCut:
+        pass
+    assert chip.ops == ops + 1 and not world.powered
+    chip.close()

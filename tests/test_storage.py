@@ -353,3 +353,16 @@ def test_last_gasp_journal_on_micropython(tmp_path, mpy_build):
     assert report["meter_import_wh"] <= report["true_import_wh"]
     assert len(journal_records(tmp_path / "flash.img")[1]) == 2
     assert 0 < report["heap_peak_bytes"] < 64 * 1024
+    # A torn newest record: the MicroPython boot skips it, logs it, erases that sector.
+    from simulator.device.shim import Partition
+
+    image = bytearray((tmp_path / "flash.img").read_bytes())
+    at = Partition.TABLE["lastgasp"][0] * 4096 + 32
+    image[at + 16:at + 32] = b"\xff" * 16
+    (tmp_path / "flash.img").write_bytes(bytes(image))
+    again = sc.normalise(dict(_journal_scenario(1), start="2026-01-01T01:00:00+05:30"))
+    report = sc.run(again, "micropython", workdir=str(tmp_path), keep_flash=True)
+    assert "store_corrupt" in [e["name"] for e in report["events"]]
+    written, valid = journal_records(tmp_path / "flash.img")
+    assert written == 1 and len(valid) == 1  # the damaged sector erased, the writer moved on
+    assert report["lost_wh_per_outage_max"] <= PF_BOUND_WH
