@@ -366,3 +366,51 @@ def test_last_gasp_journal_on_micropython(tmp_path, mpy_build):
     written, valid = journal_records(tmp_path / "flash.img")
     assert written == 1 and len(valid) == 1  # the damaged sector erased, the writer moved on
     assert report["lost_wh_per_outage_max"] <= PF_BOUND_WH
+
+
+def test_journal_scan_picks_newest_and_keeps_room_ahead(tmp_path):
+    """The boot's journal reader (meter.restore.scan_journal) on crafted partitions."""
+    import struct
+    import zlib
+
+    sc.ensure_paths()
+    from simulator.device.shim import micropython
+
+    sys.modules.setdefault("micropython", micropython)
+    from meter import restore, store
+
+    from simulator.device.flash import FlashChip
+    from simulator.device.shim import Partition
+
+    def record(seq, wh):
+        body = struct.pack("<IIIIIIB", seq, 0, wh * 1000, 0, 0, 100 + seq, 1) + b"\0\0\0"
+        return body + struct.pack("<I", zlib.crc32(body))
+
+    def scan(slots):
+        """slots: {(block, index): bytes}; returns (newest seq, bad, next, erase, room)."""
+        path = tmp_path / "j.img"
+        if path.exists():
+            path.unlink()
+        chip = FlashChip(str(path), 64)
+        part = Partition(chip, "lastgasp")
+        for (block, index), data in slots.items():
+            part.writeblocks(block, data, index * 32)
+        energy = store.EnergyStore(None, part)
+        best, bad = restore.scan_journal(energy)
+        j = energy.journal
+        chip.close()
+        return (best[0] if best else None, bad, j[1], list(j[6]), j[7])
+
+    assert scan({}) == (None, 0, 0, [], 256)
+    three = {(0, i): record(5 + i, i) for i in range(3)}
+    assert scan(three) == (7, 0, 3, [], 253)  # go on after the newest, nothing to erase
+    full = {(0, i): record(i + 1, i) for i in range(128)}
+    assert scan(full) == (128, 0, 128, [0], 256)  # next sector; the full one erased
+    torn = dict(three)
+    torn[(0, 3)] = record(8, 3)[:16] + b"\xff" * 16
+    assert scan(torn) == (7, 1, 128, [0], 256)  # skipped; the damaged sector erased
+    moved = dict(three)
+    moved.update({(1, i): record(20 + i, 10 + i) for i in range(2)})
+    assert scan(moved) == (21, 0, 130, [0], 254)  # older sector left over: erased
+    garbage = {(1, 5): b"\x00" * 32}
+    assert scan(garbage) == (None, 1, 0, [1], 256)
