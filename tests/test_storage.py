@@ -328,13 +328,17 @@ def test_last_gasp_is_one_journal_program_and_a_torn_record_is_skipped(tmp_path)
     assert report["meter_import_wh"] >= 108 * 60 * 240 / 3600 - PF_BOUND_WH
 
 
-def test_journal_fills_wraps_and_erases_only_on_mains(tmp_path):
+def test_journal_fills_wraps_and_erases_only_on_mains(tmp_path, capsys):
     """More last gasps than a journal sector holds: the writer moves on to the erased
     sector, the boot erases the full one (on mains), no erase ever runs on the hold-up.
     Every cut point of the last 20 outages (the wrap and the erase among them) is checked."""
     scenario = sc.normalise(_journal_scenario(140))
     sweep, raw, final = faultsweep.run(scenario, str(tmp_path / "flash.img"), NO_PF_BOUND_WH,
                                        from_ms=(30 + 40 * 120) * 1000 - 5000)
+    with capsys.disabled():
+        print(f"\njournal sweep: {sweep.cuts} cut points of the last 20 of 140 outages "
+              f"({sweep.journal_programs} journal programs, {sweep.journal_erases} journal "
+              f"erases)")
     assert sweep.failures == []
     assert raw["reboots"] == 140 and raw["holdup_overruns"] == 0
     assert max(raw["losses_wh"]) <= PF_BOUND_WH
