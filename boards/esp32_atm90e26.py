@@ -1,7 +1,9 @@
 # ESP32 meter board with an ATM90E26 on VSPI. Deployed to the board as /board.py.
-# The data partition "meterdata" (256 KiB, LittleFS) is separate from the code filesystem,
-# so re-deploying firmware never touches readings. The simulator's `sim` board is this
-# wiring with virtual time as the clock source.
+# The data flash (256 KiB) is separate from the code filesystem, so re-deploying firmware
+# never touches readings. Two partitions (partitions.csv):
+#   meterdata, data, undefined, , 248K   LittleFS: readings, profiles, logs (62 blocks)
+#   lastgasp,  data, undefined, , 8K     raw last-gasp journal, 2 sectors kept erased
+# The simulator's `sim` board is this wiring with virtual time as the clock source.
 import time
 
 import esp32
@@ -21,6 +23,7 @@ OPTICAL_UART = 1
 PIN_OPTICAL_TX = 17
 PIN_OPTICAL_RX = 16
 DATA_PARTITION = "meterdata"
+JOURNAL_PARTITION = "lastgasp"
 # Latching supply relay: two coils (A closes, B opens) through low-side drivers, or, with
 # hbridge=True, one coil across an H-bridge whose inputs are A and B. Auxiliary contact on
 # an input-only pin (1 = closed). Local button to ground with a pull-up.
@@ -46,6 +49,12 @@ def mount_data():
         return vfs.VfsLfs2(bdev)
 
 
+def journal():
+    """The raw last-gasp journal partition (meter.store.Journal), or None without one."""
+    found = esp32.Partition.find(esp32.Partition.TYPE_DATA, label=JOURNAL_PARTITION)
+    return found[0] if found else None
+
+
 def build(time_source=time, hbridge=False):
     spi = SPI(SPI_BUS, baudrate=200_000, polarity=1, phase=1,
               sck=Pin(PIN_SCK), mosi=Pin(PIN_MOSI), miso=Pin(PIN_MISO))
@@ -61,4 +70,5 @@ def build(time_source=time, hbridge=False):
         button=Pin(PIN_BUTTON, Pin.IN, Pin.PULL_UP),
         cover=Pin(PIN_COVER, Pin.IN),
         power_fail=Pin(PIN_POWER_FAIL, Pin.IN),
+        journal=journal(),
     )

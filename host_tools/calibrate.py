@@ -216,14 +216,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.flash:
             from simulator import lfs_vfs
             from simulator.device.flash import FlashChip
+            from simulator.device.shim import Partition
 
             chip = FlashChip(args.flash, 64)
+            data = Partition(chip, "meterdata")  # the LittleFS partition of the data flash
             try:
                 try:
-                    fs = lfs_vfs.VfsLfs2(chip)
+                    fs = lfs_vfs.VfsLfs2(data)
                 except OSError:
-                    lfs_vfs.VfsLfs2.mkfs(chip)
-                    fs = lfs_vfs.VfsLfs2(chip)
+                    lfs_vfs.VfsLfs2.mkfs(data)
+                    fs = lfs_vfs.VfsLfs2(data)
                 save(fs, cal, bench)
             finally:
                 chip.close()

@@ -28,27 +28,65 @@ from simulator import scenario as sc
 ROOT = Path(__file__).resolve().parent.parent
 ONE_DAY = ROOT / "tests" / "scenarios" / "one_day.json"
 CYCLES = 100_000  # rated erase cycles per 4 KiB block of the data partition's NOR flash
-BLOCKS = 64  # 256 KiB
 WEAR_DAYS = 2
 
 
-def worst_case_wear() -> dict:
+def worst_case_wear(power_fail_input: bool = True) -> dict:
     """Imax (60 A at 240 V) without a break, a 15-min profile and frequent events (an outage,
-    so three events, every hour), for a few days on CPython."""
+    so three events, every hour), for a few days on CPython. With the power-fail input the
+    last gasp saves at each outage (a journal record) and checkpoints are periodic; without
+    it the registers are checkpointed every 5 Wh."""
+    from simulator.device.shim import Partition
+
     duration = WEAR_DAYS * 86400
     outages = [{"at_s": at, "for_s": 2} for at in range(1800, duration, 3600)]
-    scenario = sc.normalise({"duration_s": duration,
+    scenario = sc.normalise({"duration_s": duration, "power_fail_input": power_fail_input,
                              "load": [{"at_s": 0, "volts": 240, "amps": 60, "pf": 1.0}],
                              "outages": outages})
     report = sc.run(scenario, "cpython")
     flash = report["flash"]
-    per_day = flash["erases"] / WEAR_DAYS
+    per_block = flash["erases_per_block"]
+    first, count = Partition.TABLE["meterdata"]
+    fs_blocks = per_block[first:first + count]
+    first, count = Partition.TABLE["lastgasp"]
+    journal = per_block[first:first + count]
+    per_day = sum(fs_blocks) / WEAR_DAYS
     # LittleFS levels wear dynamically (block_cycles = 100: a metadata pair moves on after
-    # 100 erases, file writes always go to a fresh block), so erases spread over the blocks.
-    years = BLOCKS * CYCLES / per_day / 365
-    return {"bytes_per_day": flash["bytes_written"] / WEAR_DAYS, "erases_per_day": per_day,
-            "hottest_block_per_day": flash["erases_max_block"] / WEAR_DAYS,
-            "lifetime_years": years, "events": len(report["events"])}
+    # 100 erases, file writes always go to a fresh block), so erases spread over its blocks.
+    fs_years = len(fs_blocks) * CYCLES / max(per_day, 1e-9) / 365
+    # The journal is not levelled: each sector is erased once per full turn of the ring
+    # (2 x 128 records), i.e. once per 256 last gasps, or as measured if that is more.
+    gasps_per_day = len(outages) / WEAR_DAYS if power_fail_input else 0
+    journal_day = max(max(journal) / WEAR_DAYS, gasps_per_day / (count * 128))
+    journal_years = CYCLES / journal_day / 365 if journal_day else float("inf")
+    return {"bytes_per_day": flash["bytes_written"] / WEAR_DAYS,
+            "erases_per_day": flash["erases"] / WEAR_DAYS,
+            "hottest_block_per_day": max(fs_blocks) / WEAR_DAYS,
+            "journal_erases_per_day": sum(journal) / WEAR_DAYS,
+            "lifetime_years": min(fs_years, journal_years), "fs_years": fs_years,
+            "journal_years": journal_years, "events": len(report["events"]),
+            "lost_wh_per_outage_max": report["lost_wh_per_outage_max"],
+            "holdup_overruns": report["holdup_overruns"]}
+
+
+def print_wear() -> None:
+    for pfi, name in ((True, "with the power-fail input (last-gasp journal, checkpoints at "
+                              "each 15-min period)"),
+                      (False, "without it (checkpoint every 5 Wh)")):
+        wear = worst_case_wear(pfi)
+        print(f"flash wear, worst case ({WEAR_DAYS} days at Imax 60 A, 15-min profile, an "
+              f"outage and its events every hour), {name}:")
+        print(f"  {wear['bytes_per_day']:.0f} bytes written per day, "
+              f"{wear['erases_per_day']:.0f} erases per day "
+              f"(hottest LittleFS block {wear['hottest_block_per_day']:.1f} per day, "
+              f"journal {wear['journal_erases_per_day']:.1f} per day); "
+              f"lost per outage max {wear['lost_wh_per_outage_max']} Wh, "
+              f"{wear['holdup_overruns']} hold-up overruns")
+        journal = ("not used" if wear["journal_years"] == float("inf")
+                   else f"{wear['journal_years']:.0f} years, a sector erased per 256 "
+                   "last gasps")
+        print(f"  projected life at {CYCLES} cycles per block: {wear['lifetime_years']:.0f} "
+              f"years (LittleFS, levelled: {wear['fs_years']:.0f} years; journal: {journal})")
 
 
 def poll_cost() -> None:
@@ -114,14 +152,7 @@ def main() -> int:
         print(f"  {'':<12} flash: {report['flash']['bytes_written']} bytes written, "
               f"{report['flash']['erases']} erases in the day")
     poll_cost()
-    wear = worst_case_wear()
-    print(f"flash wear, worst case ({WEAR_DAYS} days at Imax 60 A, 15-min profile, an outage "
-          "and its events every hour):")
-    print(f"  {wear['bytes_per_day']:.0f} bytes written per day, "
-          f"{wear['erases_per_day']:.0f} erases per day "
-          f"(hottest block {wear['hottest_block_per_day']:.1f} per day)")
-    print(f"  projected life of the {BLOCKS}-block data partition at {CYCLES} cycles per "
-          f"block: {wear['lifetime_years']:.0f} years")
+    print_wear()
     command_latency()
     return 0
 

@@ -3,8 +3,10 @@
 Running a day again for each of its ~20,000 flash operations would take hours. Instead the
 run goes once, and just before each program or erase the flash image is looked at as a cut
 right there would leave it: a program torn after its first half (as FlashChip does for
-`power_cut_at_write`), an erase not done. That image is mounted read-only-in-effect (writes
-land in a RAM overlay) with the firmware's own boot-time readers, and checked:
+`power_cut_at_write`), an erase not done. The image is the whole data flash: LittleFS's
+partition and the last-gasp journal's (a torn record there must be skipped). It is mounted
+read-only-in-effect (writes land in a RAM overlay) with the firmware's own boot-time
+readers, and checked:
 
 - LittleFS mounts;
 - the energy registers the meter would restore are never above the true energy and never
@@ -25,8 +27,10 @@ import sys
 from typing import Any
 
 from simulator import scenario as sc
+from simulator.device.shim import Partition
 
 BLOCK = 4096
+JOURNAL_FIRST = Partition.TABLE["lastgasp"][0]  # the last-gasp journal's first chip block
 
 
 class OverlayFlash:
@@ -69,15 +73,17 @@ class OverlayFlash:
 
 
 def read_state(bdev: Any) -> dict:
-    """What the firmware finds at boot on this image (its own readers)."""
+    """What the firmware finds at boot on this image of the whole data flash (its own
+    readers): LittleFS on the data partition, a newer last-gasp record in the journal."""
     from meter import events, maint, profile, store
     from meter.energy import Register
 
     from simulator import lfs_vfs
 
-    fs = lfs_vfs.VfsLfs2(bdev, cache_size=BLOCK)  # OSError if it does not mount
+    # OSError if it does not mount
+    fs = lfs_vfs.VfsLfs2(Partition(bdev, "meterdata"), cache_size=BLOCK)
     imp, exp = Register(1000), Register(1000)
-    energy = store.EnergyStore(fs)
+    energy = store.EnergyStore(fs, Partition(bdev, "lastgasp"))
     energy.load(imp, exp)
     block = profile.block(fs, energy.profile_head)
     records = []
@@ -89,26 +95,34 @@ def read_state(bdev: Any) -> dict:
 
 
 class Sweep:
-    def __init__(self, bound_wh: float) -> None:
+    def __init__(self, bound_wh: float, from_ms: int = 0) -> None:
         self.bound_wh = bound_wh
+        self.from_ms = from_ms  # cut points before this virtual time are not checked
         self.world: Any = None
         self.cuts = 0
         self.programs = 0
         self.erases = 0
+        self.journal_programs = 0  # of which on the last-gasp journal partition
+        self.journal_erases = 0
         self.failures: list[str] = []
         self.snapshots: list[tuple] = []  # (op index, truth Wh, state)
         self.control: Any = None  # ControlChecks when the run carries remote commands
 
     def on_op(self, kind: str, block: int, offset: int, data: Any) -> None:
         world = self.world
+        if world.now_ms < self.from_ms:
+            return
         chip = world.flash
         chip.fh.flush()
         torn = None
+        journal = block >= JOURNAL_FIRST
         if kind == "P":
             self.programs += 1
+            self.journal_programs += journal
             torn = (block, offset, bytes(data[:len(data) // 2]))
         else:
             self.erases += 1
+            self.journal_erases += journal
         self.cuts += 1
         truth = world.true_import_wh + world.true_export_wh
         try:
@@ -133,13 +147,14 @@ class Sweep:
 
 
 def run(scenario: dict, flash_path: str, bound_wh: float,
-        feed: Any = None) -> tuple[Sweep, dict, list]:
-    """Run the scenario once on CPython with a sweep hooked to every flash operation
-    (feed: a CommandFeed of signed remote commands, checked at every cut point too)."""
+        feed: Any = None, from_ms: int = 0) -> tuple[Sweep, dict, list]:
+    """Run the scenario once on CPython with a sweep hooked to every flash operation from
+    virtual time from_ms on (feed: a CommandFeed of signed remote commands, checked at every
+    cut point too)."""
     sc.ensure_paths()
     from simulator.device import runner
 
-    sweep = Sweep(bound_wh)
+    sweep = Sweep(bound_wh, from_ms)
     provision = runner.provision
 
     def provision_then_sweep(world: Any, config: dict, *more: Any) -> None:
@@ -378,8 +393,8 @@ class ControlChecks:
 
         feed = self.feed
         try:
-            fs = lfs_vfs.VfsLfs2(OverlayFlash(chip.fh, chip.block_count, torn),
-                                 cache_size=BLOCK)
+            fs = lfs_vfs.VfsLfs2(Partition(OverlayFlash(chip.fh, chip.block_count, torn),
+                                           "meterdata"), cache_size=BLOCK)
             got = read_control_state(fs, feed.default_mode)
         except Exception as exc:  # noqa: BLE001 - any failure to read is the finding
             self.failures.append(f"cut {cut}: control state unreadable: {exc!r}")

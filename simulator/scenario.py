@@ -513,37 +513,45 @@ def run(scenario: dict, runtime: str = "cpython", progress: Callable | None = No
 
 
 @contextmanager
-def image_fs(flash_path: str) -> Iterator[Any]:
-    """The meter's data filesystem on a flash image, for reading it with the firmware's own
-    readers; None when it holds no filesystem."""
+def image_parts(flash_path: str) -> Iterator[tuple]:
+    """The meter's data filesystem (None when it holds none) and its last-gasp journal
+    partition on a flash image, for reading them with the firmware's own readers."""
     ensure_paths()
     from simulator import lfs_vfs
     from simulator.device.flash import FlashChip
-    from simulator.device.shim import micropython
+    from simulator.device.shim import Partition, micropython
 
     sys.modules.setdefault("micropython", micropython)
     chip = FlashChip(flash_path, 64)
     try:
         try:
-            fs = lfs_vfs.VfsLfs2(chip)
+            fs = lfs_vfs.VfsLfs2(Partition(chip, "meterdata"))
         except OSError:
             fs = None
-        yield fs
+        yield fs, Partition(chip, "lastgasp")
     finally:
         chip.close()
 
 
+@contextmanager
+def image_fs(flash_path: str) -> Iterator[Any]:
+    """The meter's data filesystem on a flash image; None when it holds no filesystem."""
+    with image_parts(flash_path) as (fs, _journal):
+        yield fs
+
+
 def read_store(flash_path: str) -> dict:
     """What the meter would restore at boot, read from the flash image with the firmware's
-    own readers: energy registers (Wh) and the block-profile record count."""
-    with image_fs(flash_path) as fs:
+    own readers (LittleFS checkpoint or a newer last-gasp journal record): energy registers
+    (Wh) and the block-profile record count."""
+    with image_parts(flash_path) as (fs, journal):
         if fs is None:
             return {"wh": 0.0, "profile_records": 0}
         from meter import profile, store
         from meter.energy import Register
 
         imp, exp = Register(1000), Register(1000)
-        energy = store.EnergyStore(fs)
+        energy = store.EnergyStore(fs, journal)
         energy.load(imp, exp)
         ring = profile.block(fs, energy.profile_head)
         count = ring.n if ring.n < ring.capacity else ring.capacity
@@ -660,8 +668,11 @@ def build_report(scenario: dict, raw: dict, flash_path: str, wall_s: float) -> d
         "reboots": raw["reboots"],
         "events": read_events(flash_path, scenario["start_unix"]),
         "flash": {"bytes_written": raw["flash_bytes_written"], "erases": raw["flash_erases"],
-                  "erases_max_block": raw["flash_erases_max_block"]},
+                  "erases_max_block": raw["flash_erases_max_block"],
+                  "erases_per_block": raw.get("flash_erases_per_block", [])},
         "lost_wh_per_outage_max": round(max(raw["losses_wh"], default=0.0), 3),
+        # last gasps the hold-up did not cover: a flash operation outlasted the supply
+        "holdup_overruns": raw.get("holdup_overruns", 0),
         "profile_records": read_store(flash_path)["profile_records"],
         "runtime": raw["runtime"],
         "wall_s": round(wall_s, 3),

@@ -147,10 +147,11 @@ def test_calibrate_command(tmp_path):
     assert "checksums: 0x" in result.stdout and image.exists()
     from simulator import lfs_vfs
     from simulator.device.flash import FlashChip
+    from simulator.device.shim import Partition
 
     chip = FlashChip(str(image), 64)
     try:
-        with lfs_vfs.VfsLfs2(chip).open("/calib.json", "r") as f:
+        with lfs_vfs.VfsLfs2(Partition(chip, "meterdata")).open("/calib.json", "r") as f:
             assert '"ic": "atm90e26"' in f.read()
     finally:
         chip.close()

@@ -29,12 +29,12 @@ def mounted(flash_path):
     sc.ensure_paths()
     from simulator import lfs_vfs
     from simulator.device.flash import FlashChip
-    from simulator.device.shim import micropython
+    from simulator.device.shim import Partition, micropython
 
     sys.modules.setdefault("micropython", micropython)
     chip = FlashChip(str(flash_path), 64)
     try:
-        yield lfs_vfs.VfsLfs2(chip)
+        yield lfs_vfs.VfsLfs2(Partition(chip, "meterdata"))
     finally:
         chip.close()
 
@@ -71,7 +71,9 @@ def command_feed(scenario, schedule):
 
 
 def test_fault_sweep_every_cut_point_of_a_day(tmp_path, capsys):
-    scenario = sc.load_file(HOUSEHOLD_DAY)
+    # Without the power-fail input every cut is an outage the checkpoint policy must bound
+    # (with it, the last gasp saves at each outage; see the journal tests below).
+    scenario = dict(sc.load_file(HOUSEHOLD_DAY), power_fail_input=False)
     feed = command_feed(scenario, SWEEP_COMMANDS)
     started = time.monotonic()
     sweep, raw, final = faultsweep.run(scenario, str(tmp_path / "flash.img"), NO_PF_BOUND_WH,
@@ -95,13 +97,14 @@ def test_fault_sweep_every_cut_point_of_a_day(tmp_path, capsys):
     assert len(final) == 96  # one record per 15 min, the outages' periods included
     times = [rec[0] for _n, rec in final]
     assert times == sorted(set(times))
-    assert max(raw["losses_wh"]) <= PF_BOUND_WH  # its two real outages had the last gasp
+    assert max(raw["losses_wh"]) <= NO_PF_BOUND_WH  # its two real outages
 
 
 def _command_hour(duration_s=3600):
     """The household day's first hour (or less) with a signed command every 5 minutes."""
     raw = json.loads(HOUSEHOLD_DAY.read_text())
-    raw.update({"duration_s": duration_s, "outages": []})
+    # without the input: each cut is an unwarned outage (as in the whole-day sweep)
+    raw.update({"duration_s": duration_s, "outages": [], "power_fail_input": False})
     schedule = [(300 * i, i, ("disconnect", "reconnect")[i % 2])
                 for i in range(1, duration_s // 300)]
     return sc.normalise(raw), schedule
@@ -161,7 +164,7 @@ def test_fault_sweep_catches_a_broken_persist_order(tmp_path, monkeypatch, mutan
 
 def _cut_scenario(cut):
     return sc.normalise({
-        "duration_s": 2400, "config": {"meter_id": "m"},
+        "duration_s": 2400, "config": {"meter_id": "m"}, "power_fail_input": False,
         "load": [{"at_s": 0, "volts": 240, "amps": 60, "pf": 1.0}],
         "faults": {"power_cut_at_write": cut},
     })
@@ -290,6 +293,9 @@ def test_thirty_days_hundred_outages_last_gasp_bound(tmp_path):
                              "load": load, "outages": outages})
     report = sc.run(scenario, "cpython", workdir=str(tmp_path))
     assert report["reboots"] == 100
+    # Flash timing is modelled on the hold-up (45 ms erases, 0.7 ms page programs): before
+    # the journal, 2 of these 100 last gasps hit a LittleFS compaction and lost 319 Wh.
+    assert report["holdup_overruns"] == 0
     assert report["lost_wh_per_outage_max"] <= PF_BOUND_WH
     for kind in ("import", "export"):
         true, metered = report[f"true_{kind}_wh"], report[f"meter_{kind}_wh"]
@@ -312,6 +318,21 @@ def test_without_power_fail_input_the_checkpoint_bound_holds():
     assert report["reboots"] == 5
     assert PF_BOUND_WH < report["lost_wh_per_outage_max"] <= NO_PF_BOUND_WH
     assert not [e for e in report["events"] if e["name"] == "power_fail"]
+
+
+def test_with_the_input_checkpoints_are_periodic_not_every_5_wh():
+    """An erase-free last gasp saves at every outage, so the board with the power-fail input
+    checkpoints at each profile period's close (and checkpoint_s), not every 5 Wh."""
+    base = {"duration_s": 3600, "load": [{"at_s": 0, "volts": 240, "amps": 60, "pf": 1.0}],
+            "outages": [{"at_s": 1000, "for_s": 10}]}
+    with_input = sc.run(sc.normalise(base), "cpython")
+    without = sc.run(sc.normalise(dict(base, power_fail_input=False)), "cpython")
+    assert with_input["lost_wh_per_outage_max"] <= PF_BOUND_WH
+    assert without["lost_wh_per_outage_max"] <= NO_PF_BOUND_WH
+    # 14.4 kWh in the hour: ~2,900 checkpoints without the input, a handful with it
+    assert with_input["flash"]["bytes_written"] * 10 < without["flash"]["bytes_written"]
+    assert with_input["flash"]["erases"] * 4 < without["flash"]["erases"]
+    assert with_input["holdup_overruns"] == 0
 
 
 def test_profiles_daily_billing_and_read_back(tmp_path):
@@ -434,3 +455,150 @@ def test_event_categories_capacities_and_the_cover_log_never_rolls_over(tmp_path
     assert [r[1] for r in control] == list(range(25, 9, -1))
     assert all(r[8] == r[1] for r in control)  # the value travels with the event
     chip.close()
+
+
+def journal_records(flash_path):
+    """(written slots, valid records) of the last-gasp journal partition of an image."""
+    import struct
+    import zlib
+
+    from simulator.device.shim import Partition
+
+    first, count = Partition.TABLE["lastgasp"]
+    data = Path(flash_path).read_bytes()[first * 4096:(first + count) * 4096]
+    written, valid = 0, []
+    for at in range(0, len(data), 32):
+        slot = data[at:at + 32]
+        if slot == b"\xff" * 32:
+            continue
+        written += 1
+        if zlib.crc32(slot[:28]) == struct.unpack_from("<I", slot, 28)[0]:
+            valid.append(struct.unpack_from("<IIIIIIB", slot))
+    return written, valid
+
+
+def _journal_scenario(outages, amps=1.0):
+    return {"duration_s": outages * 40 + 60, "config": {"meter_id": "j"},
+            "load": [{"at_s": 0, "volts": 240, "amps": amps, "pf": 1.0}],
+            "outages": [{"at_s": 30 + 40 * i, "for_s": 1} for i in range(outages)]}
+
+
+def test_last_gasp_is_one_journal_program_and_a_torn_record_is_skipped(tmp_path):
+    report = sc.run(sc.normalise(_journal_scenario(3, amps=60)), "cpython",
+                    workdir=str(tmp_path))
+    assert report["reboots"] == 3 and report["holdup_overruns"] == 0
+    assert report["lost_wh_per_outage_max"] <= PF_BOUND_WH
+    written, valid = journal_records(tmp_path / "flash.img")
+    assert written == 3 and len(valid) == 3  # one record per last gasp, no erase needed
+    assert [r[6] for r in valid] == [1, 1, 1]  # the last-gasp flag
+    seqs = [r[0] for r in valid]
+    assert seqs == sorted(set(seqs))  # each follows a newer LittleFS checkpoint
+    assert len([e for e in report["events"] if e["name"] == "power_fail"]) == 3
+    # Tear the newest record: the boot skips it (CRC), logs the damage, erases that sector
+    # (the records in it are folded into LittleFS already) and carries on.
+    image = bytearray((tmp_path / "flash.img").read_bytes())
+    from simulator.device.shim import Partition
+
+    at = Partition.TABLE["lastgasp"][0] * 4096 + 2 * 32
+    image[at + 16:at + 32] = b"\xff" * 16  # its second half never landed
+    (tmp_path / "flash.img").write_bytes(bytes(image))
+    assert journal_records(tmp_path / "flash.img") == (3, valid[:2])
+    again = sc.normalise(dict(_journal_scenario(1), start="2026-01-01T01:00:00+05:30"))
+    report = sc.run(again, "cpython", workdir=str(tmp_path), keep_flash=True)
+    assert "store_corrupt" in [e["name"] for e in report["events"]]
+    written, valid = journal_records(tmp_path / "flash.img")
+    assert written == 1 and len(valid) == 1  # the damaged sector erased, the writer moved on
+    # what flowed until the last outage (108 s at 14.4 kW) was saved by its last gasp
+    assert report["meter_import_wh"] >= 108 * 60 * 240 / 3600 - PF_BOUND_WH
+
+
+def test_journal_fills_wraps_and_erases_only_on_mains(tmp_path, capsys):
+    """More last gasps than a journal sector holds: the writer moves on to the erased
+    sector, the boot erases the full one (on mains), no erase ever runs on the hold-up.
+    Every cut point of the last 20 outages (the wrap and the erase among them) is checked."""
+    scenario = sc.normalise(_journal_scenario(140))
+    sweep, raw, final = faultsweep.run(scenario, str(tmp_path / "flash.img"), NO_PF_BOUND_WH,
+                                       from_ms=(30 + 40 * 120) * 1000 - 5000)
+    with capsys.disabled():
+        print(f"\njournal sweep: {sweep.cuts} cut points of the last 20 of 140 outages "
+              f"({sweep.journal_programs} journal programs, {sweep.journal_erases} journal "
+              f"erases)")
+    assert sweep.failures == []
+    assert raw["reboots"] == 140 and raw["holdup_overruns"] == 0
+    assert max(raw["losses_wh"]) <= PF_BOUND_WH
+    written, valid = journal_records(tmp_path / "flash.img")
+    assert written == 140 - 128 and len(valid) == written  # the first sector was erased
+    assert sweep.journal_programs >= 20 and sweep.journal_erases >= 1
+    assert sweep.cuts > 500
+
+
+@pytest.mark.micropython
+def test_last_gasp_journal_on_micropython(tmp_path, mpy_build):
+    scenario = sc.normalise(_journal_scenario(2, amps=60))
+    report = sc.run(scenario, "micropython", workdir=str(tmp_path))
+    assert report["reboots"] == 2 and report["holdup_overruns"] == 0
+    assert report["lost_wh_per_outage_max"] <= PF_BOUND_WH
+    assert report["meter_import_wh"] <= report["true_import_wh"]
+    assert len(journal_records(tmp_path / "flash.img")[1]) == 2
+    assert 0 < report["heap_peak_bytes"] < 64 * 1024
+    # A torn newest record: the MicroPython boot skips it, logs it, erases that sector.
+    from simulator.device.shim import Partition
+
+    image = bytearray((tmp_path / "flash.img").read_bytes())
+    at = Partition.TABLE["lastgasp"][0] * 4096 + 32
+    image[at + 16:at + 32] = b"\xff" * 16
+    (tmp_path / "flash.img").write_bytes(bytes(image))
+    again = sc.normalise(dict(_journal_scenario(1), start="2026-01-01T01:00:00+05:30"))
+    report = sc.run(again, "micropython", workdir=str(tmp_path), keep_flash=True)
+    assert "store_corrupt" in [e["name"] for e in report["events"]]
+    written, valid = journal_records(tmp_path / "flash.img")
+    assert written == 1 and len(valid) == 1  # the damaged sector erased, the writer moved on
+    assert report["lost_wh_per_outage_max"] <= PF_BOUND_WH
+
+
+def test_journal_scan_picks_newest_and_keeps_room_ahead(tmp_path):
+    """The boot's journal reader (meter.restore.scan_journal) on crafted partitions."""
+    import struct
+    import zlib
+
+    sc.ensure_paths()
+    from simulator.device.shim import micropython
+
+    sys.modules.setdefault("micropython", micropython)
+    from meter import restore, store
+
+    from simulator.device.flash import FlashChip
+    from simulator.device.shim import Partition
+
+    def record(seq, wh):
+        body = struct.pack("<IIIIIIB", seq, 0, wh * 1000, 0, 0, 100 + seq, 1) + b"\0\0\0"
+        return body + struct.pack("<I", zlib.crc32(body))
+
+    def scan(slots):
+        """slots: {(block, index): bytes}; returns (newest seq, bad, next, erase, room)."""
+        path = tmp_path / "j.img"
+        if path.exists():
+            path.unlink()
+        chip = FlashChip(str(path), 64)
+        part = Partition(chip, "lastgasp")
+        for (block, index), data in slots.items():
+            part.writeblocks(block, data, index * 32)
+        energy = store.EnergyStore(None, part)
+        best, bad = restore.scan_journal(energy)
+        j = energy.journal
+        chip.close()
+        return (best[0] if best else None, bad, j[1], list(j[6]), j[7])
+
+    assert scan({}) == (None, 0, 0, [], 256)
+    three = {(0, i): record(5 + i, i) for i in range(3)}
+    assert scan(three) == (7, 0, 3, [], 253)  # go on after the newest, nothing to erase
+    full = {(0, i): record(i + 1, i) for i in range(128)}
+    assert scan(full) == (128, 0, 128, [0], 256)  # next sector; the full one erased
+    torn = dict(three)
+    torn[(0, 3)] = record(8, 3)[:16] + b"\xff" * 16
+    assert scan(torn) == (7, 1, 128, [0], 256)  # skipped; the damaged sector erased
+    moved = dict(three)
+    moved.update({(1, i): record(20 + i, 10 + i) for i in range(2)})
+    assert scan(moved) == (21, 0, 130, [0], 254)  # older sector left over: erased
+    garbage = {(1, 5): b"\x00" * 32}
+    assert scan(garbage) == (None, 1, 0, [1], 256)

@@ -61,7 +61,7 @@ class Meter:
         self.reverse_at = -1  # meter time of the last reverse flow while in alarm
         self.read_ms = 0
         self.log.snapshot = self.snapshot
-        self.store = EnergyStore(fs)
+        self.store = EnergyStore(fs, hw.journal)
         now = self.clock.now()
         period = self.cfg["profile_period_s"]
         # only whole divisions of a day line periods up with midnight
@@ -251,7 +251,7 @@ class Meter:
         self.dying = True
         if self.ic.configured():
             self.poll()
-        self.store.save(self.imp, self.exp, self.clock.now(), 1)  # store.FLAG_LAST_GASP
+        self.store.last_gasp(self.imp, self.exp, self.clock.now())
 
     def snapshot(self):
         """(centivolts, milliamps, cumulative import Wh) recorded with every event; V and I
@@ -270,7 +270,8 @@ class Meter:
             pin = self.hw.power_fail
             if pin is None or not pin.value():
                 return  # the supply is going: nothing more is written
-            self.dying = False  # mains came back within the hold-up: carry on
+            self.dying = False  # mains came back within the hold-up: carry on, and
+            force = True  # checkpoint, so the next last gasp's record is newer than this one
         now = self.clock.now()
         acc = self.acc
         if now >= acc[3]:
@@ -289,7 +290,11 @@ class Meter:
         since = now - self.saved_at
         cfg = self.cfg
         unsaved = self.imp.unsaved_wh + self.exp.unsaved_wh
-        due = unsaved >= cfg["checkpoint_wh"] and since >= cfg["checkpoint_min_s"]
+        # A power-fail input and an erase-free last gasp (the journal) save the registers at
+        # every outage: then checkpoints only guard against other resets and come at each
+        # profile period's close and after checkpoint_s; without, also every checkpoint_wh.
+        due = (unsaved >= cfg["checkpoint_wh"] and since >= cfg["checkpoint_min_s"]
+               and (self.hw.power_fail is None or self.store.journal is None))
         due = due or (unsaved and since >= cfg["checkpoint_s"])
         if force or due:
             self.store.save(self.imp, self.exp, now)

@@ -18,7 +18,8 @@ DEFAULTS = {
     "wifi_ssid": "",
     "wifi_key": "",
     "checkpoint_s": 900,  # save energy at least this often while it changes
-    "checkpoint_wh": 5,  # ... and as soon as this much is unsaved (see README: loss bound)
+    "checkpoint_wh": 5,  # ... and as soon as this much is unsaved (see README: loss bound;
+    # boards with a power-fail input and the last-gasp journal skip this one)
     "checkpoint_min_s": 0,  # ... but no more often than this
     "profile_period_s": 900,  # block load profile capture period: 900 or 1800
     # supply control (meter/control.py, meter/relay.py, meter/limiter.py)

@@ -3,7 +3,7 @@
 
 class Hardware:
     def __init__(self, clock, fs, metering, optical=None, wlan=None, relay=None, button=None,
-                 commands=None, cover=None, power_fail=None):
+                 commands=None, cover=None, power_fail=None, journal=None):
         self.clock = clock
         self.fs = fs
         self.metering = metering
@@ -15,3 +15,4 @@ class Hardware:
         self.commands = commands  # a local command port (UART), if the board has one
         self.cover = cover  # Pin, 1 while the terminal cover is open
         self.power_fail = power_fail  # input, low while mains is gone (None: not fitted)
+        self.journal = journal  # raw flash partition for last-gasp records (None: none)

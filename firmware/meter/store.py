@@ -4,6 +4,8 @@
 #   sequence number and a CRC, so a write torn by a cut leaves the other slot intact and the
 #   newest valid record wins at boot. LittleFS keeps these small files inline in its
 #   metadata, so a checkpoint is one short metadata commit, not a block copy.
+# - the last-gasp journal: records on a raw flash partition outside LittleFS kept erased
+#   ahead of the writer, so saving in the hold-up is one short program and never an erase.
 # - meter.ring.Ring (loaded only while used): the logs and profiles.
 import struct
 from binascii import crc32
@@ -11,6 +13,9 @@ from binascii import crc32
 from micropython import const
 
 FLAG_LAST_GASP = const(1)  # written by the power-fail handler: power went at `time`
+# A last-gasp journal record: the LittleFS energy checkpoint's seq it follows, import kWh,
+# mWh, export kWh, mWh, time, flags; padded to 32 bytes with the CRC32 of the rest at 28.
+JOURNAL_FMT = "<IIIIIIB"
 
 
 class Slots:
@@ -38,7 +43,7 @@ class Slots:
 
 
 class EnergyStore:
-    def __init__(self, fs):
+    def __init__(self, fs, journal=None):
         # import kWh, import mWh, export kWh, export mWh, meter time, flags
         self._energy = Slots(fs, "/energy", "<IIIIIB")
         # the profile period in progress: start time, import and export Wh at its start;
@@ -49,6 +54,15 @@ class EnergyStore:
         self.period = [0, 0, 0]
         self.demand = [0, 0]
         self.profile_head = 0
+        # Last gasps go to a raw flash partition outside LittleFS, kept erased ahead of the
+        # writer (meter.restore erases spent sectors at boot, on mains): a last gasp is one
+        # 32-byte program, under a millisecond, never an erase, so it fits the hold-up
+        # whatever LittleFS would be doing. [device, next slot, erased slots from there,
+        # slots, record buffer, and meter.restore's boot-time working state]; none free
+        # until meter.restore has looked at it.
+        self.journal = None
+        if journal is not None:
+            self.journal = [journal, 0, 0, 0, bytearray(32), None, None, 0]
 
     def load(self, imp, exp):
         """Restore the newest valid checkpoint into the registers (meter.restore); returns
@@ -59,6 +73,21 @@ class EnergyStore:
 
     def save(self, imp, exp, now, flags=0):
         self._energy.save(imp.kwh, imp.total_mwh(), exp.kwh, exp.total_mwh(), now, flags)
+
+    def last_gasp(self, imp, exp, now):
+        """The power-fail handler's save: a journal record if there is room, else (no
+        journal partition) a LittleFS checkpoint, which may need an erase."""
+        j = self.journal
+        if j is None or j[2] <= 0:
+            return self.save(imp, exp, now, FLAG_LAST_GASP)
+        buf = j[4]
+        struct.pack_into(JOURNAL_FMT, buf, 0, self._energy.seq, imp.kwh, imp.total_mwh(),
+                         exp.kwh, exp.total_mwh(), now, FLAG_LAST_GASP)
+        struct.pack_into("<I", buf, 28, crc32(memoryview(buf)[:28]))
+        n = j[1]
+        j[1] = (n + 1) % j[3]
+        j[2] -= 1
+        j[0].writeblocks(n >> 7, buf, (n & 127) << 5)  # 128 slots of 32 bytes a block
 
     def save_period(self):
         p = self.period

@@ -2,6 +2,12 @@
 # interface vfs.VfsLfs2 uses: readblocks/writeblocks with offsets, ioctl erase).
 # The contents live in a host file, so they stay out of the MicroPython heap.
 # It counts program and erase operations per block and can lose power mid-write.
+#
+# Time: flash operations take no virtual time while mains is present (the simulator's time
+# only moves in sleeps, which keeps runs deterministic and the same on both runtimes), but
+# while the board runs on its supply capacitor after the power-fail edge (World.holdup)
+# every program and erase uses up its typical duration of the hold-up, and one that would
+# end after the supply dies is cut there (the program torn, the erase not done).
 
 from simulator.device.shim import PowerCut
 
@@ -11,6 +17,20 @@ IOCTL_BLOCK_COUNT = 4
 IOCTL_BLOCK_SIZE = 5
 IOCTL_BLOCK_ERASE = 6
 _ERASED = b"\xff" * 256
+# Typical timings of a W25Q-class SPI NOR flash (Winbond W25Q32/W25Q64/W25Q128 datasheets,
+# the ESP32 modules' usual flash): page program tPP 0.7 ms typ (3 ms max) per 256-byte
+# page, sector erase tSE 45 ms typ (400 ms max) per 4 KiB sector.
+PAGE_SIZE = 256
+PAGE_PROGRAM_US = 700
+SECTOR_ERASE_US = 45_000
+
+
+def program_us(offset: int, length: int) -> int:
+    """Typical time to program `length` bytes at `offset`: one tPP per page touched."""
+    if length <= 0:
+        return 0
+    pages = (offset + length - 1) // PAGE_SIZE - offset // PAGE_SIZE + 1
+    return pages * PAGE_PROGRAM_US
 
 
 class FlashChip:
@@ -48,6 +68,17 @@ class FlashChip:
         self.ops += 1
         return self.cut_at_op and self.ops == self.cut_at_op
 
+    def takes(self, us: int) -> bool:
+        """The operation uses `us` of the hold-up if the board is on it; False if the
+        supply dies before the operation ends."""
+        return self.world is None or self.world.flash_time(us)
+
+    def supply_dies(self):
+        """The hold-up ran out during this operation: the rest of the outage passes."""
+        self.fh.flush()
+        self.world.holdup_runs_out()
+        raise PowerCut()
+
     def cut_power(self):
         self.fh.flush()
         if self.world is not None:
@@ -70,11 +101,14 @@ class FlashChip:
         if self.on_op is not None:
             self.on_op("P", block, offset, buf)
         torn = self.next_op_cuts()
-        if torn:
+        dies = not torn and not self.takes(program_us(offset, length))
+        if torn or dies:
             length = length // 2  # the write is torn: only its first half lands
         self.fh.seek(block * BLOCK_SIZE + offset)
         self.fh.write(buf[:length] if length < len(buf) else buf)
         self.bytes_written += length
+        if dies:
+            self.supply_dies()
         if torn:
             self.cut_power()
 
@@ -84,6 +118,8 @@ class FlashChip:
             self.on_op("E", block, 0, None)
         if self.next_op_cuts():
             self.cut_power()  # power gone before the erase: the block keeps its data
+        if not self.takes(SECTOR_ERASE_US):
+            self.supply_dies()  # the hold-up ends before the erase does: it does not happen
         self.fh.seek(block * BLOCK_SIZE)
         for _ in range(BLOCK_SIZE // len(_ERASED)):
             self.fh.write(_ERASED)  # in small pieces: a 4 KiB buffer would strain a 64 KiB heap

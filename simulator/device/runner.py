@@ -16,7 +16,7 @@ from simulator.device.flash import FlashChip
 from simulator.device.relay_emu import LatchingRelay
 from simulator.device.world import PowerCut, ScenarioEnd, World
 
-DATA_BLOCKS = 64  # 256 KiB data partition
+DATA_BLOCKS = 64  # 256 KiB of data flash: its partitions in shim.Partition.TABLE
 FIRMWARE_MODULES = ("boot", "main", "board", "meter", "umqtt")
 BOARDS = {"sim": "boards.sim", "sim_hbridge": "boards.sim_hbridge",
           "sim-ade7953": "boards.sim_ade7953"}
@@ -117,11 +117,12 @@ def mount(world):
         import vfs
     except ImportError:
         from simulator import lfs_vfs as vfs
+    data = shim.Partition(world.flash, "meterdata")
     try:
-        return vfs.VfsLfs2(world.flash)
+        return vfs.VfsLfs2(data)
     except OSError:
-        vfs.VfsLfs2.mkfs(world.flash)
-        return vfs.VfsLfs2(world.flash)
+        vfs.VfsLfs2.mkfs(data)
+        return vfs.VfsLfs2(data)
 
 
 def provision(world, config, command_key="", files=None):
@@ -237,7 +238,9 @@ def results(world, heap_peak):
         "flash_bytes_written": world.flash.bytes_written,
         "flash_erases": world.flash.total_erases(),
         "flash_erases_max_block": max(world.flash.erases),
+        "flash_erases_per_block": list(world.flash.erases),
         "heap_peak_bytes": heap_peak,
         "losses_wh": list(getattr(world, "losses_wh", [])),
         "meter_counts": world.meter_counts,
+        "holdup_overruns": world.holdup_overruns,
     }

@@ -75,8 +75,8 @@ class RemoteWorld:
         self.now_ms, self.boot_ms, self.unix_base, blocks = struct.unpack("<qqqH", hello[:26])
         self.unique_id = hello[26:32]
         self.reset_cause = hello[32]
-        self.flash_label = "meterdata"
-        self.flash = RemoteFlash(self, hello[33:].decode(), blocks)
+        self.power_fail_pin = hello[33] or None  # None: no power-fail detector fitted
+        self.flash = RemoteFlash(self, hello[34:].decode(), blocks)
 
     def _recv_into(self, buf):
         view = memoryview(buf)

@@ -65,6 +65,8 @@ class World:
         self.power_fail_pin = None
         self.holdup_ms = 0
         self.holdup = None  # (end of hold-up ms, remaining outage ms) while holding up
+        self.holdup_used_us = 0  # of the hold-up, used by flash operations and SPI frames
+        self.holdup_overruns = 0  # hold-ups that ran out in the middle of a flash operation
         self.irq_pins = {}  # pin id -> trigger (1 rising, 2 falling) armed by the firmware
         self.irq_fired = -1  # pin id whose edge interrupted the current sleep
         self.outage_log = []  # (ms mains went, true import + export Wh at that moment)
@@ -154,6 +156,7 @@ class World:
                     hold = self.holdup_ms if self.holdup_ms < for_ms else for_ms
                     self.mains_on = False
                     self.holdup = (self.now_ms + hold, for_ms - hold)
+                    self.holdup_used_us = 0
                     self.set_external_pin(self.power_fail_pin, 0)
         if self.holdup is not None and self.holdup[0] <= self.now_ms:
             remaining = self.holdup[1]
@@ -210,6 +213,25 @@ class World:
         # The outage itself passes with nobody running; time still moves on.
         self.pass_time(self.now_ms + for_ms, False)
         self.mains_on = True
+
+    def flash_time(self, us: int) -> bool:
+        """A flash operation of `us` (typical duration). Outside a hold-up it takes no
+        virtual time; during one it uses up the supply capacitor: False if the supply dies
+        before the operation ends."""
+        if self.holdup is None:
+            return True
+        self.holdup_used_us += us
+        return self.now_ms * 1000 + self.holdup_used_us <= self.holdup[0] * 1000
+
+    def holdup_runs_out(self):
+        """The supply capacitor is exhausted mid-operation: the board dies where the hold-up
+        ends and the rest of the outage passes."""
+        self.holdup_overruns += 1
+        end = self.holdup[0]
+        if self.now_ms < end:
+            self.pass_time(end, False)
+        else:
+            self.apply_changes()
 
     def begin_ending(self):
         """Time is up: no more energy flows; ask the meter for its registers."""
@@ -341,7 +363,8 @@ class World:
             self.check_power()
             return (struct.pack("<qqqH", self.now_ms, self.boot_ms,
                                 self.start_unix + self.rtc_offset_s, self.flash.block_count)
-                    + bytes(self.unique_id) + bytes((self.reset_cause,))
+                    + bytes(self.unique_id)
+                    + bytes((self.reset_cause, self.power_fail_pin or 0))
                     + self.flash.path.encode())
         if code == 0x54:  # T: set the RTC
             self.set_unix(struct.unpack("<q", payload)[0])
@@ -418,6 +441,8 @@ class World:
     def spi_transfer(self, bus_id: int, mode: tuple, tx, rx):
         """Clock len(tx) bytes out; whatever device is selected drives MISO."""
         self.check_power()
+        if self.holdup is not None:  # the frame's time comes out of the hold-up
+            self.holdup_used_us += len(tx) * 8_000_000 // (mode[2] or 1)
         selected = None
         for bus, cs, device in self.spi_devices:
             if bus == bus_id and self.pins.get(cs, 1) == 0:

@@ -157,15 +157,42 @@ def unique_id():
 
 # --- esp32 ----------------------------------------------------------------------------
 class Partition:
+    """A data partition of the board's flash chip, as a block device (readblocks/writeblocks
+    with offsets, ioctl), like esp32.Partition: block numbers are the partition's own."""
+
     TYPE_APP = 0
     TYPE_DATA = 1
+    # The simulated board's data flash (256 KiB, boards/esp32_atm90e26.py): label ->
+    # (first 4 KiB block of the chip, blocks)
+    TABLE = {"meterdata": (0, 62), "lastgasp": (62, 2)}
+
+    def __init__(self, flash, label="meterdata"):
+        self.flash = flash
+        self.first, self.count = Partition.TABLE[label]
 
     @staticmethod
     def find(type=TYPE_APP, subtype=0xFF, label=None):
-        w = world()
-        if type == Partition.TYPE_DATA and label in (None, w.flash_label):
-            return [w.flash]
+        if type == Partition.TYPE_DATA and label in Partition.TABLE:
+            return [Partition(world().flash, label)]
         return []
+
+    def _at(self, block):
+        if not 0 <= block < self.count:
+            raise OSError(22)  # EINVAL: outside the partition
+        return self.first + block
+
+    def readblocks(self, block, buf, offset=0):
+        self.flash.readblocks(self._at(block), buf, offset)
+
+    def writeblocks(self, block, buf, offset=None):
+        self.flash.writeblocks(self._at(block), buf, offset)
+
+    def ioctl(self, op, arg):
+        if op == 4:
+            return self.count
+        if op == 6:
+            arg = self._at(arg)
+        return self.flash.ioctl(op, arg)
 
 
 # --- network --------------------------------------------------------------------------
