@@ -149,7 +149,7 @@ class Rig:
         self.link = SimpleNamespace(_cfg=cfg, _next_s=now + 60, _sent_s=now, _retry_s=0,
                                     meter=self.meter, reboot=False, client=None,
                                     _base=f"meters/{METER}/")
-        self.state = [None, 0]
+        self.state = [None, 0, 0, 0]
         self.n = 0
         self.rtc: list[tuple] = []
 

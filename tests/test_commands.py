@@ -71,9 +71,11 @@ class FakeClock:
 class FakeLog:
     def __init__(self) -> None:
         self.entries: list[tuple[int, int]] = []
+        self.values: list[int] = []
 
-    def log(self, now: int, code: int) -> None:
+    def log(self, now: int, code: int, value: int = 0) -> None:
         self.entries.append((now, code))
+        self.values.append(value)
 
 
 class Recorder:
@@ -280,3 +282,31 @@ def test_fuzz_never_raises_never_acts_unsigned(tmp_path, data):
         assert body["n"] > 7 and body["id"] == METER
     else:
         assert handler.calls == []
+
+
+def test_a_flood_of_rejections_cannot_evict_the_transaction_log(tmp_path):
+    """A forged command a minute for 20 days: rejection events back off (1 h, 2, 4 ... 24 h),
+    so the flood takes one event a day of the 50-record transaction log, and their values
+    add up to every rejection; after a quiet day the next rejection is logged at once."""
+    clock = FakeClock()
+    cmds, handler, log = make(tmp_path, clock)
+    minutes = 20 * 24 * 60
+    for i in range(minutes):
+        clock.t = NOW + 60 * i
+        forged = cmd(i + 1, key=bytes(32), issued=clock.t - 10)
+        assert ack_of(cmds.handle(forged))["reason"] == "bad_mac"
+    assert handler.calls == []
+    times = [t for t, _code in log.entries]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert gaps[:5] == [3600, 7200, 14400, 28800, 57600] and set(gaps[5:]) == {86400}
+    assert len(log.entries) == 24  # of the 50: the rest of the log keeps its real events
+    # every rejection up to the last event is counted once (one a minute since the first)
+    assert log.values[0] == 1 and sum(log.values) == (times[-1] - times[0]) // 60 + 1
+    # quiet for a day, then one more: logged at once, with the flood's unlogged rest, so
+    # every rejection is counted exactly once
+    clock.t = NOW + 60 * minutes + 86400
+    cmds.handle(cmd(1, key=bytes(32), issued=clock.t - 10))
+    assert log.entries[-1][0] == clock.t - METER_EPOCH_UNIX and sum(log.values) == minutes + 1
+    clock.t += 600  # and the back-off starts over: the next one waits an hour
+    cmds.handle(cmd(1, key=bytes(32), issued=clock.t - 10))
+    assert len(log.entries) == 25

@@ -60,9 +60,10 @@ class Commands:
         self._log = log
         self.handler = handler  # the disconnect control: method(args) -> (code, extra)
         self.link = link  # the MQTT link (its meter, config, timers) for meter/cmdx.py
-        # [time of the last rejection event, rejections]: kept by the caller when this
-        # module is loaded per message (see meter/link.py)
-        self.state = state or [None, 0]
+        # [time of the last rejection event, rejections since, the interval before the next
+        # event, time of the last rejection]: kept by the caller when this module is loaded
+        # per message (see meter/link.py)
+        self.state = state or [None, 0, 0, 0]
         try:
             if key is None:
                 with fs.open("/cmd.key", "rb") as f:
@@ -163,14 +164,23 @@ class Commands:
                 print("handler:", exc)
                 code, extra = 250, {"reason": "handler_error"}
         else:
+            # Rate limit, so a flood neither wears the flash nor evicts real events from the
+            # transaction log: the first rejection is logged; while they go on, the next event
+            # comes after 1 h, then 2, 4 ... 24 h (about 5 events the first day, then one a
+            # day); a day without any starts over. Each event's value: the rejections it covers.
             st = self.state
             st[1] += 1
             now = self._clock.now()
-            if st[0] is None or not 0 <= now - st[0] < 3600:
-                st[0] = now  # rate limit: one rejection event an hour at most
+            if st[0] is None or not 0 <= now - st[3] < 86400:
+                st[2] = 0  # quiet for a day (or a clock step): log at once
+            st[3] = now
+            if st[0] is None or not 0 <= now - st[0] < st[2]:
+                st[2] = 3600 if st[2] < 3600 else min(st[2] * 2, 86400)
+                st[0] = now
                 try:
                     # (a clock that lost its time reads before 2020: logged at 0)
-                    self._log.log(now if now > 0 else 0, CMD_REJECTED + code)
+                    self._log.log(now if now > 0 else 0, CMD_REJECTED + code, st[1])
+                    st[1] = 0
                 except OSError:
                     pass
         ack = {"id": self._id, "n": n, "code": code, "t": self._clock.unix()}

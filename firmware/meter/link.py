@@ -83,7 +83,7 @@ class Link:
         self._fs = fs
         self._log = log
         self.handler = handler  # the disconnect control (see meter/commands.py)
-        self.cmd_state = [None, 0]  # kept across loads of meter.commands
+        self.cmd_state = [None, 0, 0, 0]  # kept across loads of meter.commands
         self.meter = None  # the Meter, for meter/cmdx.py's commands (set by service)
         self.reboot = False  # a reboot command was accepted: reset once its ack is out
         self._base = "meters/" + cfg["meter_id"] + "/"

@@ -37,7 +37,7 @@ class FakeLog:
     def __init__(self):
         self.codes = []
 
-    def log(self, now, code):
+    def log(self, now, code, value=0):
         self.codes.append(code)
 
 
