@@ -241,6 +241,7 @@ class ScenarioNetwork:
                                              item.get("args", {}), issued,
                                              item.get("ttl_s", 300))
         proxy = self.proxy
+        entry["payload"] = payload
         with proxy.lock:
             before = proxy.to_meter.count(payload)
         self.headend.publish(payload)
@@ -277,6 +278,12 @@ class ScenarioNetwork:
         # The meter answers the messages it gets one by one, in order: the i-th ack answers
         # the i-th command delivered, unless one went unanswered (a power cut, a message too
         # big for the heap); a signed command's ack must carry its counter.
+        # A command published while the meter was offline waits in its session at the
+        # broker and reaches the meter when it is back: delivered is what the proxy saw go in.
+        with self.proxy.lock:
+            seen = set(self.proxy.to_meter)
+        for e in self.sent:
+            e["delivered"] = e["delivered"] or e.get("payload") in seen
         delivered = [e for e in self.sent if e["delivered"]]
         acks = []
         with self.headend.lock:

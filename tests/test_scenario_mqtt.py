@@ -97,8 +97,11 @@ def busy_scenario() -> dict:
                   {"at_s": 15.5, "raw": captured.decode()},  # replayed
                   {"at_s": 20, "cmd": "reconnect"},
                   {"at_s": 25, "raw": "not a command"},
-                  {"at_s": 50, "cmd": "status"},  # while the broker is unreachable: lost
+                  # while the broker is unreachable: kept in the meter's session at the
+                  # broker, delivered when the meter is back
+                  {"at_s": 50, "cmd": "status"},
                   {"at_s": 95, "cmd": "disconnect"},  # back online by then
+                  {"at_s": 114, "cmd": "status"},  # while the meter has no power: the same
                   {"at_s": 135, "cmd": "reconnect"}],
         network_outages=[{"at_s": 40, "for_s": 20}],
         outages=[{"at_s": 110, "for_s": 10}])
@@ -114,13 +117,17 @@ def test_same_scenario_same_report():
     acks = first["acks"]
     assert [(a["at_s"], a["code"], a.get("reason")) for a in acks] == [
         (10, 0, "ok"), (15.5, 5, "replay"), (20, 0, "ok"), (25, 7, "malformed"),
-        (95, 0, "ok"), (135, 0, "ok")]
-    assert first["commands_delivered"] == 6  # the one at 50 s found no meter to deliver to
+        (50, 0, None), (95, 0, "ok"), (114, 0, None), (135, 0, "ok")]
+    assert first["commands_delivered"] == 8
+    # the two sent while the meter was unreachable were answered once it was back: after the
+    # network outage (40-60 s) and after the power cut (110-120 s)
+    start = sc.normalise({"duration_s": 1})["start_unix"]
+    assert acks[4]["t"] - start >= 60 and acks[6]["t"] - start >= 120
     assert first["reboots"] == 1 and first["relay_closed"]
     tele = first["telemetry"]
     # the counts are the live meter's (since its boot at 120 s); the head-end got them all,
     # and every ack
-    assert tele["published"] >= 3 and tele["received"]["ack"] == 6
+    assert tele["published"] >= 3 and tele["received"]["ack"] == 8
     # readings every 10 s while online: 0-40 s, from the reconnection after the outage to
     # the power cut at 110 s, and 120-150 s
     assert 9 <= tele["received"]["telemetry"] <= 12
@@ -136,7 +143,10 @@ def test_network_outage_is_refused_fast_and_recovered():
                  commands=[{"at_s": 3600, "cmd": "status"},
                            {"at_s": 2 * 3600 + 900, "cmd": "status"}])
     assert time.monotonic() - started < 60
-    assert [a["at_s"] for a in report["acks"]] == [2 * 3600 + 900]
+    # the command sent in the outage waited at the broker and, its 5 minutes long gone when
+    # the meter came back, was refused as expired; the one after it was answered
+    assert [(a["at_s"], a["code"], a.get("reason")) for a in report["acks"]] == [
+        (3600, 6, "expired"), (2 * 3600 + 900, 0, None)]
     assert report["meter_import_wh"] == pytest.approx(report["true_import_wh"], rel=0.01)
     tele = report["telemetry"]
     # a reading a minute for 10 minutes, and for the 50 minutes after the outage less the

@@ -19,7 +19,7 @@ def connect(link, simple, timed, state):
     c.set_last_will(status, b"offline", True, 1)
     c.set_callback(link._received)
     link.client = c
-    c.connect()
+    c.connect(False)  # a kept session: commands sent while the link was down come on return
     c.sock = timed(c.sock, state[1])  # state[1]: the plain socket umqtt opened
     state[1] = None
     c.subscribe(link._base + "cmd", 1)
