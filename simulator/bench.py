@@ -13,10 +13,7 @@ bound of "command reaches the meter" to "handler called": it adds two loopback b
 from __future__ import annotations
 
 import random
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -157,12 +154,6 @@ def main() -> int:
     return 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def command_latency(count: int = 100, runtime: str = "micropython") -> list[float]:
     """Publish-to-ack latency of `count` commands through a fresh mosquitto, in seconds:
     disconnect and reconnect in turn (control mode 2: a remote reconnect closes the relay),
@@ -171,17 +162,15 @@ def command_latency(count: int = 100, runtime: str = "micropython") -> list[floa
     import paho.mqtt.client as mqtt
 
     from host_tools.headend import decode_ack, encode_command
+    from simulator.mqttpath import Mosquitto
 
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = _free_port()
-    broker = subprocess.Popen([binary, "-p", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    broker = Mosquitto()
+    port = broker.port
     key = bytes(random.randrange(256) for _ in range(32))
     meter = "bench-meter"
     acks: dict[int, float] = {}
     online = threading.Event()
     try:
-        time.sleep(0.3)
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-headend")
 
         def on_message(_c, _u, msg):
@@ -248,8 +237,7 @@ def command_latency(count: int = 100, runtime: str = "micropython") -> list[floa
         client.loop_stop()
         client.disconnect()
     finally:
-        broker.terminate()
-        broker.wait(5)
+        broker.stop()
     if len(latencies) < 2:
         print(f"  command latency: only {len(latencies)} of {count} commands acked")
         return latencies

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,17 @@ def mosquitto_binary() -> str | None:
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 
 
-class Mosquitto:
-    """A mosquitto of the run's own on a free loopback port, stopped by its PID."""
+def plain_conf(port: int) -> str:
+    """A loopback broker for one run: anonymous, nothing kept on disk."""
+    return (f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "max_packet_size 65536\n")
 
-    def __init__(self) -> None:
+
+class Mosquitto:
+    """A mosquitto of its own on a free loopback port, stopped by its PID (for scenario runs,
+    the tests' fixture, the bench). conf: the configuration text for a given port."""
+
+    def __init__(self, conf: Callable[[int], str] = plain_conf) -> None:
         binary = mosquitto_binary()
         if binary is None:
             raise NetworkError("mosquitto is not installed: scenario commands and network "
@@ -62,14 +70,14 @@ class Mosquitto:
             with socket.socket() as probe:
                 probe.bind(("127.0.0.1", 0))
                 self.port = probe.getsockname()[1]
-            conf = Path(self.tmp.name) / "mosquitto.conf"
-            conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                            "persistence false\nmax_packet_size 65536\n")
-            self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
+            path = Path(self.tmp.name) / "mosquitto.conf"
+            path.write_text(conf(self.port))
+            self.proc = subprocess.Popen([binary, "-c", str(path)], stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE)
             if self._wait_listening():
                 return
-            self.stop()
+            self._end()
+        self.tmp.cleanup()
         raise NetworkError("mosquitto did not start listening")
 
     def _wait_listening(self) -> bool:
@@ -85,6 +93,10 @@ class Mosquitto:
         return False
 
     def stop(self) -> None:
+        self._end()
+        self.tmp.cleanup()
+
+    def _end(self) -> None:
         self.proc.terminate()
         try:
             self.proc.wait(5)

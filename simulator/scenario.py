@@ -102,6 +102,23 @@ def _object(value: Any, where: str, allowed: set[str]) -> dict:
     return value
 
 
+def _windows(scenario: dict, name: str, length_key: str = "for_s",
+             keys: set = OUTAGE_KEYS) -> list[list[int]]:
+    """A scenario list of {"at_s", length_key} objects as sorted [at_ms, length_ms] pairs."""
+    items = scenario.get(name, [])
+    if not isinstance(items, list):
+        raise ScenarioError(f"{name} must be a list")
+    windows = []
+    for i, item in enumerate(items):
+        item = _object(item, f"{name}[{i}]", keys)
+        if "at_s" not in item or length_key not in item:
+            raise ScenarioError(f"{name}[{i}] needs 'at_s' and '{length_key}'")
+        windows.append([int(_number(item["at_s"], f"{name}[{i}].at_s") * 1000),
+                        int(_number(item[length_key], f"{name}[{i}].{length_key}") * 1000)])
+    windows.sort()
+    return windows
+
+
 def normalise(raw: Any) -> dict:
     """Check a scenario and turn it into the compact form the device runner reads."""
     scenario = _object(raw, "the scenario", SCENARIO_KEYS)
@@ -152,19 +169,7 @@ def normalise(raw: Any) -> dict:
     if not load or load[0][0] > 0:
         volts = load[0][1] if load else 240.0
         load.insert(0, [0, volts, 0.0, 1.0, 50.0])
-    outages = []
-    items = scenario.get("outages", [])
-    if not isinstance(items, list):
-        raise ScenarioError("outages must be a list")
-    for i, item in enumerate(items):
-        item = _object(item, f"outages[{i}]", OUTAGE_KEYS)
-        if "at_s" not in item or "for_s" not in item:
-            raise ScenarioError(f"outages[{i}] needs 'at_s' and 'for_s'")
-        outages.append([
-            int(_number(item["at_s"], f"outages[{i}].at_s") * 1000),
-            int(_number(item["for_s"], f"outages[{i}].for_s") * 1000),
-        ])
-    outages.sort()
+    outages = _windows(scenario, "outages")
     faults = _check_faults(_object(scenario.get("faults", {}), "faults", FAULT_KEYS))
     port_commands = []
     items = scenario.get("port_commands", [])
@@ -185,18 +190,7 @@ def normalise(raw: Any) -> dict:
                               (line + "\n").encode()])
     port_commands.sort(key=lambda c: c[0])
     commands = _check_commands(scenario.get("commands", []))
-    network_outages = []
-    items = scenario.get("network_outages", [])
-    if not isinstance(items, list):
-        raise ScenarioError("network_outages must be a list")
-    for i, item in enumerate(items):
-        item = _object(item, f"network_outages[{i}]", OUTAGE_KEYS)
-        if "at_s" not in item or "for_s" not in item:
-            raise ScenarioError(f"network_outages[{i}] needs 'at_s' and 'for_s'")
-        network_outages.append([
-            int(_number(item["at_s"], f"network_outages[{i}].at_s") * 1000),
-            int(_number(item["for_s"], f"network_outages[{i}].for_s") * 1000)])
-    network_outages.sort()
+    network_outages = _windows(scenario, "network_outages")
     for (a, fa), (b, _fb) in zip(network_outages, network_outages[1:], strict=False):
         if b < a + fa:
             raise ScenarioError("network_outages must not overlap")
@@ -214,28 +208,8 @@ def normalise(raw: Any) -> dict:
             config.get("mqtt_host") or config.get("mqtt_tls")):
         raise ScenarioError("config.mqtt_host/mqtt_tls are set by the run when the scenario "
                             "has commands, network_outages or a broker (give 'broker')")
-    button = []
-    items = scenario.get("button", [])
-    if not isinstance(items, list):
-        raise ScenarioError("button must be a list")
-    for i, item in enumerate(items):
-        item = _object(item, f"button[{i}]", BUTTON_KEYS)
-        if "at_s" not in item or "hold_s" not in item:
-            raise ScenarioError(f"button[{i}] needs 'at_s' and 'hold_s'")
-        button.append([int(_number(item["at_s"], f"button[{i}].at_s") * 1000),
-                       int(_number(item["hold_s"], f"button[{i}].hold_s") * 1000)])
-    button.sort()
-    cover = []
-    items = scenario.get("cover_open", [])
-    if not isinstance(items, list):
-        raise ScenarioError("cover_open must be a list")
-    for i, item in enumerate(items):
-        item = _object(item, f"cover_open[{i}]", OUTAGE_KEYS)
-        if "at_s" not in item or "for_s" not in item:
-            raise ScenarioError(f"cover_open[{i}] needs 'at_s' and 'for_s'")
-        cover.append([int(_number(item["at_s"], f"cover_open[{i}].at_s") * 1000),
-                      int(_number(item["for_s"], f"cover_open[{i}].for_s") * 1000)])
-    cover.sort()
+    button = _windows(scenario, "button", "hold_s", BUTTON_KEYS)
+    cover = _windows(scenario, "cover_open")
     chip = _object(scenario.get("chip", {}), "chip", CHIP_KEYS)
     for key, value in chip.items():
         _number(value, f"chip.{key}", None)

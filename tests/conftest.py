@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,41 +24,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def mosquitto_binary() -> str | None:
-    return shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
+def subscribe(host: str, port: int, topics: list[tuple[str, int]], on_message, name: str):
+    """A paho client subscribed to topics, its loop running; on_message(client, userdata,
+    msg) gets what arrives."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    ready = threading.Event()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{name}-{time.time_ns()}")
+    client.on_message = on_message
+    client.on_subscribe = lambda *_a: ready.set()
+    client.connect(host, port)
+    client.subscribe(topics)
+    client.loop_start()
+    assert ready.wait(5), "subscription not acknowledged"
+    return client
 
 
 @pytest.fixture(scope="session")
-def mosquitto(tmp_path_factory: pytest.TempPathFactory):
+def mosquitto():
     """A real mosquitto on a free loopback port, stopped by its PID at the end."""
-    binary = mosquitto_binary()
-    if binary is None:
+    from simulator.mqttpath import Mosquitto, NetworkError, mosquitto_binary
+
+    if mosquitto_binary() is None:
         pytest.fail("mosquitto is not installed (make test installs it when run as root)")
-    port = free_port()
-    conf = tmp_path_factory.mktemp("mosquitto") / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"mosquitto exited: {proc.stderr.read().decode()}")
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("mosquitto did not start listening")
-    yield ("127.0.0.1", port)
-    proc.terminate()
     try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        broker = Mosquitto(lambda port: (f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                                         "persistence false\n"))
+    except NetworkError as exc:
+        pytest.fail(str(exc))
+    yield ("127.0.0.1", broker.port)
+    broker.stop()
 
 
 @pytest.fixture(scope="session")

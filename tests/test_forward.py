@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from simulator import scenario as sc
+from tests.conftest import subscribe
 
 
 class Collector:
@@ -26,19 +25,12 @@ class Collector:
 
     def __init__(self, host: str, port: int, meter_id: str) -> None:
         self.got: dict[str, list[dict]] = {"profile": [], "events": []}
-        ready = threading.Event()
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"f-{time.time_ns()}")
 
         def on_message(_c, _u, msg):
             self.got[msg.topic.rsplit("/", 1)[1]].append(json.loads(msg.payload))
 
-        client.on_message = on_message
-        client.on_subscribe = lambda *_a: ready.set()
-        client.connect(host, port)
-        client.subscribe([(f"meters/{meter_id}/profile", 1), (f"meters/{meter_id}/events", 1)])
-        client.loop_start()
-        assert ready.wait(5)
-        self.client = client
+        self.client = subscribe(host, port, [(f"meters/{meter_id}/profile", 1),
+                                             (f"meters/{meter_id}/events", 1)], on_message, "f")
 
     def settle(self, want: dict[str, set[int]], timeout: float = 10) -> None:
         """Wait until every wanted seq has arrived (or the time is up)."""

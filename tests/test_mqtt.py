@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from simulator import scenario as sc
+from tests.conftest import subscribe
 
 
 def collect(host: str, port: int, topic: str):
     got: list[dict] = []
-    ready = threading.Event()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{time.time_ns()}")
-    client.on_message = lambda _c, _u, msg: got.append(json.loads(msg.payload))
-    client.on_subscribe = lambda *_a: ready.set()
-    client.connect(host, port)
-    client.subscribe(topic, qos=0)
-    client.loop_start()
-    assert ready.wait(5), "subscription not acknowledged"
+    client = subscribe(host, port, [(topic, 0)],
+                       lambda _c, _u, msg: got.append(json.loads(msg.payload)), "t")
     return client, got
 
 

@@ -10,11 +10,11 @@ import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from host_tools import headend
 from simulator import scenario as sc
+from tests.conftest import subscribe
 
 
 def run_paced(scenario: dict, runtime: str, heapsize: str = sc.HEAPSIZE):
@@ -51,19 +51,12 @@ class Watcher:
     def __init__(self, host: str, port: int, meter_id: str) -> None:
         self.acks: list[bytes] = []
         self.status: list[bytes] = []
-        ready = threading.Event()
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"w-{time.time_ns()}")
 
         def on_message(_c, _u, msg):
             (self.acks if msg.topic.endswith("/ack") else self.status).append(msg.payload)
 
-        client.on_message = on_message
-        client.on_subscribe = lambda *_a: ready.set()
-        client.connect(host, port)
-        client.subscribe([(f"meters/{meter_id}/ack", 1), (f"meters/{meter_id}/status", 1)])
-        client.loop_start()
-        assert ready.wait(5)
-        self.client = client
+        self.client = subscribe(host, port, [(f"meters/{meter_id}/ack", 1),
+                                             (f"meters/{meter_id}/status", 1)], on_message, "w")
         self.meter_id = meter_id
 
     def raw(self, payload: bytes) -> None:

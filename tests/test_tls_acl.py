@@ -18,7 +18,7 @@ import pytest
 
 from host_tools import headend
 from simulator import scenario as sc
-from tests.conftest import free_port, mosquitto_binary
+from simulator.mqttpath import Mosquitto, NetworkError
 from tests.test_remote_commands import run_paced
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,33 +53,24 @@ def tls_broker(tmp_path_factory):
         flags = ["-b", "-c"] if not passwd.exists() else ["-b"]
         subprocess.run(["mosquitto_passwd", *flags, str(passwd), user, password], check=True,
                        capture_output=True)
-    port = free_port()
-    conf = (SHIPPED / "mosquitto.conf").read_text()
-    conf = conf.replace("listener 8883", f"listener {port}")
-    for name in ("ca.crt", "server.crt", "server.key"):
-        conf = conf.replace(f"/etc/mosquitto/certs/{name}", str(d / name))
-    conf = conf.replace("/etc/mosquitto/passwd", str(passwd))
-    conf = conf.replace("/etc/mosquitto/acl", str(SHIPPED / "acl"))
-    # started as root, mosquitto would drop to its own user, who cannot read the test's files
-    conf += f"user {getpass.getuser()}\n"
-    (d / "mosquitto.conf").write_text(conf)
-    proc = subprocess.Popen([mosquitto_binary(), "-c", str(d / "mosquitto.conf")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"mosquitto exited: {proc.stderr.read().decode()}")
-            time.sleep(0.05)
-    yield {"port": port, "dir": d}
-    proc.terminate()
+
+    def conf(port: int) -> str:
+        """The shipped configuration, on a free port with the test's certificates."""
+        text = (SHIPPED / "mosquitto.conf").read_text()
+        text = text.replace("listener 8883", f"listener {port}")
+        for name in ("ca.crt", "server.crt", "server.key"):
+            text = text.replace(f"/etc/mosquitto/certs/{name}", str(d / name))
+        text = text.replace("/etc/mosquitto/passwd", str(passwd))
+        text = text.replace("/etc/mosquitto/acl", str(SHIPPED / "acl"))
+        # started as root, mosquitto would drop to its own user, who cannot read the files
+        return text + f"user {getpass.getuser()}\n"
+
     try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        broker = Mosquitto(conf)
+    except NetworkError as exc:
+        pytest.fail(str(exc))
+    yield {"port": broker.port, "dir": d}
+    broker.stop()
 
 
 def client(broker: dict, user: str | None, password: str | None = None):
