@@ -212,7 +212,7 @@ def command_latency(count: int = 100, runtime: str = "micropython") -> list[floa
                     else:
                         # the whole firmware with its command path (README: heap)
                         sc.run_micropython(scenario, str(Path(tmp) / "f.img"), None,
-                                           sc.FULL_FIRMWARE_HEAPSIZE, on_tick=pace)
+                                           sc.HEAPSIZE, on_tick=pace)
                 except KeyboardInterrupt:
                     pass
 

@@ -159,7 +159,7 @@ def main(args: argparse.Namespace) -> int:
             if args.runtime == "cpython":
                 sc.run_cpython(scenario, flash, None, on_tick=pace)
             else:
-                sc.run_micropython(scenario, flash, None, sc.FULL_FIRMWARE_HEAPSIZE, on_tick=pace)
+                sc.run_micropython(scenario, flash, None, sc.HEAPSIZE, on_tick=pace)
     except KeyboardInterrupt:
         print("\nstopped.")
     except RuntimeError as exc:

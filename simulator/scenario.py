@@ -19,16 +19,13 @@ ROOT = Path(__file__).resolve().parent.parent
 MPY_DIR = ROOT / "build" / "mpy"
 DEFAULT_START = "2026-01-01T00:00:00+05:30"
 # The firmware's heap budget on MicroPython: a hard cap (an ESP32 without PSRAM has ~110 KB,
-# and this port's objects are twice its pointer size). A full-firmware run also carries the
-# simulator's own device layer (the Python stand-ins for `machine`, `esp32`, `network`, which
-# are C on a board, and the wire); that layer's measured size is added on top, so the
-# firmware gets exactly this much. See README, "Heap on MicroPython".
+# and this port's objects are twice its pointer size). The firmware's code runs in place from
+# its ROMFS image, as on a board (simulator/device/romstart.py). The device process also
+# carries the simulator's own device layer (the Python stand-ins for `machine`, `esp32`,
+# `network`, which are C on a board, and the wire); its measured size is added on top, so
+# the firmware gets exactly this much. The whole firmware (MQTT link, commands, supply
+# control, store-and-forward) runs in it. See README, "Heap on MicroPython".
 HEAPSIZE = "64k"
-# Known limit: the whole firmware at once (MQTT link with the command path, supply control
-# switching the relay on a command, metering checks) does not fit 64 KiB on this port yet:
-# measured to fail at 72 KiB (a remote disconnect hit MemoryError in its handler) and to run
-# at 80 KiB. Tests of that combination use this; everything else runs in HEAPSIZE.
-FULL_FIRMWARE_HEAPSIZE = "80k"
 DEVICE_LAYER = ("simulator.device.shim", "simulator.device.wire", "socket", "struct")
 _layer_bytes: list[int] = []
 
@@ -40,14 +37,16 @@ def heap_bytes(size: str) -> int:
 
 
 def device_layer_bytes() -> int:
-    """What the simulator's device layer takes of MicroPython's heap, measured (once)."""
+    """What the device process takes of MicroPython's heap before the firmware starts,
+    measured once: its start-up (path and arguments, whose length depends on where the
+    checkout lies), the ROMFS mount and the simulator's device layer. The firmware's budget
+    comes on top, so it gets exactly that much wherever it runs."""
     if not _layer_bytes:
         from simulator.build_mpy import build
 
         build()
-        probe = ("import gc\ngc.collect()\nbase = gc.mem_alloc()\n"
-                 + "".join(f"import {name}\n" for name in DEVICE_LAYER)
-                 + "gc.collect()\nprint(gc.mem_alloc() - base)\n")
+        probe = ("import romstart\n" + "".join(f"import {name}\n" for name in DEVICE_LAYER)
+                 + "import gc\ngc.collect()\nprint(gc.mem_alloc())\n")
         out = subprocess.run(micropython_command("-c", probe, heapsize="1m"),
                              env=micropython_env(), capture_output=True, text=True, check=True)
         _layer_bytes.append(int(out.stdout.strip()))
@@ -372,14 +371,23 @@ def load_file(path: str | Path) -> dict:
 
 
 def micropython_command(*args: str, heapsize: str = HEAPSIZE) -> list[str]:
-    exe = Path(sys.executable).parent / "micropython"
-    return [str(exe) if exe.exists() else "micropython", "-X", f"heapsize={heapsize}", *args]
+    """Real MicroPython with the firmware's ROMFS image in memory (simulator/romboot.py). A
+    process that imports `romstart` first (the device process, the layer probe) loads the
+    firmware from that image at /rom, independent of where the checkout lies; a unit-check
+    script that does not loads the same .mpy files from build/mpy."""
+    from simulator.build_mpy import ROMFS
+
+    return [sys.executable, str(ROOT / "simulator" / "romboot.py"), str(ROMFS),
+            "-X", f"heapsize={heapsize}", *args]
 
 
 def micropython_env() -> dict:
+    from simulator.build_mpy import ROMSTART_DIR
+
     env = dict(os.environ)
-    # .frozen: the modules frozen into the firmware image (ssl...), on the path as on a board
-    env["MICROPYPATH"] = f"{MPY_DIR}:.frozen"
+    # .frozen: the modules frozen into MicroPython's own image (ssl...), on the path as on a
+    # board; /rom first, as on a board with a romfs partition
+    env["MICROPYPATH"] = f"/rom:{ROMSTART_DIR}:{MPY_DIR}:.frozen"
     return env
 
 
@@ -453,7 +461,7 @@ def run_micropython(scenario: dict, flash_path: str, progress: Callable | None,
         total = str(heap_bytes(heapsize) + layer)
 
         def command(port: int) -> list[str]:
-            return micropython_command("-m", "simulator.device.remote", str(port),
+            return micropython_command("-m", "romstart", str(port),
                                        board_module, heapsize=total)
 
         server = DeviceServer(world, command, micropython_env())

@@ -318,7 +318,7 @@ def test_same_control_report_on_both_runtimes(mpy_build):
 def test_control_with_telemetry_on_micropython(mpy_build):
     """Commands over MQTT load the transition table and relay driver while MQTT is loaded
     too; the run's own mosquitto."""
-    report = run("micropython", heapsize=sc.FULL_FIRMWARE_HEAPSIZE, duration_s=240,
+    report = run("micropython", heapsize=sc.HEAPSIZE, duration_s=240,
                  config={"control_mode": 1, "telemetry_period_s": 10},
                  commands=[{"at_s": 100, "cmd": "disconnect"},
                            {"at_s": 130, "cmd": "reconnect"}],

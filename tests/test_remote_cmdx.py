@@ -58,7 +58,7 @@ def test_every_command_over_mosquitto(mosquitto, mpy_build, tmp_path, runtime, c
         "files": {"/p/block.0": block_profile(start)},
     })
     watch = Watcher(host, port, meter_id)
-    thread, out = run_paced(scenario, runtime, sc.FULL_FIRMWARE_HEAPSIZE)
+    thread, out = run_paced(scenario, runtime, sc.HEAPSIZE)
     base = ["--broker", f"{host}:{port}", "--keys", str(keys), "--timeout", "8"]
 
     def cmd(*argv: str, code: int = 0) -> dict:
@@ -119,4 +119,4 @@ def test_every_command_over_mosquitto(mosquitto, mpy_build, tmp_path, runtime, c
         assert name in names, (name, names)
     assert report["reboots"] == 1 and report["relay_closed"]
     if runtime == "micropython":
-        print(f"heap peak {report['heap_peak_bytes']} B at {sc.FULL_FIRMWARE_HEAPSIZE}")
+        print(f"heap peak {report['heap_peak_bytes']} B at {sc.HEAPSIZE}")

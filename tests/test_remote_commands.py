@@ -92,7 +92,7 @@ def test_commands_over_mosquitto(mosquitto, mpy_build, tmp_path, runtime, capsys
         "command_key": key.hex(),
     })
     watch = Watcher(host, port, meter_id)
-    thread, out = run_paced(scenario, runtime, sc.FULL_FIRMWARE_HEAPSIZE)
+    thread, out = run_paced(scenario, runtime, sc.HEAPSIZE)
     try:
         assert watch.wait(lambda: b"online" in watch.status, 15), out
         broker = ["--broker", f"{host}:{port}", "--keys", str(keys), "--timeout", "5"]

@@ -71,9 +71,9 @@ def test_cutoff_and_reconnect_in_every_mode_micropython(mpy_build):
     """The whole firmware (MQTT, commands, control switching the relay) on MicroPython, in
     its full-firmware heap, through the run's own mosquitto; the same reports as CPython."""
     for mode in range(7):
-        report = run("micropython", sc.FULL_FIRMWARE_HEAPSIZE, **mode_scenario(mode))
+        report = run("micropython", sc.HEAPSIZE, **mode_scenario(mode))
         check_mode(mode, report)
-        assert report["heap_peak_bytes"] < sc.heap_bytes(sc.FULL_FIRMWARE_HEAPSIZE)
+        assert report["heap_peak_bytes"] < sc.heap_bytes(sc.HEAPSIZE)
         # the link's counts came over the wire at the end (op Y); readings at 0, 10 ... 40 s
         # (`published` also counts profile records and events once the meter sends those)
         tele = report["telemetry"]
@@ -178,7 +178,7 @@ def test_hostile_commands_never_switch_the_relay(runtime, mpy_build):
         signed(54, "self_destruct"),  # unknown command
         "",
     ]
-    report = run(runtime, sc.FULL_FIRMWARE_HEAPSIZE, duration_s=40,
+    report = run(runtime, sc.HEAPSIZE, duration_s=40,
                  config={"control_mode": 2}, command_key=key.hex(),
                  commands=[{"at_s": 5, "raw": good}]
                  + [{"at_s": 6 + i, "raw": p} for i, p in enumerate(hostile)])

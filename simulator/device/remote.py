@@ -1,7 +1,7 @@
 # Boots the firmware in its own process (real MicroPython), wired to a world served by the
 # host over a loopback socket. One process is one boot: a power cut ends the process and
 # the host starts a new one, so nothing in RAM survives, as on the board.
-# Usage: micropython -X heapsize=64k -m simulator.device.remote PORT BOARD_MODULE
+# Started by simulator/device/romstart.py, once the firmware image is mounted at /rom.
 import socket
 import sys
 
