@@ -12,6 +12,7 @@ bound of "command reaches the meter" to "handler called": it adds two loopback b
 
 from __future__ import annotations
 
+import json
 import random
 import statistics
 import sys
@@ -151,7 +152,63 @@ def main() -> int:
     poll_cost()
     print_wear()
     command_latency()
+    heap_floor()
     return 0
+
+
+# The whole firmware at work: MQTT telemetry, store-and-forward after a broker outage, a
+# power cut, and every kind of command group (control, configuration, read-back, billing).
+WHOLE_FIRMWARE = {
+    "duration_s": 420,
+    "load": [{"at_s": 0, "volts": 240, "amps": 10, "pf": 1.0}],
+    "config": {"control_mode": 2, "telemetry_period_s": 10, "profile_period_s": 60},
+    "network_outages": [{"at_s": 60, "for_s": 120}],
+    "outages": [{"at_s": 300, "for_s": 20}],
+    "commands": [
+        {"at_s": 20, "cmd": "set_control_mode", "args": {"mode": 2}},
+        {"at_s": 30, "cmd": "disconnect", "args": {"reason": "unpaid"}},
+        {"at_s": 40, "cmd": "reconnect"},
+        {"at_s": 200, "cmd": "read_profile", "args": {"newest_first": True}},
+        {"at_s": 210, "cmd": "read_events", "args": {"category": "control"}},
+        {"at_s": 220, "cmd": "set_load_limit", "args": {"watts": 5000}},
+        {"at_s": 230, "cmd": "billing_snapshot"},
+        {"at_s": 240, "cmd": "time_sync", "args": {"unix": None}},
+        {"at_s": 350, "cmd": "status"},
+    ],
+}
+
+
+def whole_firmware_ok(report: dict) -> bool:
+    acks = report["acks"]
+    return (len(acks) == len(WHOLE_FIRMWARE["commands"])
+            and all(a["mac_ok"] and a["code"] == 0 for a in acks)
+            and report["telemetry"]["backlog"] == 0 and report["reboots"] == 1
+            and report["relay_closed"] and report["relay_operations"] == 2)
+
+
+def heap_floor(budgets_k: tuple[int, ...] = (64, 60, 56, 52, 48)) -> int | None:
+    """The smallest MicroPython heap budget (KiB, in 4 KiB steps down from 64) at which the
+    whole firmware still does everything in WHOLE_FIRMWARE right; printed with the peak."""
+    raw = json.loads(json.dumps(WHOLE_FIRMWARE))
+    start = sc.normalise(dict(raw, commands=[]))["start_unix"]
+    for c in raw["commands"]:
+        if c["cmd"] == "time_sync":
+            c["args"]["unix"] = start + c["at_s"] + 5  # the meter is 5 s behind
+    scenario = sc.normalise(raw)
+    floor = None
+    print("whole firmware on MicroPython (telemetry, a broker outage and its backlog, a power "
+          "cut, 9 commands):")
+    for k in budgets_k:
+        report = sc.run(scenario, "micropython", heapsize=f"{k}k")
+        ok = whole_firmware_ok(report)
+        print(f"  budget {k} KiB: {'runs' if ok else 'FAILS'}, heap peak "
+              f"{report['heap_peak_bytes']} B (sampled each simulated minute)")
+        if not ok:
+            break
+        floor = k
+    print(f"  smallest budget that runs it: {floor} KiB" if floor else
+          "  it does not run even at 64 KiB")
+    return floor
 
 
 def command_latency(count: int = 100, runtime: str = "micropython") -> list[float]:

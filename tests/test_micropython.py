@@ -39,6 +39,32 @@ def test_heap_cap_is_real(mpy_build):
     assert result.returncode != 0 and "MemoryError" in result.stdout + result.stderr
 
 
+RESIDENT = "meter.app meter.link meter.control meter.store meter.events umqtt.simple".split()
+
+
+def resident_heap(from_rom: bool) -> tuple[str, int]:
+    """Where meter.app loaded from, and what the resident modules take of the heap."""
+    probe = ("import romstart\n" if from_rom else "") + "import gc\ngc.collect()\n" \
+        "base = gc.mem_alloc()\n" + "".join(f"import {m}\n" for m in RESIDENT) + \
+        "gc.collect()\nprint(meter.app.__file__, gc.mem_alloc() - base)\n"
+    out = subprocess.run(sc.micropython_command("-c", probe, heapsize="1m"),
+                         env=sc.micropython_env(), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
+    where, size = out.stdout.split()
+    return where, int(size)
+
+
+def test_firmware_runs_in_place_from_its_romfs_image(mpy_build):
+    """The device process mounts build/firmware.romfs at /rom, as a board its romfs
+    partition, and the bytecode stays there: the same modules take far less heap than
+    loaded from files (which copies their code into the heap)."""
+    rom_file, rom_bytes = resident_heap(True)
+    file_file, file_bytes = resident_heap(False)
+    assert rom_file == "/rom/meter/app.mpy"  # the same wherever the checkout lies
+    assert file_file == str(mpy_build / "meter" / "app.mpy")
+    assert rom_bytes < file_bytes * 0.75, (rom_bytes, file_bytes)
+
+
 @pytest.mark.micropython
 def test_one_day_same_energy_on_both_runtimes(mpy_build):
     scenario = sc.load_file(ROOT / "tests" / "scenarios" / "one_day.json")
