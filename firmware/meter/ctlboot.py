@@ -1,13 +1,10 @@
 # Supply control at boot: restore the persisted state and mode, check the relay's contact
 # against them (pulse only if it is elsewhere; without feedback re-assert once), and wire
 # the button, the command port and the load limiter. Runs once, then unloads itself.
-import struct
-from binascii import crc32
-
 from meter import events
-from meter.control import Control, unload
+from meter.control import Control
+from meter.store import Slots, unload  # Slots: /control.a|b, written by meter/transition.py
 
-_SLOTS = ("/control.a", "/control.b")  # written by meter/transition.py
 # config "load_limiter": {key: whole number >= 0}; anything else is refused.
 LIMITER = {
     "emergency_w": 0,  # the emergency profile's threshold
@@ -34,18 +31,9 @@ def check_limiter(settings):
 
 def load(fs):
     """(seq, state, mode) of the newest valid record, or None."""
-    best = None
-    for path in _SLOTS:
-        try:
-            with fs.open(path, "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        if len(data) == 10 and crc32(data[:6]) == struct.unpack_from("<I", data, 6)[0]:
-            rec = struct.unpack_from("<IBB", data)
-            if best is None or rec[0] > best[0]:
-                best = rec
-    return best
+    slots = Slots(fs, "/control", "<BB")
+    rec = slots.load()[0]
+    return None if rec is None else (slots.seq, rec[0], rec[1])
 
 
 def setup(meter, hw):

@@ -36,18 +36,10 @@ _LOST = const(6)
 
 def _load(f, fs):
     """The delivered-up-to cursor as last saved (/fwd.a|b, meter.store.Slots records)."""
-    f[0] = f[1] = 0
-    for path in ("/fwd.a", "/fwd.b"):
-        try:
-            with fs.open(path, "rb") as g:
-                data = g.read()
-        except OSError:
-            continue
-        if len(data) != 16 or crc32(data[:12]) != struct.unpack_from("<I", data, 12)[0]:
-            continue
-        seq, p, e = struct.unpack_from("<III", data, 0)
-        if seq > f[2]:
-            f[0], f[1], f[2] = p, e, seq
+    slots = Slots(fs, "/fwd", "<II")
+    rec = slots.load()[0]
+    f[0], f[1] = rec if rec is not None else (0, 0)
+    f[2] = slots.seq
 
 
 def _save(f, fs, now):

@@ -14,30 +14,6 @@ _PER_BLOCK = const(128)
 _ERASED = b"\xff" * _SLOT
 
 
-def load_slots(slots):
-    """The newest valid record of a slot pair, or None; returns (fields, damaged slots)."""
-    best = None
-    best_seq = -1
-    bad = 0
-    size = slots._size
-    for path in slots._paths:
-        try:
-            with slots._fs.open(path, "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        if len(data) != size + 4 or crc32(data[:size]) != struct.unpack_from("<I", data, size)[0]:
-            bad += 1
-            continue
-        seq = struct.unpack_from("<I", data, 0)[0]
-        if seq > best_seq:
-            best_seq = seq
-            best = struct.unpack_from(slots._fmt, data, 4)
-    if best is not None:
-        slots.seq = best_seq
-    return best, bad
-
-
 def scan_journal(store):
     """Read the journal partition (meter.store.EnergyStore.last_gasp): its newest valid
     record and the block it is in, where the next record goes, and which blocks must be
@@ -90,12 +66,12 @@ def scan_journal(store):
 def load_energy(store, imp, exp):
     """The newest of the LittleFS checkpoint and the journal's last-gasp record, into the
     registers; returns its time or None. Only reads (folding is settle_journal's)."""
-    rec, bad = load_slots(store._period)
+    rec, bad = store._period.load()
     if rec is not None:
         store.period = [rec[0], rec[1], rec[2]]
         store.demand = [rec[3], rec[4]]
         store.profile_head = rec[5]
-    best, bad2 = load_slots(store._energy)
+    best, bad2 = store._energy.load()
     store.bad_slots = bad + bad2
     j = store.journal
     if j is not None:

@@ -41,6 +41,31 @@ class Slots:
         with self._fs.open(self._paths[self.seq & 1], "wb") as f:
             f.write(buf)
 
+    def load(self):
+        """(fields of the newest valid record or None, slots found damaged); the next save
+        continues its sequence. A missing slot file is not damage (never written yet)."""
+        best = None
+        best_seq = -1
+        bad = 0
+        size = self._size
+        for path in self._paths:
+            try:
+                with self._fs.open(path, "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            if (len(data) != size + 4
+                    or crc32(data[:size]) != struct.unpack_from("<I", data, size)[0]):
+                bad += 1
+                continue
+            seq = struct.unpack_from("<I", data, 0)[0]
+            if seq > best_seq:
+                best_seq = seq
+                best = struct.unpack_from(self._fmt, data, 4)
+        if best is not None:
+            self.seq = best_seq
+        return best, bad
+
 
 class EnergyStore:
     def __init__(self, fs, journal=None):

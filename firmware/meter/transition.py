@@ -1,10 +1,8 @@
 # The transition table of meter/control.py, and the persisted state. Loaded per request.
-import struct
-from binascii import crc32
-
 from micropython import const
 
 from meter import events
+from meter.store import Slots
 
 _CONNECTED = const(1)
 # Transitions a..h as (trigger * 2 + reconnect, from, to).
@@ -18,7 +16,6 @@ _T = (b"\x01\x00\x01"  # a remote_reconnect 0->1
       b"\x05\x02\x01")  # h local_reconnect 2->1
 # Allowed transitions per control mode, bit 0 = a ... bit 7 = h.
 _MODES = b"\x00\x7e\x77\x5e\x57\xfe\xde"
-SLOTS = ("/control.a", "/control.b")  # (seq, state, mode, CRC); read by meter/ctlboot.py
 
 
 def run(ctl, who, reconnect, cause):
@@ -83,7 +80,7 @@ def busy(ctl):
 def save(ctl):
     if ctl.fs is None:
         return
-    ctl.seq += 1
-    rec = struct.pack("<IBB", ctl.seq, ctl.state, ctl.mode)
-    with ctl.fs.open(SLOTS[ctl.seq & 1], "wb") as f:
-        f.write(rec + struct.pack("<I", crc32(rec)))
+    slots = Slots(ctl.fs, "/control", "<BB")  # (seq, state, mode, CRC); meter/ctlboot.py
+    slots.seq = ctl.seq
+    slots.save(ctl.state, ctl.mode)
+    ctl.seq = slots.seq
