@@ -1,8 +1,7 @@
 # The meter's duty cycle: read the metering IC, account energy, checkpoint, answer the
 # optical port, publish telemetry, sleep until the next poll.
-import gc
 
-from meter import config, events
+from meter import compat, config, events
 from meter.energy import Register
 from meter.readout import OpticalPort
 from meter.store import EnergyStore, unload
@@ -14,10 +13,7 @@ current = None
 
 
 def _profile():
-    import gc
-
-    if hasattr(gc, "mem_free"):  # MicroPython: the module's code goes into the holes its
-        gc.collect()  # last use left (a full collection on a host is just slow)
+    compat.collect()  # its code goes into the holes its last use left
     from meter import profile
 
     return profile
@@ -99,7 +95,7 @@ class Meter:
 
             self.control = setup(self, hw)  # runs once and unloads itself, before MQTT loads
             setup = None
-            gc.collect()
+            compat.collect()
         self.link = None
         if self.cfg["mqtt_host"]:
             self.start_link(hw, self.control)
@@ -107,9 +103,7 @@ class Meter:
     def start_link(self, hw, handler=None):
         """MQTT: commands (to `handler`, the disconnect control) and telemetry. Imported only
         when configured, so a meter without MQTT does not carry it in RAM."""
-        import gc
-
-        gc.collect()  # the link's code is loaded now: give it an unfragmented heap
+        compat.collect()  # the link's code is loaded now: give it an unfragmented heap
         from meter.link import Link
 
         self.link = Link(self.cfg, self.clock, hw.wlan, hw.fs, self.log, handler)

@@ -13,8 +13,7 @@
 #   222 telemetry_period_set (value: s)     223 time_set_old, 224 time_set_new (value: |step| s)
 #   225 billing_snapshot (value: record n)  226 remote_reboot
 # (200-210 are the rejected commands, 200 + ack code: meter/commands.py.)
-import sys
-
+from meter import compat
 from meter.store import unload
 
 _GROUPS = {
@@ -53,18 +52,24 @@ def log(cmds, code, value=0, now=None):
         pass  # the command took effect; a full or failing log does not undo it
 
 
+def _load(group):
+    if group == "cmdcfg":
+        import meter.cmdcfg as m
+    elif group == "cmdtime":
+        import meter.cmdtime as m
+    else:
+        import meter.cmdread as m
+    return m
+
+
 def run(cmds, cmd, body):
     """The command `cmd` (already verified and counted) with body["args"]."""
     group = _GROUPS.get(cmd)
     if group is None:  # disconnect / reconnect on a meter without a relay
         return 3, {"reason": "no supply control"}
-    import gc
-
-    gc.collect()
-    __import__("meter." + group)
+    compat.collect()
     try:
-        return getattr(sys.modules["meter." + group], "_" + cmd)(cmds, body.get("args", {}),
-                                                                   body)
+        return getattr(_load(group), "_" + cmd)(cmds, body.get("args", {}), body)
     except Refused as e:
         return e.args[0], {"reason": e.args[1]}
     finally:

@@ -10,6 +10,7 @@ from hashlib import sha256
 
 from micropython import const
 
+from meter import compat
 from meter.events import CMD_REJECTED
 from meter.store import unload
 
@@ -127,9 +128,7 @@ class Commands:
 
     def _more(self, cmd, obj):
         """Every other command: meter/cmdx.py, loaded for it and dropped after."""
-        import gc
-
-        gc.collect()
+        compat.collect()
         import meter.cmdx as x
 
         try:

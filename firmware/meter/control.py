@@ -6,23 +6,15 @@
 # Only this small object stays in RAM. Requests are rare, so the transition table
 # (meter/transition.py) and the relay driver (meter/relay.py) are loaded for each one and
 # unloaded after it, which keeps their code out of the heap the rest of the time.
-import gc
-import sys
 
 from micropython import const
+
+from meter import compat
+from meter.store import unload
 
 _READY = const(2)
 _REMOTE = const(0)  # triggers: 0 remote, 1 manual (the button), 2 local (limiter, tamper)
 _MANUAL = const(1)
-
-
-def unload(name):
-    """Drop meter.<name> so its code can be collected (it is imported again when needed)."""
-    sys.modules.pop("meter." + name, None)
-    import meter
-
-    if hasattr(meter, name):
-        delattr(meter, name)
 
 
 class Control:
@@ -78,7 +70,7 @@ class Control:
         code, reason = self._step("run", who, reconnect, cause)
         if code >= 0:
             return code, reason
-        gc.collect()
+        compat.collect()
         from meter.relay import Relay
 
         try:
@@ -88,7 +80,7 @@ class Control:
         return self._step("finish", code, reason, cause)
 
     def _step(self, name, a, b, c):
-        gc.collect()  # room for the code about to load, in one piece
+        compat.collect()  # room for the code about to load, in one piece
         import meter.transition as t
 
         try:

@@ -5,7 +5,6 @@
 # has a timeout, connect included; a failed broker is retried after a back-off doubling from
 # 1 s to 5 min, with jitter; at most 4 incoming messages are handled per duty cycle.
 # Imported only when MQTT is configured.
-import gc
 import json
 import sys
 from binascii import crc32
@@ -13,14 +12,13 @@ from binascii import crc32
 import umqtt.simple as simple
 import usocket
 
+from meter import compat
+
 # umqtt raises IndexError reading a closed socket, AssertionError on a bad reply, and
 # MemoryError on an incoming message too big for the heap (the broker caps them, see
 # host_tools/mosquitto/).
 ERRORS = (OSError, IndexError, AssertionError, TypeError, MemoryError, simple.MQTTException)
 _timeout = [5, None]  # the socket timeout, the last plain socket opened
-# A heap the firmware manages by hand (MicroPython's gc has mem_free): collect before loading
-# code and check room; a host's heap is not the constraint and its full collections are slow.
-_HAND_HEAP = hasattr(gc, "mem_free")
 
 
 class _Timed:
@@ -65,8 +63,7 @@ class overlay:  # noqa: N801 - used like a function
     into the holes the garbage leaves instead of failing on a fragmented heap."""
 
     def __init__(self, name):
-        if _HAND_HEAP:
-            gc.collect()
+        compat.collect()
         __import__(name)
         self.m = sys.modules.pop(name)
         delattr(sys.modules["meter"], name[6:])
@@ -143,9 +140,8 @@ class Link:
             # heap has room for its code (~3 KB) and to work in; else they wait on flash
             if (f[0] != meter.store.profile_head or f[1] != meter.log.seq
                     or 0 <= f[3] <= now) and now >= f[5]:
-                if _HAND_HEAP:
-                    gc.collect()  # (returns a count on some ports)
-                if _HAND_HEAP and gc.mem_free() < 12288:  # its code, then room for a command too
+                compat.collect()
+                if compat.mem_free() < 12288:  # its code, then room for a command too
                     f[5] = now + 60  # try again in a minute
                 else:
                     overlay("meter.forward").send(self, meter, now)
