@@ -65,6 +65,49 @@ def test_firmware_runs_in_place_from_its_romfs_image(mpy_build):
     assert rom_bytes < file_bytes * 0.75, (rom_bytes, file_bytes)
 
 
+FLASH_UNDER_HEAP_LOCK = """
+import micropython
+import romstart
+from simulator.device.wire import RemoteFlash, RemoteWorld
+
+class Host:  # the host's end: takes anything, answers OK with no payload
+    def __init__(self):
+        self.sent = 0
+    def write(self, b):
+        self.sent += len(b)
+        return len(b)
+    def readinto(self, b):
+        b[0] = b[1] = b[2] = 0
+        return 3
+
+class World(RemoteWorld):
+    def __init__(self):
+        self.sock = Host()
+        self.head = bytearray(3)
+        self.dead = 0
+
+world = World()
+flash = RemoteFlash(world, "/dev/null", 64)
+page = bytearray(256)
+micropython.heap_lock()
+try:
+    flash.writeblocks(3, page, 512)
+    flash.writeblocks(4, page)  # an erase, then the program
+finally:
+    micropython.heap_unlock()
+print(world.sock.sent)
+"""
+
+
+def test_flash_writes_allocate_nothing(mpy_build):
+    """The device layer's flash programs and erases work with the heap locked, as a board's
+    C driver does: a file the collector finalises flushes from there (it crashed a run)."""
+    out = subprocess.run(sc.micropython_command("-c", FLASH_UNDER_HEAP_LOCK),
+                         env=sc.micropython_env(), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.split() == [str(2 * (7 + 256) + 5)]
+
+
 @pytest.mark.micropython
 def test_one_day_same_energy_on_both_runtimes(mpy_build):
     scenario = sc.load_file(ROOT / "tests" / "scenarios" / "one_day.json")
