@@ -158,19 +158,52 @@ def test_backlog_drains_after_broker_outage(mosquitto, mpy_build, runtime):
 DAY = 86400
 
 
+BACK = 3600 + 3 * DAY  # the broker is reachable again
+# 25 power cuts in the outage (more power-fail events than their log holds), then one as the
+# broker comes back and one in the middle of the drain
+CUTS = [{"at_s": 7200 + i * 10000, "for_s": 60} for i in range(25)] + [
+    {"at_s": BACK, "for_s": 10}, {"at_s": BACK + 40, "for_s": 10}]
+
+
+def three_days(host: str, port: int, meter_id: str, poll_ms: int = 1000) -> dict:
+    return sc.normalise({
+        "duration_s": BACK + 3630,
+        "load": [{"at_s": 0, "volts": 240, "amps": 3, "pf": 1.0}],
+        "config": {"meter_id": meter_id, "telemetry_period_s": 60, "poll_ms": poll_ms},
+        "broker": f"{host}:{port}", "network_outages": [{"at_s": 3600, "for_s": 3 * DAY}],
+        "outages": CUTS,
+    })
+
+
+def check_three_days(report: dict, held: dict, col: Collector) -> list[int]:
+    """Every block-profile record arrives, numbered 1..N without a gap, oldest first; every
+    event still on flash arrives; the overwritten ones are announced (backlog_lost);
+    duplicates carry the same seq and content. Returns the announced counts."""
+    assert report["reboots"] == 27
+    assert len(held["profile"]) == (BACK + 3630) // 900  # 4 a hour, none missing on flash
+    dups = check_streams(col, held, EPOCH)
+    tele = report["telemetry"]  # and the run's own head-end, in the report
+    assert tele["backlog"] == 0 and tele["seq_gaps"]["profile"] == 0
+    assert tele["records_received"]["profile"] == len(held["profile"])
+    assert dups["profile"] > 0  # the drain's power cut: the cursor lagged, records went again
+    # events: the power-fail log holds 20; 26 power cuts before the drain: 6 overwritten
+    got = {m["seq"]: m for m in col.got["events"]}
+    missing = set(range(1, max(got) + 1)) - set(got)
+    assert len(missing) == 6 and not missing & set(held["events"])
+    announced = [m["value"] for m in got.values() if m["code"] == 130]  # backlog_lost
+    assert sum(announced) == len(missing)
+    print("duplicates", dups, "lost announced", announced)
+    return announced
+
+
 @pytest.mark.mosquitto
 def test_three_day_broker_outage_loses_no_profile_record(mosquitto, monkeypatch):
-    """Three days without a broker, with 25 power cuts meanwhile (more power-fail events than
-    their log holds), then power cuts as the broker comes back and in the middle of the
-    drain: every block-profile record arrives, numbered 1..N without a gap, oldest first;
-    every event still on flash arrives; the overwritten ones are announced (backlog_lost);
-    duplicates (the cursor lags after a power cut) carry the same seq and content; the
+    """Three days without a broker, with power cuts in it, as the broker comes back and in
+    the drain (CUTS): nothing in the retention window is lost (check_three_days), and the
     cursor is written at most once a minute."""
     from simulator import lfs_vfs
 
     host, port = mosquitto
-    meter_id = "fwd-3days"
-    back = 3600 + 3 * DAY  # the broker is reachable again
     now = [0]
     saves: list[int] = []
 
@@ -185,42 +218,39 @@ def test_three_day_broker_outage_loses_no_profile_record(mosquitto, monkeypatch)
         return real_open(self, path, mode)
 
     monkeypatch.setattr(lfs_vfs.VfsLfs2, "open", counting_open)
-    cuts = [{"at_s": 7200 + i * 10000, "for_s": 60} for i in range(25)]
-    cuts += [{"at_s": back, "for_s": 10}, {"at_s": back + 40, "for_s": 10}]
-    col = Collector(host, port, meter_id)
-    scenario = sc.normalise({
-        "duration_s": back + 3630,
-        "load": [{"at_s": 0, "volts": 240, "amps": 3, "pf": 1.0}],
-        "config": {"meter_id": meter_id, "telemetry_period_s": 60},
-        "broker": f"{host}:{port}", "network_outages": [{"at_s": 3600, "for_s": 3 * DAY}],
-        "outages": cuts,
-    })
+    col = Collector(host, port, "fwd-3days")
     try:
-        report, held = run_scenario(scenario, "cpython", on_tick=on_tick)
+        report, held = run_scenario(three_days(host, port, "fwd-3days"), "cpython",
+                                    on_tick=on_tick)
         col.settle({k: set(v) for k, v in held.items()}, 20)
     finally:
         col.close()
-    assert report["reboots"] == 27
-    assert len(held["profile"]) == (back + 3630) // 900  # 4 a hour, none missing on flash
-    dups = check_streams(col, held, EPOCH)
-    tele = report["telemetry"]  # and the run's own head-end, in the report
-    assert tele["backlog"] == 0 and tele["seq_gaps"]["profile"] == 0
-    assert tele["records_received"]["profile"] == len(held["profile"])
-    assert dups["profile"] > 0  # the drain's power cut: the cursor lagged, records went again
-    # events: the power-fail log holds 20; 26 power cuts before the drain: 6 overwritten
-    got = {m["seq"]: m for m in col.got["events"]}
-    missing = set(range(1, max(got) + 1)) - set(got)
-    assert len(missing) == 6 and not missing & set(held["events"])
-    announced = [m["value"] for m in got.values() if m["code"] == 130]  # backlog_lost
-    assert sum(announced) == len(missing)
+    announced = check_three_days(report, held, col)
     # the cursor: written at most once a minute within a boot, except right after a loss
     # was announced (so that it is announced once)
-    boots = [c["at_s"] * 1000 for c in cuts]
+    boots = [c["at_s"] * 1000 for c in CUTS]
     close = [(a, b) for a, b in zip(saves, saves[1:], strict=False)
              if b - a < 60_000 and not any(a <= t <= b for t in boots)]
     assert len(close) <= len(announced), close
     assert 0 < len(saves) < 60, saves
-    print("cursor saves", len(saves), "duplicates", dups, "lost announced", announced)
+    print("cursor saves", len(saves))
+
+
+@pytest.mark.mosquitto
+@pytest.mark.micropython
+def test_three_day_broker_outage_loses_no_profile_record_micropython(mosquitto, mpy_build):
+    """The same three days on MicroPython, in the 64 KiB heap budget. Polls every
+    5 s instead of 1 s keep it to about a minute: the IC counts energy between polls, so
+    the profile and the events are the same."""
+    host, port = mosquitto
+    col = Collector(host, port, "fwd-3days-mp")
+    try:
+        report, held = run_scenario(three_days(host, port, "fwd-3days-mp", 5000), "micropython")
+        col.settle({k: set(v) for k, v in held.items()}, 20)
+    finally:
+        col.close()
+    check_three_days(report, held, col)
+    assert report["heap_peak_bytes"] < sc.heap_bytes(sc.HEAPSIZE)
 
 
 def test_forwarder_reads_the_rings_as_they_are_written():
