@@ -199,7 +199,12 @@ def heap_floor(budgets_k: tuple[int, ...] = (64, 60, 56, 52, 48)) -> int | None:
     print("whole firmware on MicroPython (telemetry, a broker outage and its backlog, a power "
           "cut, 9 commands):")
     for k in budgets_k:
-        report = sc.run(scenario, "micropython", heapsize=f"{k}k")
+        try:
+            report = sc.run(scenario, "micropython", heapsize=f"{k}k")
+        except RuntimeError as exc:  # the firmware stopped: out of memory at boot
+            why = str(exc).strip().splitlines()[-1]
+            print(f"  budget {k} KiB: FAILS, the firmware stopped ({why})")
+            break
         ok = whole_firmware_ok(report)
         print(f"  budget {k} KiB: {'runs' if ok else 'FAILS'}, heap peak "
               f"{report['heap_peak_bytes']} B (sampled each simulated minute)")
