@@ -19,6 +19,57 @@ def _profile():
     return profile
 
 
+def _load_names():
+    """Load every overlay once, one at a time, first thing at boot. MicroPython keeps the
+    names of each module it loads in a table that grows in doubling steps and is never
+    freed; one step is a ~6.4 KB allocation. Taken now, while the heap is whole, it cannot
+    fail later on a fragmented heap at an overlay's first load (hours into a run, say at
+    the first command): the names are all in, so later loads add none."""
+    import meter.cmdcfg  # (with cmdx)
+
+    _drop("cmdcfg")
+    _drop("cmdx")
+    import meter.cmdread  # (with cmdx, ring)
+
+    _drop("cmdread")
+    _drop("cmdx")
+    _drop("ring")
+    import meter.cmdtime  # (with cmdx)
+
+    _drop("cmdtime")
+    _drop("cmdx")
+    import meter.commands
+
+    _drop("commands")
+    import meter.connect
+
+    _drop("connect")
+    import meter.forward
+
+    _drop("forward")
+    import meter.limiter
+
+    _drop("limiter")
+    import meter.maint
+
+    _drop("maint")
+    import meter.profile
+
+    _drop("profile")
+    _drop("ring")
+    import meter.relay
+
+    _drop("relay")
+    import meter.transition  # noqa: F401
+
+    _drop("transition")
+
+
+def _drop(name):
+    unload(name)
+    compat.collect()
+
+
 def _unload_profile():
     unload("profile")
     unload("ring")
@@ -28,6 +79,7 @@ class Meter:
     def __init__(self, hw):
         global current
         current = self
+        _load_names()
         self.hw = hw
         self.clock = hw.clock
         fs = hw.fs
