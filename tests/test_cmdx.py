@@ -589,3 +589,19 @@ def test_fuzz_arguments(cmd, args):
     if ack["code"]:
         assert ack["reason"]
     assert rig.contact.pulses == 0
+
+
+def test_a_handler_that_fails_after_acting_acks_the_supply_as_it_is(tmp_path, monkeypatch):
+    """A disconnect whose relay pulse went out but whose bookkeeping then failed (here: the
+    event log runs out of memory) is answered 250 handler_error with the control state and
+    relay position as they now are, not as they were: the head-end sees the truth."""
+    rig = Rig(tmp_path, mode=2)
+
+    def no_memory(*_args, **_kwargs):
+        raise MemoryError("memory allocation failed")
+
+    monkeypatch.setattr(rig.log, "log", no_memory)
+    ack = rig.send("disconnect", {"reason": "unpaid"})
+    assert (ack["code"], ack["reason"]) == (250, "handler_error")
+    assert rig.contact.pulses == 1 and not rig.contact.closed  # it did act
+    assert (ack["state"], ack["output"], ack["mode"]) == (0, False, 2)

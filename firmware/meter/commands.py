@@ -162,6 +162,10 @@ class Commands:
             except Exception as exc:
                 print("handler:", exc)
                 code, extra = 250, {"reason": "handler_error"}
+                try:  # what the supply is now, whatever the handler got done before it failed
+                    extra = self.handler._ack((250, "handler_error"))[1]
+                except Exception:  # noqa: S110 - no supply control, or no room even for that
+                    pass
         else:
             # Rate limit, so a flood neither wears the flash nor evicts real events from the
             # transaction log: the first rejection is logged; while they go on, the next event
