@@ -20,11 +20,12 @@ def _profile():
 
 
 def _load_names():
-    """Load every overlay once, one at a time, first thing at boot. MicroPython keeps the
-    names of each module it loads in a table that grows in doubling steps and is never
-    freed; one step is a ~6.4 KB allocation. Taken now, while the heap is whole, it cannot
-    fail later on a fragmented heap at an overlay's first load (hours into a run, say at
-    the first command): the names are all in, so later loads add none."""
+    """Load every overlay once, one at a time, early in boot. MicroPython keeps the names
+    of each module it loads in a table that grows in doubling steps and is never freed; one
+    step is a ~6.4 KB allocation. Taken now, while the heap is whole, it cannot fail later
+    on a fragmented heap at an overlay's first load (hours into a run, say at the first
+    command): the names are all in, so later loads add none. Only with MQTT: without it no
+    overlay loads late (boot loads those it needs), and the names would cost ~7 KB."""
     import meter.cmdcfg  # (with cmdx)
 
     _drop("cmdcfg")
@@ -79,11 +80,12 @@ class Meter:
     def __init__(self, hw):
         global current
         current = self
-        _load_names()
         self.hw = hw
         self.clock = hw.clock
         fs = hw.fs
         self.cfg, cfg_error = config.load(fs)
+        if self.cfg["mqtt_host"]:
+            _load_names()  # while the heap is whole
         self.log = events.EventLog(fs)
         ic = hw.metering
         self.ic = ic
