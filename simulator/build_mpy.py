@@ -47,16 +47,7 @@ def build(out: Path = ROOT / "build" / "mpy") -> list[Path]:
         for src in sorted(src_root.glob(pattern)):
             rel = src.relative_to(src_root).with_suffix(".mpy")
             dest = out / dest_dir / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if dest.exists() and dest.stat().st_mtime >= src.stat().st_mtime:
-                built.append(dest)
-                continue
-            result = subprocess.run(
-                [mpy_cross(), "-o", str(dest), "-s", str(rel.with_suffix(".py")), str(src)],
-                capture_output=True, text=True,
-            )
-            if result.returncode != 0:
-                raise SystemExit(f"mpy-cross rejected {src}:\n{result.stderr}")
+            _compile(src, dest, str(rel.with_suffix(".py")))
             built.append(dest)
     _compile(ROMSTART, ROMSTART_DIR / "romstart.mpy", "romstart.py")
     if out == ROOT / "build" / "mpy":
@@ -65,6 +56,7 @@ def build(out: Path = ROOT / "build" / "mpy") -> list[Path]:
 
 
 def _compile(src: Path, dest: Path, name: str) -> None:
+    """src to dest, unless dest is newer; name: the source name recorded in the .mpy."""
     if dest.exists() and dest.stat().st_mtime >= src.stat().st_mtime:
         return
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -294,7 +294,7 @@ def test_backlog_counts_what_waits_and_follows_the_saved_cursor(tmp_path):
                             hw=SimpleNamespace(fs=fs))
 
     def backlog() -> int:
-        link = SimpleNamespace(fwd=[-1, -1, 0, -1, -60, 0, 0, meter])  # as Link makes it
+        link = SimpleNamespace(fwd=[-1, -1, 0, -1, -60, 0, 0], meter=meter)  # as Link makes it
         return forward.backlog(link)
 
     assert backlog() == 7 + 3

@@ -163,7 +163,8 @@ class Commands:
                 print("handler:", exc)
                 code, extra = 250, {"reason": "handler_error"}
                 try:  # what the supply is now, whatever the handler got done before it failed
-                    extra = self.handler._ack((250, "handler_error"))[1]
+                    extra = self.handler.status({})[1]
+                    extra["reason"] = "handler_error"
                 except Exception:  # noqa: S110 - no supply control, or no room even for that
                     pass
         else:

@@ -29,7 +29,7 @@ _KEEP_S = const(60)  # the cursor is saved at most this often
 # link.fwd, the state kept in RAM between loads (one list: the link is resident):
 # 0, 1 the cursor (block-profile n, event seq delivered up to; -1: not read from flash yet),
 # 2 its slot sequence, 3 when it is next to be saved (-1: saved), 4 the last save,
-# 5 when to try again after the heap had no room, 6 records lost, 7 the meter
+# 5 when to try again after the heap had no room, 6 records lost
 _DUE = const(3)
 _LOST = const(6)
 
@@ -62,7 +62,7 @@ def _moved(f):
 def backlog(link):
     """Records stored but not yet delivered, over both streams (Link.backlog)."""
     f = link.fwd
-    m = f[7]
+    m = link.meter
     if m is None:
         return 0
     if f[0] < 0:

@@ -13,6 +13,7 @@ import umqtt.simple as simple
 import usocket
 
 from meter import compat
+from meter.store import unload
 
 # umqtt raises IndexError reading a closed socket, AssertionError on a bad reply, and
 # MemoryError on an incoming message too big for the heap (the broker caps them, see
@@ -65,8 +66,8 @@ class overlay:  # noqa: N801 - used like a function
     def __init__(self, name):
         compat.collect()
         __import__(name)
-        self.m = sys.modules.pop(name)
-        delattr(sys.modules["meter"], name[6:])
+        self.m = sys.modules[name]
+        unload(name[6:])
 
     def __getattr__(self, attr):
         return getattr(self.m, attr)
@@ -95,7 +96,7 @@ class Link:
         self.published = 0  # every message published since boot
         self.failures = 0
         self.delivered = 0  # QoS 1 records PUBACKed since boot (store-and-forward)
-        self.fwd = [-1, -1, 0, -1, -60, 0, 0, None]  # meter/forward.py's state, and the meter
+        self.fwd = [-1, -1, 0, -1, -60, 0, 0]  # meter/forward.py's state
         _timeout[0] = cfg["mqtt_timeout_s"]
         simple.socket = sys.modules[__name__]
 
@@ -126,7 +127,6 @@ class Link:
         self.meter = meter
         now = self._clock.now()
         f = self.fwd
-        f[7] = meter
         if self.client is None and now < self._retry_s:
             return
         try:

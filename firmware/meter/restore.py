@@ -63,9 +63,10 @@ def scan_journal(store):
     return best, bad
 
 
-def load_energy(store, imp, exp):
-    """The newest of the LittleFS checkpoint and the journal's last-gasp record, into the
-    registers; returns its time or None. Only reads (folding is settle_journal's)."""
+def load_energy(store, imp, exp, journal=True):
+    """The newest of the LittleFS checkpoint and the journal's last-gasp record (journal
+    False: its records are stale), into the registers; returns its time or None. Only
+    reads (folding is settle_journal's)."""
     rec, bad = store._period.load()
     if rec is not None:
         store.period = [rec[0], rec[1], rec[2]]
@@ -74,7 +75,7 @@ def load_energy(store, imp, exp):
     best, bad2 = store._energy.load()
     store.bad_slots = bad + bad2
     j = store.journal
-    if j is not None:
+    if j is not None and journal:
         j[5] = None
         last, bad3 = scan_journal(store)
         store.bad_slots += bad3
@@ -126,16 +127,13 @@ def restore(meter, now, cfg_error):
         if last is not None and last[0] > log.seq:
             log.seq = last[0]
     store = meter.store
-    journal = store.journal
     reset = False
     try:
         fs.stat("/reset.flag")  # left by meter.maint.factory_reset: the journal is stale
         reset = True
-        store.journal = None
     except OSError:
         pass
-    saved = load_energy(store, meter.imp, meter.exp)
-    store.journal = journal
+    saved = load_energy(store, meter.imp, meter.exp, not reset)
     settle_journal(store, meter.imp, meter.exp, reset)
     log.log(now, events.POWER_UP)
     if saved is not None and store.flags & FLAG_LAST_GASP:
