@@ -59,7 +59,7 @@ LOAD_KEYS = {"at_s", "volts", "amps", "pf", "hz", "neutral_amps", "lead"}
 OUTAGE_KEYS = {"at_s", "for_s"}
 RELAY_FAULTS = {"relay_weld_at_s", "relay_coil_open_at_s", "relay_shock_at_s"}
 FAULT_KEYS = {"power_cut_at_write", "spi_bit_error_rate", "seed", "ic_resets_at_s",
-              "stuck_bus"} | RELAY_FAULTS
+              "watchdog_resets_at_s", "stuck_bus"} | RELAY_FAULTS
 PORT_COMMAND_KEYS = {"at_s", "cmd", "args"}
 PORT_COMMANDS = ("disconnect", "reconnect")  # the local command port's (meter/cmdport.py)
 COMMAND_KEYS = {"at_s", "cmd", "args", "ttl_s", "raw"}
@@ -313,11 +313,12 @@ def _check_faults(faults: dict) -> dict:
     ber = _number(faults.get("spi_bit_error_rate", 0.0), "faults.spi_bit_error_rate")
     if ber > 0.01:
         raise ScenarioError("faults.spi_bit_error_rate must be at most 0.01")
-    resets = faults.get("ic_resets_at_s", [])
-    if not isinstance(resets, list):
-        raise ScenarioError("faults.ic_resets_at_s must be a list of times")
-    for i, t in enumerate(resets):
-        _number(t, f"faults.ic_resets_at_s[{i}]")
+    for key in ("ic_resets_at_s", "watchdog_resets_at_s"):
+        resets = faults.get(key, [])
+        if not isinstance(resets, list):
+            raise ScenarioError(f"faults.{key} must be a list of times")
+        for i, t in enumerate(resets):
+            _number(t, f"faults.{key}[{i}]")
     stuck = faults.get("stuck_bus", [])
     if not isinstance(stuck, list):
         raise ScenarioError("faults.stuck_bus must be a list")
@@ -696,6 +697,9 @@ def build_report(scenario: dict, raw: dict, flash_path: str, wall_s: float) -> d
         report["telemetry"]["received"] = raw["received"]
         report["telemetry"]["records_received"] = raw.get("records_received", {})
         report["telemetry"]["seq_gaps"] = raw.get("seq_gaps", {})
+        report["telemetry"]["register_decreases"] = raw.get("register_decreases", [])
+        report["telemetry"]["registers_published_max_mwh"] = raw.get(
+            "registers_published_max_mwh", {})
         report["commands_delivered"] = raw["commands_delivered"]
         # waits for the network that ran out (0 unless the machine is badly overloaded or the
         # broker misbehaves): the report is then not guaranteed to be reproducible

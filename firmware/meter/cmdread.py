@@ -27,6 +27,7 @@ def _billing_snapshot(cmds, args, body):
     demand = meter.store.demand
     now = cmds._clock.now()
     try:  # = meter/profile.py bill(meter, now, BILL_COMMAND): the month's demand is kept
+        meter.durable()  # registers on flash before a record shows them
         ring = _ring(cmds._fs, BILLING)
         ring.append(now, imp.kwh * 1000 + imp.wh, exp.kwh * 1000 + exp.wh, demand[0],
                     demand[1], 1)

@@ -146,7 +146,7 @@ class Link:
                 else:
                     overlay("meter.forward").send(self, meter, now)
                     self._sent_s = now
-            if now >= self._next_s:
+            if now >= self._next_s and meter.durable():  # on flash before it is shown
                 self.seq += 1
                 meter.refresh_instant()
                 inst = meter.inst
