@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 MAC_HEX = 64
+ACK_VERSION = 2  # acks bound to their command by "for" (README "Wire format")
+ACK_FOR_HEX = 32
 COMMANDS = (
     "disconnect", "reconnect", "status", "set_control_mode", "set_load_limit", "read_profile",
     "read_events", "billing_snapshot", "time_sync", "set_telemetry_period", "reboot",
@@ -70,8 +72,16 @@ def encode_command(key: bytes, meter_id: str, counter: int, cmd: str, args: dict
     return mac(key, body).hex().encode() + b" " + body
 
 
+def ack_for(message: bytes) -> str:
+    """An ack's "for" (ack v 2): the first 16 bytes of SHA-256 of all the bytes of the message
+    it answers (MAC, space and body), hex. The meter hashes what it received, MAC included,
+    so a forged message never gets an ack that names a genuine one."""
+    return hashlib.sha256(message).hexdigest()[:ACK_FOR_HEX]
+
+
 def decode_ack(key: bytes, payload: bytes) -> dict | None:
-    """The ack's body if its MAC (over b"ack " + body) is right, else None."""
+    """The ack's body if its MAC (over b"ack " + body) is right, else None. Says nothing about
+    which command it answers: see match_ack."""
     if len(payload) < MAC_HEX + 3 or payload[MAC_HEX:MAC_HEX + 1] != b" ":
         return None
     body = payload[MAC_HEX + 1:]
@@ -85,11 +95,52 @@ def decode_ack(key: bytes, payload: bytes) -> dict | None:
         ack = json.loads(body)
     except ValueError:
         return None
-    if not isinstance(ack, dict):
+    if not isinstance(ack, dict) or type(ack.get("code")) is not int:
         return None
-    if "reason" not in ack and ack.get("code"):
+    if "reason" not in ack and ack["code"]:
         ack["reason"] = REASONS.get(ack["code"], "other")
     return ack
+
+
+def match_ack(key: bytes, meter_id: str, command: bytes, payload: bytes
+              ) -> tuple[str, dict | None]:
+    """What one message on the meter's ack topic is to the head-end that sent `command`:
+    ("ours", ack): signed with the meter's key, v >= 2, from this meter, and its "for" is the
+    digest of exactly `command` (and its "n", when not null, the command's counter): the
+    meter's answer to it, the only kind to act on;
+    ("foreign", ack): signed with the meter's key but answering some other message (another
+    head-end's command, a forged or replayed one: an attack symptom, or an old ack replayed),
+    or an ack without that binding (firmware before ack v2);
+    ("unsigned", None): its MAC does not verify with the meter's key (forged, made under an
+    older key, or the meter holds another key or none)."""
+    ack = decode_ack(key, payload)
+    if ack is None:
+        return "unsigned", None
+    v, n = ack.get("v"), ack.get("n")
+    try:
+        counter = json.loads(command.split(b" ", 1)[1])["n"]
+    except (IndexError, ValueError, KeyError, TypeError):
+        counter = None
+    if (type(v) is int and v >= ACK_VERSION and ack.get("id") == meter_id
+            and ack.get("for") == ack_for(command) and (n is None or n == counter)):
+        return "ours", ack
+    return "foreign", ack
+
+
+def ignored_line(meter_id: str, kind: str, ack: dict | None) -> str:
+    """The warning for one message on the ack topic that is not the answer to our command."""
+    if kind == "unsigned":
+        return (f"warning: meters/{meter_id}/ack: ignored a message whose MAC does not verify"
+                " with this meter's key (forged, replayed from an older key, or the meter"
+                " holds another key)")
+    ack = ack or {}
+    what = f"code {ack.get('code')} {ack.get('reason', 'ok')}"
+    if type(ack.get("v")) is not int or ack.get("v") < ACK_VERSION or "for" not in ack:
+        return (f"warning: meters/{meter_id}/ack: ignored a signed ack ({what}) that does not"
+                " say which command it answers (firmware before ack v2?): not trusted")
+    return (f"warning: meters/{meter_id}/ack: ignored a signed ack ({what}) that answers"
+            " another message, not this command: another head-end at work, or an attack"
+            " (a forged or replayed command, or an old ack replayed)")
 
 
 class KeyFile:
@@ -160,8 +211,11 @@ class KeyFile:
 
 def send(broker: tuple[str, int], keys: KeyFile, meter_id: str, cmd: str,
          args: dict | None = None, timeout_s: float = 10.0, ttl_s: int = 300,
-         tls: dict | None = None, auth: tuple[str, str] | None = None) -> dict | None:
-    """Sign, publish and wait for the matching signed ack; None on time-out."""
+         tls: dict | None = None, auth: tuple[str, str] | None = None,
+         ignored: list | None = None) -> dict | None:
+    """Sign, publish and wait for the meter's signed ack to exactly this command (match_ack);
+    None on time-out. Every other message on the ack topic meanwhile is counted, appended to
+    `ignored` as (kind, ack) and shown on stderr as a warning: it never ends the wait."""
     import paho.mqtt.client as mqtt
 
     key = keys.key(meter_id)
@@ -171,14 +225,19 @@ def send(broker: tuple[str, int], keys: KeyFile, meter_id: str, cmd: str,
         args = dict(args or {}, unix=issued)  # now: within the command's own validity
     payload = encode_command(key, meter_id, counter, cmd, args, issued=issued, ttl_s=ttl_s)
     got: list[dict] = []
+    others: list[tuple[str, dict | None]] = []
     done = threading.Event()
     subscribed = threading.Event()
 
     def on_message(_c: Any, _u: Any, msg: Any) -> None:
-        ack = decode_ack(key, msg.payload)
-        if ack is not None and ack.get("n") == counter:
+        if done.is_set():
+            return
+        kind, ack = match_ack(key, meter_id, payload, msg.payload)
+        if kind == "ours":
             got.append(ack)
             done.set()
+        else:
+            others.append((kind, ack))
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                          client_id=f"headend-{os.getpid()}-{secrets.token_hex(4)}")
@@ -199,6 +258,10 @@ def send(broker: tuple[str, int], keys: KeyFile, meter_id: str, cmd: str,
     finally:
         client.loop_stop()
         client.disconnect()
+        for kind, ack in others:
+            print(ignored_line(meter_id, kind, ack), file=sys.stderr)
+        if ignored is not None:
+            ignored.extend(others)
     return got[0] if got else None
 
 

@@ -330,9 +330,10 @@ class ScenarioNetwork:
     def finish(self) -> dict:
         """The head-end's view for the report: verified acks, messages received per topic."""
         self.settle()
-        # The meter answers the messages it gets one by one, in order: the i-th ack answers
-        # the i-th command delivered, unless one went unanswered (a power cut, a message too
-        # big for the heap); a signed command's ack must carry its counter.
+        # The meter answers the messages it gets one by one, in order, and each ack names
+        # the exact message it answers ("for": headend.ack_for of its bytes); one dropped
+        # unread (too large) is answered with "for" null: the next delivered in order. Some
+        # go unanswered (a power cut, a message too big for the heap): skipped over.
         # A command published while the meter was offline waits in its session at the
         # broker and reaches the meter when it is back: delivered is what the proxy saw go in.
         with self.proxy.lock:
@@ -357,8 +358,9 @@ class ScenarioNetwork:
                 if not isinstance(ack, dict):
                     ack = {}
             entry = None
+            bound = ack.get("for")
             for i, candidate in enumerate(delivered):
-                if candidate["n"] is None or ack.get("n") in (None, candidate["n"]):
+                if bound is None or bound == headend.ack_for(candidate["payload"]):
                     entry = candidate
                     del delivered[:i + 1]
                     break

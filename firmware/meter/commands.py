@@ -3,7 +3,10 @@
 # Commands are MAC'd over the exact body bytes, acks over b"ack " + body (so an ack never
 # passes as a command). Command body: {"id", "n" (counter), "cmd", "args", "t", "exp"} (Unix
 # s). Checks in order: size, well-formedness, meter id, MAC, counter > last accepted, expiry.
-# The README ("Remote commands") documents the codes and the clock-unset rule.
+# Ack body (v 2): {"v", "id", "for", "n", "code", "t"} + extras; "for" binds it to the exact
+# message it answers (the first 16 bytes of SHA-256 of all its bytes, hex), and "n" is null
+# unless the MAC verified: a rejection at or before the MAC check carries no counter.
+# The README ("Remote commands", "Wire format") documents the codes and the clock-unset rule.
 import json
 from binascii import crc32, hexlify, unhexlify
 from hashlib import sha256
@@ -88,7 +91,8 @@ class Commands:
             pass
 
     def check(self, p):
-        """(code, counter or None, the body if code is 0, else a reason or None)."""
+        """(code, counter (None unless the MAC verified), the body if code is 0, else a
+        reason or None)."""
         if len(p) > MAX_SIZE:
             return TOO_LARGE, None, None
         try:
@@ -106,13 +110,14 @@ class Commands:
         e = obj.get("exp")
         if (type(cmd) is not str or type(obj.get("id")) is not str or type(t) is not int
                 or type(e) is not int or e < t or type(obj.get("args", {})) is not dict):
-            return 7, n, None
+            return 7, None, None
+        # Up to here the counter is only what the sender wrote: no ack may carry it.
         if obj["id"] != self._id:
-            return 8, n, None
+            return 8, None, None
         if self._key is None:
-            return 3, n, "no_key"
+            return 3, None, "no_key"
         if not equal(hmac_sha256(self._key, memoryview(p)[65:]), mac):
-            return 4, n, None
+            return 4, None, None
         if self.last is None:
             return 1, n, "counter_lost"
         if n <= self.last:
@@ -187,9 +192,10 @@ class Commands:
                     st[1] = 0
                 except OSError:
                     pass
-        ack = {"id": self._id, "n": n, "code": code, "t": self._clock.unix()}
-        if extra:
-            ack.update(extra)
+        ack = dict(extra) if extra else {}
+        # set last: no handler's extra can stand in for the fields that bind the ack
+        ack.update({"v": 2, "id": self._id, "n": n, "code": code, "t": self._clock.unix(),
+                    "for": None if p is None else hexlify(sha256(p).digest()[:16]).decode()})
         body = json.dumps(ack).encode()
         key = self._key
         return (hexlify(hmac_sha256(key, body, b"ack ")) if key else b"0" * 64) + b" " + body
