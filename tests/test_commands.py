@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from meter import commands, events
 from meter.clock import METER_EPOCH_UNIX
 
-from host_tools.headend import REASONS, decode_ack, encode_command
+from host_tools.headend import REASONS, ack_for, decode_ack, encode_command
 
 KEY = bytes(range(32))
 METER = "meter-0042"
@@ -228,6 +228,50 @@ def test_counter_file_survives_and_rejects_tampering(tmp_path):
     assert handler.calls == []
 
 
+def test_every_ack_names_the_exact_message_and_only_a_verified_counter(tmp_path):
+    """Issue 17: an ack carries "v": 2 and "for", the digest of all the bytes it answers; a
+    message refused at or before the MAC check gets "n": null, whatever counter it wrote,
+    so a forged command with the head-end's next counter cannot make an ack that passes for
+    the answer to the genuine one."""
+    cmds, handler, _ = make(tmp_path)
+    genuine = cmd(7)
+    forged_cases = [
+        (cmd(7, key=bytes(32)), 4),  # bad MAC, the genuine counter
+        (genuine[:64] + genuine[64:].replace(b'"disconnect"', b'"reconnect"'), 4),  # its MAC
+        (cmd(7, meter="meter-0043"), 8),
+        (cmd(7)[:-1], 7),
+        (b"{" * 1100, 9),
+    ]
+    for payload, code in forged_cases:
+        ack = ack_of(cmds.handle(payload))
+        assert (ack["v"], ack["code"], ack["n"]) == (2, code, None), payload[:80]
+        assert ack["for"] == ack_for(payload) != ack_for(genuine)
+    ack = ack_of(cmds.handle(genuine))
+    assert (ack["v"], ack["code"], ack["n"], ack["for"]) == (2, 0, 7, ack_for(genuine))
+    # refused after the MAC check: the counter is the sender's, verified
+    again = ack_of(cmds.handle(genuine))
+    assert (again["code"], again["n"], again["for"]) == (5, 7, ack_for(genuine))
+    assert handler.calls == [("disconnect", {})]
+    # dropped unread by the link (too large for the heap): bound to nothing
+    ack = ack_of(cmds.handle(None))
+    assert (ack["code"], ack["n"], ack["for"]) == (9, None, None)
+    # unprovisioned: no key, so no counter can be trusted either
+    (tmp_path / "bare").mkdir()
+    bare, _, _ = make(tmp_path / "bare", key=None)
+    ack = json.loads(bare.handle(cmd(8)).split(b" ", 1)[1])
+    assert (ack["code"], ack["n"], ack["for"]) == (3, None, ack_for(cmd(8)))
+
+
+def test_a_handler_cannot_overwrite_the_fields_that_bind_the_ack(tmp_path):
+    cmds, handler, _ = make(tmp_path)
+    handler.status = lambda args: (0, {"state": 1, "n": 99, "for": "0" * 32, "v": 1,
+                                       "id": "x", "code": 3})
+    payload = cmd(1, "status")
+    ack = ack_of(cmds.handle(payload))
+    assert (ack["v"], ack["id"], ack["n"], ack["code"], ack["for"], ack["state"]) == (
+        2, METER, 1, 0, ack_for(payload), 1)
+
+
 def test_unprovisioned_meter_denies(tmp_path):
     cmds, handler, _ = make(tmp_path, key=None)
     ack = json.loads(cmds.handle(cmd(1)).split(b" ", 1)[1])
@@ -274,6 +318,9 @@ def test_fuzz_never_raises_never_acts_unsigned(tmp_path, data):
     cmds.last = 7
     ack = ack_of(cmds.handle(data))
     assert isinstance(ack["code"], int)
+    assert (ack["v"], ack["for"]) == (2, ack_for(data))
+    if ack["code"] in (4, 7, 8, 9):
+        assert ack["n"] is None  # never a counter the MAC did not cover
     if ack["code"] == 0:
         # only a correctly signed, fresh, known command can have been accepted
         body = json.loads(data[65:])

@@ -67,6 +67,47 @@ def test_forged_ack_is_ignored():
     assert headend.decode_ack(key, headend.mac(key, body).hex().encode() + b" " + body) is None
 
 
+def signed_ack(key: bytes, body: dict) -> bytes:
+    raw = json.dumps(body).encode()
+    return headend.mac(key, raw, b"ack ").hex().encode() + b" " + raw
+
+
+def test_match_ack_takes_only_the_ack_to_this_very_command():
+    """Issue 17: the head-end acts only on a signed v 2 ack whose "for" is the digest of the
+    command it sent; a signed ack for any other message is "foreign" (shown, never taken),
+    one that does not verify is "unsigned"."""
+    k1, k2 = bytes(range(32)), bytes(range(1, 33))
+    first = headend.encode_command(k1, "m", 5, "reconnect", issued=1767225600)
+    captured = signed_ack(k1, {"v": 2, "id": "m", "n": 5, "code": 0, "t": 1,
+                               "for": headend.ack_for(first)})
+    assert headend.match_ack(k1, "m", first, captured)[0] == "ours"
+    # a later command that reuses counter 5: under the same key (a key file restored from a
+    # backup, two head-ends with one file) the captured ack is foreign; after a key rotation
+    # (the meter re-provisioned, its counter started over) it does not even verify
+    later = headend.encode_command(k1, "m", 5, "disconnect", issued=1767229200)
+    assert headend.match_ack(k1, "m", later, captured) == ("foreign",
+                                                            headend.decode_ack(k1, captured))
+    rotated = headend.encode_command(k2, "m", 5, "disconnect", issued=1767229200)
+    assert headend.match_ack(k2, "m", rotated, captured) == ("unsigned", None)
+    # the meter's answer to a forged command carrying our counter: its own digest, no n
+    forged = headend.encode_command(bytes(32), "m", 5, "disconnect", issued=1767229200)
+    bad_mac = {"v": 2, "id": "m", "n": None, "code": 4, "t": 1, "for": headend.ack_for(forged)}
+    assert headend.match_ack(k1, "m", later, signed_ack(k1, bad_mac))[0] == "foreign"
+    # ... and the same to our own command (the meter holds another key, say): ours
+    mine = dict(bad_mac, **{"for": headend.ack_for(later)})
+    assert headend.match_ack(k1, "m", later, signed_ack(k1, mine))[0] == "ours"
+    ok = {"v": 2, "id": "m", "n": 5, "code": 0, "t": 1, "for": headend.ack_for(later)}
+    for wrong in ({"v": 1}, {"v": None}, {"v": "2"}, {"id": "other"}, {"n": 4}, {"for": None}):
+        assert headend.match_ack(k1, "m", later, signed_ack(k1, dict(ok, **wrong)))[0] == (
+            "foreign"), wrong
+    old_firmware = {"id": "m", "n": 5, "code": 0, "t": 1}  # ack v 1: no binding
+    assert headend.match_ack(k1, "m", later, signed_ack(k1, old_firmware))[0] == "foreign"
+    assert "before ack v2" in headend.ignored_line("m", "foreign", old_firmware)
+    assert "attack" in headend.ignored_line("m", "foreign", bad_mac)
+    # a signed body whose code is not a number is no ack (it would break REASONS)
+    assert headend.decode_ack(k1, signed_ack(k1, dict(ok, code=[1]))) is None
+
+
 class Clock:
     def __init__(self) -> None:
         self.t = 1000

@@ -117,5 +117,5 @@ def test_hostile_corpus_on_micropython(mpy_build, tmp_path):
         env=sc.micropython_env(), capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    want = 8 + 3 * len(cases)  # HMAC vectors, equal, rate limit; 3 per case
+    want = 8 + 5 * len(cases)  # HMAC vectors, equal, rate limit; 5 per case
     assert f"commands: {want} passed, 0 failed" in result.stdout, result.stdout

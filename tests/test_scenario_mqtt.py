@@ -188,7 +188,30 @@ def test_hostile_commands_never_switch_the_relay(runtime, mpy_build):
                            "malformed", "too_large", "malformed", "unknown_command",
                            "malformed"]
     assert all(a["mac_ok"] for a in report["acks"])
+    # each ack attributed to the message it names ("for"); no counter unless MAC-verified
+    assert [a["at_s"] for a in report["acks"]] == [5] + [6 + i for i in range(len(hostile))]
+    assert [a["n"] for a in report["acks"]] == [1, None, None, None, 53, 1, None, None, None,
+                                                54, None]
     assert report["relay_pulses"] == 0 and report["relay_closed"]
+
+
+@pytest.mark.parametrize("runtime", ["cpython", pytest.param(
+    "micropython", marks=pytest.mark.micropython)])
+def test_forged_command_with_the_next_counter_just_before_the_genuine(runtime, mpy_build):
+    """Issue 17's race in a scenario: a forged disconnect carrying the head-end's next
+    counter (1) lands a moment before the genuine one; the meter answers it "bad_mac" with
+    no counter and the forged message's digest, and the genuine one as usual."""
+    key = bytes(range(32))
+    start = sc.normalise({"duration_s": 1})["start_unix"]
+    forged = headend.encode_command(bytes(32), "meter-0001", 1, "disconnect", None,
+                                    start + 10).decode()
+    report = run(runtime, sc.HEAPSIZE, duration_s=20, config={"control_mode": 2},
+                 command_key=key.hex(),
+                 commands=[{"at_s": 10, "raw": forged}, {"at_s": 10, "cmd": "disconnect"}])
+    got = [(a["cmd"], a["code"], a["n"], a.get("state")) for a in report["acks"]]
+    assert got == [("raw", 4, None, None), ("disconnect", 0, 1, 0)]
+    assert report["acks"][0]["for"] == headend.ack_for(forged.encode())
+    assert report["relay_operations"] == 1 and not report["relay_closed"]
 
 
 def test_external_broker(mosquitto):

@@ -4,7 +4,8 @@
 # Usage: micropython command_checks.py CORPUS.json WORKDIR
 import json
 import sys
-from binascii import unhexlify
+from binascii import hexlify, unhexlify
+from hashlib import sha256
 
 from meter import commands
 from meter.clock import METER_EPOCH_UNIX
@@ -102,6 +103,11 @@ for line in corpus_file:
     want = case["want"]
     ok = reason == want or (want[-3:] == "..." and reason.startswith(want[:-3]))
     check(case["name"] + " reason " + reason + " want " + want, ok)
+    # bound to this very message; a counter only where the MAC verified
+    bound = hexlify(sha256(payload).digest()[:16]).decode()
+    check(case["name"] + " for", ack.get("v") == 2 and ack.get("for") == bound)
+    unverified = reason in ("too_large", "malformed", "wrong_meter", "bad_mac")
+    check(case["name"] + " n", (ack.get("n") is None) == unverified)
     acted = len(handler.calls) - before
     check(case["name"] + " acted", acted == (1 if case.get("acts") else 0))
 check("rejections rate-limited", 0 < log.n <= 2)
