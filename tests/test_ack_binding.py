@@ -92,8 +92,12 @@ def test_forged_command_race_and_replayed_ack(mosquitto, mpy_build, tmp_path, ru
 
         # 2. A captured ack replayed for a later command with the same counter: the key file
         # restored from a backup taken before the reconnect, so the next command is 3 again.
-        captured = [a for a in watch.acks
+        def reconnect_acks() -> list[bytes]:
+            return [a for a in list(watch.acks)
                     if headend.match_ack(key, meter_id, attack.sent[-1], a)[0] == "ours"]
+
+        assert watch.wait(lambda: reconnect_acks(), 5)
+        captured = reconnect_acks()
         assert len(captured) == 1 and headend.decode_ack(key, captured[0])["code"] == 0
         data = json.loads(keys.read_text())
         data["meters"][meter_id]["counter"] = 2
