@@ -39,8 +39,6 @@ from pathlib import Path
 from typing import Any
 
 MAC_HEX = 64
-ACK_VERSION = 2  # acks bound to their command by "for" (README "Wire format")
-ACK_FOR_HEX = 32
 COMMANDS = (
     "disconnect", "reconnect", "status", "set_control_mode", "set_load_limit", "read_profile",
     "read_events", "billing_snapshot", "time_sync", "set_telemetry_period", "reboot",
@@ -70,6 +68,10 @@ def encode_command(key: bytes, meter_id: str, counter: int, cmd: str, args: dict
     body = json.dumps({"id": meter_id, "n": counter, "cmd": cmd, "args": args or {},
                        "t": issued, "exp": issued + ttl_s}, separators=(",", ":")).encode()
     return mac(key, body).hex().encode() + b" " + body
+
+
+ACK_VERSION = 2  # acks bound to their command by "for" (README "Wire format")
+ACK_FOR_HEX = 32
 
 
 def ack_for(message: bytes) -> str:
