@@ -330,10 +330,11 @@ class ScenarioNetwork:
     def finish(self) -> dict:
         """The head-end's view for the report: verified acks, messages received per topic."""
         self.settle()
-        # The meter answers the messages it gets one by one, in order, and each ack names
-        # the exact message it answers ("for": headend.ack_for of its bytes); one dropped
-        # unread (too large) is answered with "for" null: the next delivered in order. Some
-        # go unanswered (a power cut, a message too big for the heap): skipped over.
+        # The meter answers the messages it gets one by one, in order: the i-th ack answers
+        # the i-th command delivered, unless one went unanswered (a power cut, a message too
+        # big for the heap); each ack names the exact message it answers ("for":
+        # headend.ack_for of its bytes; null for one dropped unread as too large: the next
+        # delivered in order), so one for a message the run never sent is attributed to none.
         # A command published while the meter was offline waits in its session at the
         # broker and reaches the meter when it is back: delivered is what the proxy saw go in.
         with self.proxy.lock:
