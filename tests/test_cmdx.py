@@ -146,6 +146,13 @@ class Rig:
             self.meter.store, "saved_periods", self.meter.store.saved_periods + 1)
         self.meter.checkpoint = lambda force=False: setattr(
             self.meter, "checkpoints", self.meter.checkpoints + 1)
+
+        def durable() -> bool:  # Meter.durable(): the registers on flash as they stand
+            for reg in (imp, exp):
+                reg.saved(reg.kwh, reg.total_mwh())
+            return True
+
+        self.meter.durable = durable
         self.link = SimpleNamespace(_cfg=cfg, _next_s=now + 60, _sent_s=now, _retry_s=0,
                                     meter=self.meter, reboot=False, client=None,
                                     _base=f"meters/{METER}/")
@@ -389,7 +396,10 @@ def test_time_sync_after_rtc_loss_keeps_replay_and_expiry_rules(tmp_path, machin
 # --- billing_snapshot ------------------------------------------------------------------------
 def test_billing_snapshot(tmp_path):
     rig = Rig(tmp_path)
+    rig.meter.imp.add(1, 100)  # not on flash yet: the snapshot saves it before recording
+    assert not rig.meter.imp.on_flash()
     ack = rig.send("billing_snapshot")
+    assert rig.meter.imp.on_flash()
     now = rig.clock.now()
     assert ack["code"] == 0
     assert ack["record"] == [1, START, 12345, 0, 4200, START - 600, profile.BILL_COMMAND]
