@@ -277,12 +277,16 @@ def command_args(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> d
 
 def show(opts: argparse.Namespace, ack: dict, args: dict) -> None:
     """Print one ack: a JSON line with --json (the same bytes as ever), else in words."""
-    if opts.json:
-        print(json.dumps(ack, sort_keys=True))
-        return
-    from host_tools.readable import lines
+    if not opts.json:
+        try:
+            from host_tools.readable import lines
 
-    print("\n".join(lines(opts.command, ack, args)), flush=True)
+            print("\n".join(lines(opts.command, ack, args)), flush=True)
+            return
+        except Exception as exc:  # e.g. no firmware/ beside host_tools/: the ack is not lost
+            print(f"note: cannot put this ack in words ({exc.__class__.__name__}: {exc});"
+                  " here it is as JSON", file=sys.stderr)
+    print(json.dumps(ack, sort_keys=True))
 
 
 def command_line(argv: list[str]) -> str:

@@ -141,9 +141,8 @@ def main(args: argparse.Namespace) -> int:
         key = keys.new_key(args.meter_id)
     scenario["command_key"] = key.hex()
     viewer = print_readings(host, port, args.meter_id)
-    print("commands, from another terminal: " + command_line(
-        ["--broker", f"{host}:{port}", "--keys", str(keys.path), "status", args.meter_id]),
-        flush=True)
+    print("commands, from another terminal: " + command_line(["--broker", f"{host}:{port}",
+          "--keys", str(keys.path.resolve()), "status", args.meter_id]), flush=True)
     print(f"meter {args.meter_id} running on {args.runtime}; readings every {args.period} s "
           f"on meters/{args.meter_id}/telemetry. Ctrl-C stops.", flush=True)
     started = time.monotonic()

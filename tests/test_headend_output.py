@@ -161,3 +161,17 @@ def test_json_is_the_same_bytes_as_before(meter, capsys, machine):  # noqa: F811
     assert run(capsys, ["--json"] + base, "reconnect")[1] == (
         '{"code": 0, "id": "meter-0042", "mode": 1, "n": 8, "output": false, "reason":'
         ' "no change", "state": 2, "t": 1767225600}\n')
+
+
+def test_an_ack_that_cannot_be_put_in_words_is_printed_as_json(meter, capsys, monkeypatch):
+    from host_tools import readable
+
+    def broken():
+        raise ImportError("no module named 'meter'")
+
+    monkeypatch.setattr(readable, "names", broken)
+    _rig, base, acks = meter
+    code = headend.main(base + ["disconnect", METER])
+    out, err = capsys.readouterr()
+    assert code == 0 and out == json.dumps(acks[-1], sort_keys=True) + "\n"
+    assert "cannot put this ack in words (ImportError" in err
