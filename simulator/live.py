@@ -131,7 +131,7 @@ def main(args: argparse.Namespace) -> int:
         day = scenario["load"]
         scenario["load"] = [[p[0] + d * 86_400_000] + p[1:] for d in range(int(hours // 24) + 1)
                             for p in day]
-    from host_tools.headend import KeyFile, KeyFileError
+    from host_tools.headend import KeyFile, KeyFileError, command_line
 
     keys = KeyFile(getattr(args, "keys", None) or sc.ROOT / "build" / "demo_keys.json")
     keys.path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,8 +141,8 @@ def main(args: argparse.Namespace) -> int:
         key = keys.new_key(args.meter_id)
     scenario["command_key"] = key.hex()
     viewer = print_readings(host, port, args.meter_id)
-    print(f"commands, from another terminal: python -m host_tools.headend --broker "
-          f"{host}:{port} --keys {keys.path} status {args.meter_id}", flush=True)
+    print("commands, from another terminal: " + command_line(["--broker", f"{host}:{port}",
+          "--keys", str(keys.path.resolve()), "status", args.meter_id]), flush=True)
     print(f"meter {args.meter_id} running on {args.runtime}; readings every {args.period} s "
           f"on meters/{args.meter_id}/telemetry. Ctrl-C stops.", flush=True)
     started = time.monotonic()
