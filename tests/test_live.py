@@ -125,3 +125,51 @@ def test_keys_act_on_the_meter_and_the_view_shows_the_supply(tmp_path, runtime):
             client.loop_stop()
             client.disconnect()
         live.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs a pseudo-terminal")
+def test_single_keys_on_a_terminal_and_the_terminal_restored_after_ctrl_c(tmp_path):
+    """On a terminal a key acts at once (cbreak: no Enter, no echo); Ctrl-C still stops the
+    run (SIGINT), and the terminal is back in its own mode afterwards."""
+    import pty
+    import select
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the live simulator with the pty as its controlling terminal
+        os.chdir(ROOT)
+        os.execv(sys.executable, [sys.executable, "-m", "simulator", "live", "--runtime",
+                                  "cpython", "--duration", "120", "--period", "2", "--keys",
+                                  str(tmp_path / "keys.json")])
+    out = bytearray()
+
+    def read_until(pattern: bytes, timeout: float = 40) -> None:
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, out) and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    out.extend(os.read(fd, 4096))
+                except OSError:  # the child has gone
+                    break
+        assert re.search(pattern, out), out.decode(errors="replace")
+
+    try:
+        read_until(rb"#1 .* kWh  relay closed, connected")
+        mode = termios.tcgetattr(fd)[3]
+        assert not mode & termios.ICANON and not mode & termios.ECHO  # cbreak while running
+        os.write(fd, b"b")  # no Enter
+        read_until(rb"control_manual_ready_for_reconnection \(155\)")
+        os.write(fd, b"\x03")  # Ctrl-C
+        read_until(rb"stopped\.", 20)
+        deadline = time.monotonic() + 20
+        while os.waitpid(pid, os.WNOHANG)[0] == 0:
+            assert time.monotonic() < deadline, "still running after Ctrl-C"
+            time.sleep(0.2)
+        pid = 0
+        mode = termios.tcgetattr(fd)[3]
+        assert mode & termios.ICANON and mode & termios.ECHO  # the terminal as it was
+    finally:
+        if pid:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)
