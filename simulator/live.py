@@ -106,6 +106,7 @@ class Console:
         self.actions: queue.Queue = queue.Queue()
         self.lock = threading.Lock()
         self.world: Any = None
+        self.pins: Any = None
         self.relay_closed = True  # the emulated relay starts closed (as last shown)
         self.state = 1  # a new meter starts Connected (meter/ctlboot.py)
         self.cover_open = False
@@ -171,6 +172,9 @@ class Console:
 
     # --- the World's side (called in the thread that runs it) --------------------------
     def attach(self, world: Any) -> None:
+        from boards import esp32_atm90e26
+
+        self.pins = esp32_atm90e26  # the board's pin map: the button's and the cover's
         self.world = world
 
     def tick(self) -> None:
@@ -178,8 +182,7 @@ class Console:
         world = self.world
         if world is None:
             return
-        from boards import esp32_atm90e26 as pins
-
+        pins = self.pins
         while not self.actions.empty():
             key = self.actions.get()
             now = world.now_ms
