@@ -421,8 +421,10 @@ def _network_results(raw: dict, net: Any) -> dict:
 
 
 def run_cpython(scenario: dict, flash_path: str, progress: Callable | None,
-                on_tick: Callable | None = None, broker: str | None = None) -> dict:
-    """Run the firmware in this process, against the world directly."""
+                on_tick: Callable | None = None, broker: str | None = None,
+                on_world: Callable | None = None) -> dict:
+    """Run the firmware in this process, against the world directly. on_world(world): called
+    once the world is built (the live simulator acts on it: the button, the cover)."""
     ensure_paths()
     from simulator.device import runner
 
@@ -432,16 +434,22 @@ def run_cpython(scenario: dict, flash_path: str, progress: Callable | None,
         def tick(now_ms: int) -> None:
             progress(min(now_ms, duration) / duration)
     with network(scenario, broker) as (device_scenario, net):
-        raw = runner.run(device_scenario, flash_path, tick, measure_loss,
-                         net.attach if net else None)
+        def attach(world: Any) -> None:
+            if net is not None:
+                net.attach(world)
+            if on_world is not None:
+                on_world(world)
+
+        raw = runner.run(device_scenario, flash_path, tick, measure_loss, attach)
         return _network_results(raw, net)
 
 
 def run_micropython(scenario: dict, flash_path: str, progress: Callable | None,
                     heapsize: str = HEAPSIZE, on_tick: Callable | None = None,
-                    broker: str | None = None) -> dict:
+                    broker: str | None = None, on_world: Callable | None = None) -> dict:
     """Run the firmware on the MicroPython unix port against a world served from here.
-    heapsize is the firmware's budget; the device layer's measured size comes on top."""
+    heapsize is the firmware's budget; the device layer's measured size comes on top;
+    on_world as for run_cpython (the world lives here, in the host process)."""
     ensure_paths()
     from simulator.build_mpy import build
     from simulator.device import runner
@@ -452,6 +460,8 @@ def run_micropython(scenario: dict, flash_path: str, progress: Callable | None,
         world, board_module = runner.prepare(device_scenario, flash_path)
         if net is not None:
             net.attach(world)
+        if on_world is not None:
+            on_world(world)
         duration = scenario["duration_ms"]
         world.on_tick = on_tick
         world.on_restore = measure_loss
