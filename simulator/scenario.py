@@ -590,11 +590,17 @@ def read_events(flash_path: str, start_unix: int) -> list[dict]:
         from meter import maint
         from meter.clock import METER_EPOCH_UNIX
 
-        records = sorted(maint.all_events(fs))  # by sequence: the order logged
-    return [
-        {"t_s": t + METER_EPOCH_UNIX - start_unix, "code": code, "name": event_name(code)}
-        for _seq, t, code in records
-    ]
+        # by sequence: the order logged; flag 1: stamped while the clock was invalid
+        records = sorted(rec for cat in range(len(maint.CATEGORY_NAMES))
+                         for _n, rec in maint.read_events(fs, cat))
+    events = []
+    for _seq, t, code, _cat, flags, *_rest in records:
+        event = {"t_s": t + METER_EPOCH_UNIX - start_unix, "code": code,
+                 "name": event_name(code)}
+        if flags & 1:
+            event["clock_invalid"] = True
+        events.append(event)
+    return events
 
 
 # Accepted configuration commands (firmware/meter/cmdx.py), named host-side like the above.
