@@ -173,8 +173,8 @@ class HeadEnd:
         except (ValueError, KeyError, TypeError, AttributeError):
             pass  # counted in `received`, not a reading
 
-    def publish(self, payload: bytes) -> None:
-        info = self.client.publish(f"meters/{self.meter_id}/cmd", payload, qos=1)
+    def publish(self, payload: bytes, qos: int = 1) -> None:
+        info = self.client.publish(f"meters/{self.meter_id}/cmd", payload, qos=qos)
         info.wait_for_publish(WAIT_S)
 
     def wait_received(self, count: int) -> bool:
@@ -299,7 +299,7 @@ class ScenarioNetwork:
         entry["payload"] = payload
         with proxy.lock:
             before = proxy.to_meter.count(payload)
-        self.headend.publish(payload)
+        self.headend.publish(payload, item.get("qos", 1))
         # Hold virtual time here until the command is in the meter's socket (or there is
         # no connected meter to receive it: then it is lost, as with a clean session).
         with proxy.lock:

@@ -62,7 +62,7 @@ FAULT_KEYS = {"power_cut_at_write", "spi_bit_error_rate", "seed", "ic_resets_at_
               "watchdog_resets_at_s", "stuck_bus"} | RELAY_FAULTS
 PORT_COMMAND_KEYS = {"at_s", "cmd", "args"}
 PORT_COMMANDS = ("disconnect", "reconnect")  # the local command port's (meter/cmdport.py)
-COMMAND_KEYS = {"at_s", "cmd", "args", "ttl_s", "raw"}
+COMMAND_KEYS = {"at_s", "cmd", "args", "ttl_s", "raw", "qos"}
 BUTTON_KEYS = {"at_s", "hold_s"}
 # Configuration values with a range beyond their type.
 CONFIG_RANGES = {"control_mode": (0, 6), "relay_retries": (0, 10), "relay_ops_per_min": (1, 60)}
@@ -279,11 +279,17 @@ def _check_commands(items: Any) -> list:
             raise ScenarioError(f"commands[{i}] needs 'at_s' and 'cmd' (or 'raw')")
         at_ms = int(_number(item["at_s"], f"commands[{i}].at_s") * 1000)
         if "raw" in item:
-            if set(item) != {"at_s", "raw"} or not isinstance(item["raw"], str):
+            if set(item) - {"qos"} != {"at_s", "raw"} or not isinstance(item["raw"], str):
                 raise ScenarioError(f"commands[{i}]: 'raw' is a string, sent as it is, "
-                                    "alone with 'at_s'")
-            commands.append([at_ms, {"raw": item["raw"]}])
+                                    "alone with 'at_s' (and 'qos')")
+            qos = item.get("qos", 1)
+            if qos not in (0, 1) or isinstance(qos, bool):
+                raise ScenarioError(f"commands[{i}].qos must be 0 or 1")
+            commands.append([at_ms, {"raw": item["raw"], "qos": qos} if qos != 1
+                             else {"raw": item["raw"]}])
             continue
+        if "qos" in item:
+            raise ScenarioError(f"commands[{i}]: 'qos' is for 'raw' payloads only")
         if item["cmd"] not in known:
             raise ScenarioError(f"commands[{i}].cmd must be one of {', '.join(known)}")
         args = item.get("args", {})
@@ -421,8 +427,10 @@ def _network_results(raw: dict, net: Any) -> dict:
 
 
 def run_cpython(scenario: dict, flash_path: str, progress: Callable | None,
-                on_tick: Callable | None = None, broker: str | None = None) -> dict:
-    """Run the firmware in this process, against the world directly."""
+                on_tick: Callable | None = None, broker: str | None = None,
+                on_world: Callable | None = None) -> dict:
+    """Run the firmware in this process, against the world directly. on_world(world): called
+    once the world is built (the live simulator acts on it: the button, the cover)."""
     ensure_paths()
     from simulator.device import runner
 
@@ -432,16 +440,22 @@ def run_cpython(scenario: dict, flash_path: str, progress: Callable | None,
         def tick(now_ms: int) -> None:
             progress(min(now_ms, duration) / duration)
     with network(scenario, broker) as (device_scenario, net):
-        raw = runner.run(device_scenario, flash_path, tick, measure_loss,
-                         net.attach if net else None)
+        def attach(world: Any) -> None:
+            if net is not None:
+                net.attach(world)
+            if on_world is not None:
+                on_world(world)
+
+        raw = runner.run(device_scenario, flash_path, tick, measure_loss, attach)
         return _network_results(raw, net)
 
 
 def run_micropython(scenario: dict, flash_path: str, progress: Callable | None,
                     heapsize: str = HEAPSIZE, on_tick: Callable | None = None,
-                    broker: str | None = None) -> dict:
+                    broker: str | None = None, on_world: Callable | None = None) -> dict:
     """Run the firmware on the MicroPython unix port against a world served from here.
-    heapsize is the firmware's budget; the device layer's measured size comes on top."""
+    heapsize is the firmware's budget; the device layer's measured size comes on top;
+    on_world as for run_cpython (the world lives here, in the host process)."""
     ensure_paths()
     from simulator.build_mpy import build
     from simulator.device import runner
@@ -452,6 +466,8 @@ def run_micropython(scenario: dict, flash_path: str, progress: Callable | None,
         world, board_module = runner.prepare(device_scenario, flash_path)
         if net is not None:
             net.attach(world)
+        if on_world is not None:
+            on_world(world)
         duration = scenario["duration_ms"]
         world.on_tick = on_tick
         world.on_restore = measure_loss
@@ -590,11 +606,17 @@ def read_events(flash_path: str, start_unix: int) -> list[dict]:
         from meter import maint
         from meter.clock import METER_EPOCH_UNIX
 
-        records = sorted(maint.all_events(fs))  # by sequence: the order logged
-    return [
-        {"t_s": t + METER_EPOCH_UNIX - start_unix, "code": code, "name": event_name(code)}
-        for _seq, t, code in records
-    ]
+        # by sequence: the order logged; flag 1: stamped while the clock was invalid
+        records = sorted(rec for cat in range(len(maint.CATEGORY_NAMES))
+                         for _n, rec in maint.read_events(fs, cat))
+    events = []
+    for _seq, t, code, _cat, flags, *_rest in records:
+        event = {"t_s": t + METER_EPOCH_UNIX - start_unix, "code": code,
+                 "name": event_name(code)}
+        if flags & 1:
+            event["clock_invalid"] = True
+        events.append(event)
+    return events
 
 
 # Accepted configuration commands (firmware/meter/cmdx.py), named host-side like the above.
@@ -704,6 +726,7 @@ def build_report(scenario: dict, raw: dict, flash_path: str, wall_s: float) -> d
         # waits for the network that ran out (0 unless the machine is badly overloaded or the
         # broker misbehaves): the report is then not guaranteed to be reproducible
         report["network_late"] = raw["network_late"]
+        report["connections"] = raw["connections"]  # the meter's to the broker (proxy)
     if raw["runtime"] == "micropython":
         report["heap_peak_bytes"] = raw["heap_peak_bytes"]  # the firmware's, layer excluded
         report["heap_device_layer_bytes"] = raw["heap_device_layer_bytes"]
