@@ -23,8 +23,9 @@ from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# The fields every ack carries (meter/commands.py); the rest depend on the command.
-ENVELOPE = ("id", "n", "code", "t", "reason")
+# The fields every ack carries (meter/commands.py); the rest depend on the command. v and
+# for bind it to the command sent: the head-end checked them before taking it (match_ack).
+ENVELOPE = ("v", "id", "for", "n", "code", "t", "reason")
 
 
 @cache

@@ -159,10 +159,12 @@ def test_json_is_the_same_bytes_as_before(meter, capsys, machine):  # noqa: F811
         code, out = run(capsys, ["--json"] + base, *argv)
         assert out == "".join(json.dumps(a, sort_keys=True) + "\n" for a in acks)
         acks.clear()
-    # and, pinned byte for byte, an ack as the head-end printed it before
+    # and, pinned byte for byte, an ack as the head-end printed it before, with the two
+    # keys of ack version 2 (README "Wire format") that bind it to its command
     assert run(capsys, ["--json"] + base, "reconnect")[1] == (
-        '{"code": 0, "id": "meter-0042", "mode": 1, "n": 8, "output": false, "reason":'
-        ' "no change", "state": 2, "t": 1767225600}\n')
+        '{"code": 0, "for": "23f96fba0af2692aa05b5e31890de02c", "id": "meter-0042", "mode": 1,'
+        ' "n": 8, "output": false, "reason": "no change", "state": 2, "t": 1767225600,'
+        ' "v": 2}\n')
 
 
 def test_an_ack_that_cannot_be_put_in_words_is_printed_as_json(meter, capsys, monkeypatch):
