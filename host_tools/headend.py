@@ -31,12 +31,14 @@ import fcntl
 import hashlib
 import hmac
 import json
+import math
 import os
 import secrets
 import shlex
 import sys
 import threading
 import time
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +60,8 @@ REASONS = {
 
 
 class KeyFileError(Exception):
-    """The key file is missing, unreadable or lacks the meter."""
+    """The key file is missing, unreadable, damaged or lacks the meter: one line that names
+    the file, the meter and what is wrong."""
 
 
 def mac(key: bytes, body: bytes, prefix: bytes = b"") -> bytes:
@@ -149,70 +152,158 @@ def ignored_line(meter_id: str, kind: str, ack: dict | None) -> str:
             " (a forged or replayed command, or an old ack replayed)")
 
 
+KEY_BYTES = 32  # the meter's command key (firmware/meter/commands.py takes 32 bytes)
+COUNTER_MAX = (1 << 30) - 1  # the meter takes counters 1 to 2^30 - 1 (meter/commands.py)
+TIMEOUT_MAX_S = 86400
+TTL_MAX_S = 86400
+
+
+@cache
+def firmware_config() -> Any:
+    """firmware/meter/config.py, imported on CPython: the meter id rule (valid_id, ID_RULE)
+    is the firmware's, not a copy."""
+    firmware = str(ROOT / "firmware")
+    if firmware not in sys.path:
+        sys.path.append(firmware)  # after everything else: it shadows nothing
+    from meter import config
+
+    return config
+
+
+def valid_id(meter_id: str) -> bool:
+    return firmware_config().valid_id(meter_id)
+
+
+def shown(text: str, most: int = 40) -> str:
+    """A meter id (or any text) fit for one line: quoted, non-ASCII escaped, cut short."""
+    return ascii(text[:most]) + (f"... ({len(text)} characters)" if len(text) > most else "")
+
+
+def json_kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words."""
+    if value is None:
+        return "null"
+    return {bool: "true/false", int: "a number", float: "a number", str: "a string",
+            list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def entry_problem(meter_id: Any, entry: Any) -> str | None:
+    """What is wrong with one meter's entry of a key file (None: nothing)."""
+    if not valid_id(meter_id):
+        return "not a meter id: an id " + firmware_config().ID_RULE
+    if not isinstance(entry, dict):
+        return f"the entry is {json_kind(entry)}, not an object with key and counter"
+    key = entry.get("key")
+    if "key" in entry:  # an entry without one: a meter whose key was withdrawn
+        if type(key) is not str:
+            return f"key is {json_kind(key)}, not a string of hex digits"
+        if not all(c in "0123456789abcdefABCDEF" for c in key):
+            return "key is not hex digits"
+        if len(key) != 2 * KEY_BYTES:
+            return (f"key has {len(key)} hex digits, not {2 * KEY_BYTES} (the meter's key is"
+                    f" {KEY_BYTES} bytes)")
+    if "counter" not in entry:
+        return "no counter (the last one used; 0 for none)"
+    counter = entry["counter"]
+    if type(counter) is not int:  # not true/false, not 5.0
+        return f"counter is {json_kind(counter)}, not a whole number"
+    if not 0 <= counter <= COUNTER_MAX:
+        return f"counter {counter} is outside 0 to {COUNTER_MAX}"
+    return None
+
+
 class KeyFile:
     """{"meters": {id: {"key": hex, "counter": last used}}}, mode 0600, updated atomically
-    under a lock so two head-end processes never reuse a counter."""
+    under a lock so two head-end processes never reuse a counter. Every read checks the whole
+    file (each id, key and counter): a damaged file is an error and is never rewritten."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
+    def _error(self, meter_id: str, what: str) -> KeyFileError:
+        return KeyFileError(f"key file {self.path} (meter {shown(meter_id)}): {what}")
+
     @contextlib.contextmanager
-    def _locked(self):
+    def _locked(self, meter_id: str):
         lock = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError as exc:
+            raise self._error(meter_id, f"cannot lock {lock}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)
 
-    def _read(self) -> dict:
+    def _read(self, meter_id: str, missing_ok: bool = True) -> dict:
         try:
-            data = json.loads(self.path.read_text())
+            data = json.loads(self.path.read_bytes(), parse_constant=_no_constant)
         except FileNotFoundError:
-            return {"meters": {}}
-        except (OSError, ValueError) as exc:
-            kind = exc.__class__.__name__
-            raise KeyFileError(f"cannot read key file {self.path}: {kind}") from None
+            if missing_ok:
+                return {"meters": {}}
+            raise self._error(meter_id, "no such file (newkey creates it)") from None
+        except OSError as exc:
+            raise self._error(meter_id, f"cannot read it: {exc.strerror}") from None
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            raise self._error(meter_id, f"not valid JSON ({exc.__class__.__name__}:"
+                              f" {str(exc)[:80]})") from None
         if not isinstance(data, dict) or not isinstance(data.get("meters"), dict):
-            raise KeyFileError(f"{self.path} is not a head-end key file")
+            raise self._error(meter_id, 'not a head-end key file ({"meters": {...}})')
+        for other, entry in data["meters"].items():
+            problem = entry_problem(other, entry)
+            if problem is not None:
+                raise KeyFileError(f"key file {self.path}: meter {shown(other)}: {problem}"
+                                   " (the file is left as it is)")
         return data
 
-    def _write(self, data: dict) -> None:
+    def _write(self, meter_id: str, data: dict) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        try:
+            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise self._error(meter_id, f"cannot write it: {exc.strerror}") from None
 
     def new_key(self, meter_id: str) -> bytes:
         """A fresh random key for the meter (rotation keeps its counter going upwards)."""
-        key = secrets.token_bytes(32)
-        with self._locked():
-            data = self._read()
+        key = secrets.token_bytes(KEY_BYTES)
+        with self._locked(meter_id):
+            data = self._read(meter_id)
             entry = data["meters"].setdefault(meter_id, {"counter": 0})
             entry["key"] = key.hex()
-            self._write(data)
+            self._write(meter_id, data)
         return key
 
     def key(self, meter_id: str) -> bytes:
-        entry = self._read()["meters"].get(meter_id)
+        entry = self._read(meter_id, missing_ok=False)["meters"].get(meter_id)
         if not entry or "key" not in entry:
-            raise KeyFileError(f"no key for meter {meter_id!r} in {self.path}")
+            raise KeyFileError(f"no key for meter {shown(meter_id)} in {self.path}")
         return bytes.fromhex(entry["key"])
 
     def next_counter(self, meter_id: str) -> int:
         """Reserve the next counter; it is on disk before the command leaves."""
-        with self._locked():
-            data = self._read()
+        with self._locked(meter_id):
+            data = self._read(meter_id, missing_ok=False)
             entry = data["meters"].get(meter_id)
             if not entry or "key" not in entry:
-                raise KeyFileError(f"no key for meter {meter_id!r} in {self.path}")
-            entry["counter"] = int(entry.get("counter", 0)) + 1
-            self._write(data)
+                raise KeyFileError(f"no key for meter {shown(meter_id)} in {self.path}")
+            if entry["counter"] >= COUNTER_MAX:
+                raise self._error(meter_id, f"every counter up to {COUNTER_MAX} is used: the"
+                                  " meter takes no higher one")
+            entry["counter"] += 1
+            self._write(meter_id, data)
             return entry["counter"]
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def send(broker: tuple[str, int], keys: KeyFile, meter_id: str, cmd: str,
@@ -253,7 +344,10 @@ def send(broker: tuple[str, int], keys: KeyFile, meter_id: str, cmd: str,
         client.tls_set(**tls)
     client.on_message = on_message
     client.on_subscribe = lambda *_a: subscribed.set()
-    client.connect(broker[0], broker[1], keepalive=30)
+    try:
+        client.connect(broker[0], broker[1], keepalive=30)
+    except ValueError as exc:  # e.g. a host name the resolver refuses (UnicodeError)
+        raise OSError(f"cannot connect: {exc}") from None
     client.loop_start()
     try:
         client.subscribe(f"meters/{meter_id}/ack", qos=1)
@@ -272,10 +366,50 @@ def send(broker: tuple[str, int], keys: KeyFile, meter_id: str, cmd: str,
 
 
 def _broker(text: str) -> tuple[str, int]:
+    """HOST:PORT; an IPv6 address in brackets ([::1]:1883); port 1 to 65535."""
     host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError("expected HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port.isascii() or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (got {shown(text)})")
+    if not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"port must be 1 to 65535 (got {shown(port)})")
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        raise argparse.ArgumentTypeError(f"not a host name: {shown(host)}") from None
+    if len(host) > 253 or not host.isprintable() or " " in host:
+        raise argparse.ArgumentTypeError(f"not a host name: {shown(host)}")
     return host, int(port)
+
+
+def _meter_id(text: str) -> str:
+    if not valid_id(text):
+        raise argparse.ArgumentTypeError(f"meter id {shown(text)}: an id "
+                                         + firmware_config().ID_RULE)
+    return text
+
+
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= TIMEOUT_MAX_S:  # also nan, inf
+        raise argparse.ArgumentTypeError(f"must be seconds, more than 0 and at most"
+                                         f" {TIMEOUT_MAX_S} (got {shown(text)})")
+    return value
+
+
+def _ttl(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 0 < value <= TTL_MAX_S:
+        raise argparse.ArgumentTypeError(f"must be whole seconds, 1 to {TTL_MAX_S}"
+                                         f" (got {shown(text)})")
+    return value
 
 
 def _time(text: str) -> int:
@@ -288,16 +422,16 @@ def _time(text: str) -> int:
 
     try:
         when = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a time: {text!r}") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp())
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return int(when.timestamp())
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"not a time: {shown(text)}") from None
 
 
 def _category(text: str) -> int | str:
     """read_events CATEGORY: a name, or its number 0-6 (sent as a number)."""
-    return int(text) if text.isdigit() else text
+    return int(text) if text.isascii() and text.isdigit() else text
 
 
 # The positional VALUE of each command: the argument's name and how it is parsed.
@@ -312,8 +446,8 @@ READ_COMMANDS = ("read_profile", "read_events")
 def command_args(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     """The command's arguments from --args, its VALUE and the read-back options."""
     try:
-        args = json.loads(opts.args)
-    except ValueError:
+        args = json.loads(opts.args, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
         parser.error("--args must be a JSON object")
     if not isinstance(args, dict):
         parser.error("--args must be a JSON object")
@@ -368,18 +502,34 @@ def command_line(argv: list[str]) -> str:
     return f"cd {shlex.quote(str(ROOT))} && " + shlex.join(words)
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not the usage text before it
+        self.exit(EXIT_USAGE, f"error: {message} (usage: {self.prog} --help)\n")
+
+
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"{what} {path}: cannot read it:"
+                           f" {exc.strerror or exc.__class__.__name__}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+    parser = Parser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keys", required=True, help="head-end key file (created by newkey)")
     parser.add_argument("--broker", type=_broker, help="HOST:PORT of the MQTT broker")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the ack")
-    parser.add_argument("--ttl", type=int, default=300, help="command lifetime in seconds")
+    parser.add_argument("--timeout", type=_timeout, default=10.0,
+                        help=f"seconds to wait for the ack (up to {TIMEOUT_MAX_S})")
+    parser.add_argument("--ttl", type=_ttl, default=300,
+                        help=f"command lifetime in seconds (1 to {TTL_MAX_S})")
     parser.add_argument("--cafile", help="CA certificate: connect with TLS")
     parser.add_argument("--user", help="MQTT user name")
     parser.add_argument("--password-file", help="file holding the MQTT password")
     parser.add_argument("command", choices=("newkey",) + COMMANDS)
-    parser.add_argument("meter_id")
+    parser.add_argument("meter_id", type=_meter_id, help="the meter's id: 1 to 32 letters,"
+                        " digits, '-' or '_' (firmware/meter/config.py valid_id)")
     parser.add_argument("value", nargs="?", help="the command's value: set_control_mode MODE,"
                         " set_load_limit WATTS, set_telemetry_period SECONDS, time_sync TIME,"
                         " read_profile block|daily|billing, read_events CATEGORY")
@@ -394,14 +544,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print each ack as a JSON line (for"
                         " programs) instead of a line in words")
     opts = parser.parse_args(argv)
+    if Path(opts.keys).name in ("", ".", ".."):
+        parser.error(f"--keys {opts.keys!r} is not a file name")
     keys = KeyFile(opts.keys)
     try:
         if opts.command == "newkey":
-            key = keys.new_key(opts.meter_id)
-            if opts.out:
-                fd = os.open(opts.out, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(key)
+            out = tmp = None
+            if opts.out:  # a file beside it first: a key the meter cannot get is never stored
+                tmp = opts.out + ".tmp"
+                try:
+                    out = os.fdopen(os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600),
+                                    "wb")
+                except OSError as exc:
+                    raise KeyFileError(f"--out {opts.out} (meter {shown(opts.meter_id)}):"
+                                       f" cannot write it: {exc.strerror}") from None
+            try:
+                key = keys.new_key(opts.meter_id)
+            except KeyFileError:
+                if out is not None:
+                    out.close()
+                    os.unlink(tmp)
+                raise
+            if out is not None:
+                with out:
+                    out.write(key)
+                os.replace(tmp, opts.out)
             print(f"new key for {opts.meter_id} stored in {opts.keys}"
                   + (f"; meter copy in {opts.out} (copy it to /cmd.key on the meter's data"
                      " partition)" if opts.out else ""))
@@ -411,8 +578,11 @@ def main(argv: list[str] | None = None) -> int:
         args = command_args(opts, parser)
         auth = None
         if opts.user:
-            password = Path(opts.password_file).read_text().strip() if opts.password_file else ""
+            password = (_read_file(opts.password_file, "--password-file").decode(
+                "utf-8", "replace").strip() if opts.password_file else "")
             auth = (opts.user, password)
+        if opts.cafile:
+            _read_file(opts.cafile, "--cafile")  # readable, before a counter is spent
         tls = {"ca_certs": opts.cafile} if opts.cafile else None
         while True:
             ack = send(opts.broker, keys, opts.meter_id, opts.command, args, opts.timeout,

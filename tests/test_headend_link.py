@@ -41,7 +41,10 @@ def test_newkey_file_is_private_and_key_never_printed(tmp_path):
 def test_unknown_meter_and_bad_usage(tmp_path):
     keys = tmp_path / "keys.json"
     result = cli("--keys", str(keys), "--broker", "127.0.0.1:1", "status", "nobody")
-    assert result.returncode == 2 and "no key for meter" in result.stderr
+    assert result.returncode == 2 and "no such file (newkey creates it)" in result.stderr
+    headend.KeyFile(keys).new_key("somebody")
+    result = cli("--keys", str(keys), "--broker", "127.0.0.1:1", "status", "nobody")
+    assert result.returncode == 2 and "no key for meter 'nobody'" in result.stderr
     assert cli("--keys", str(keys), "status", "nobody").returncode == 2  # no --broker
 
 

@@ -1,5 +1,6 @@
 # Meter configuration: defaults here, provisioned overrides in /config.json on the data
-# filesystem. Unknown keys are refused so a typo never silently keeps a default.
+# filesystem. Unknown keys are refused so a typo never silently keeps a default; so is a
+# value outside its range (RANGES) or a meter id outside the id rule (valid_id).
 import json
 
 DEFAULTS = {
@@ -34,14 +35,77 @@ DEFAULTS = {
     "import_only": False,  # export is then a tamper signal (reverse flow)
 }
 
+# Each number's range, each string's length range (both ends included): key, lo, hi.
+# Booleans have none; load_limiter is meter/ctlboot.py's check_limiter; meter_id valid_id.
+RANGES = (
+    "poll_ms 100 60000\n"
+    "meter_constant 100 100000\n"
+    "telemetry_period_s 1 86400\n"
+    "mqtt_host 0 253\n"
+    "mqtt_port 1 65535\n"
+    "mqtt_keepalive_s 10 65535\n"
+    "mqtt_timeout_s 1 60\n"
+    "mqtt_user 0 128\n"
+    "mqtt_password 0 128\n"
+    "mqtt_ca 1 64\n"
+    "wifi_ssid 0 32\n"
+    "wifi_key 0 64\n"
+    "checkpoint_s 1 86400\n"
+    "checkpoint_wh 1 1000\n"
+    "checkpoint_min_s 0 3600\n"
+    "profile_period_s 60 86400\n"
+    "control_mode 0 6\n"
+    "relay_retries 0 10\n"
+    "relay_ops_per_min 1 60\n"
+    "load_limit_w 0 1000000\n"
+    "vref_v 100 300\n"
+    "imax_a 1 200\n"
+)
+ID_RULE = "must be 1 to 32 letters (a-z, A-Z), digits, '-' or '_'"  # valid_id, in words
 PATH = "/config.json"
+SIZE_MAX = 4096  # a larger /config.json is refused unread (the heap)
+
+
+def valid_id(s):
+    """True if s may be a meter id (ID_RULE). The one rule for meter ids: the head-end and the
+    scenario schema import it. An id goes into MQTT topic names (meters/<id>/...) and the
+    broker's ACL patterns, so no '/', '+', '#', no space, nothing outside ASCII."""
+    if type(s) is not str or not 0 < len(s) <= 32:
+        return False
+    for c in s:
+        if not ("a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c == "-" or c == "_"):
+            return False
+    return True
+
+
+def problem(key, value):
+    """What is wrong with value for config key (None: nothing); its type is checked before."""
+    if key == "meter_id":
+        return None if valid_id(value) else ID_RULE
+    i = RANGES.find(key + " ")
+    if i < 0 or (i and RANGES[i - 1] != "\n"):
+        return None
+    lo, hi = RANGES[i + len(key) + 1:RANGES.find("\n", i)].split()
+    lo = int(lo)
+    hi = int(hi)
+    if type(value) is str:
+        if not lo <= len(value) <= hi:
+            return "must have " + str(lo) + " to " + str(hi) + " characters"
+    elif not lo <= value <= hi:
+        return "must be " + str(lo) + " to " + str(hi)
+    if key == "profile_period_s" and 86400 % value:
+        return "must divide a day"
+    return None
 
 
 def load(fs):
     cfg = dict(DEFAULTS)
     try:
         with fs.open(PATH, "r") as f:
-            stored = json.loads(f.read())
+            text = f.read(SIZE_MAX + 1)
+        if len(text) > SIZE_MAX:
+            return cfg, "config.json is over " + str(SIZE_MAX) + " bytes"
+        stored = json.loads(text)
     except OSError:
         return cfg, None
     except ValueError:
@@ -53,6 +117,9 @@ def load(fs):
             return cfg, "unknown config key " + key
         if type(stored[key]) is not type(DEFAULTS[key]):
             return cfg, "config key " + key + " has the wrong type"
+        why = problem(key, stored[key])
+        if why is not None:
+            return cfg, "config key " + key + " " + why
     cfg.update(stored)
     return cfg, None
 
