@@ -1,0 +1,123 @@
+"""The meter's config loader (firmware/meter/config.py) refuses a provisioned meter id outside
+the one id rule (valid_id) and a value outside its range (RANGES), on CPython and on real
+MicroPython alike; the meter then runs on its defaults and logs CONFIG_REJECTED."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from meter import config
+
+from simulator import scenario as sc
+
+ID_RULE = config.ID_RULE
+# (/config.json's text, what load() says of it: None when it takes it)
+CASES = [
+    ('{"meter_id": "a/b"}', "config key meter_id " + ID_RULE),
+    ('{"meter_id": "m+"}', "config key meter_id " + ID_RULE),
+    ('{"meter_id": "m#"}', "config key meter_id " + ID_RULE),
+    ('{"meter_id": "m 1"}', "config key meter_id " + ID_RULE),
+    ('{"meter_id": ""}', "config key meter_id " + ID_RULE),
+    ('{"meter_id": "m\\u00e9"}', "config key meter_id " + ID_RULE),
+    ('{"meter_id": "m\\ud800"}', "config key meter_id " + ID_RULE),
+    (json.dumps({"meter_id": "x" * 33}), "config key meter_id " + ID_RULE),
+    (json.dumps({"meter_id": "x" * 70_000}), "config.json is over 4096 bytes"),
+    (json.dumps({"meter_id": "x" * 32}), None),
+    ('{"meter_id": "Meter_0042-b"}', None),
+    ('{"poll_ms": 99}', "config key poll_ms must be 100 to 60000"),
+    ('{"poll_ms": 60001}', "config key poll_ms must be 100 to 60000"),
+    ('{"poll_ms": 100, "checkpoint_min_s": 0, "relay_retries": 0}', None),
+    ('{"telemetry_period_s": 0}', "config key telemetry_period_s must be 1 to 86400"),
+    ('{"mqtt_port": 0}', "config key mqtt_port must be 1 to 65535"),
+    ('{"mqtt_port": 65536}', "config key mqtt_port must be 1 to 65535"),
+    ('{"profile_period_s": 30}', "config key profile_period_s must be 60 to 86400"),
+    ('{"profile_period_s": 1000}', "config key profile_period_s must divide a day"),
+    ('{"profile_period_s": 86400, "load_limit_w": 1000000}', None),
+    ('{"control_mode": 7}', "config key control_mode must be 0 to 6"),
+    ('{"load_limit_w": -1}', "config key load_limit_w must be 0 to 1000000"),
+    ('{"load_limit_w": 1000001}', "config key load_limit_w must be 0 to 1000000"),
+    (json.dumps({"mqtt_host": "h" * 254}), "config key mqtt_host must have 0 to 253 characters"),
+    (json.dumps({"mqtt_host": "h" * 253}), None),
+    ('{"mqtt_ca": ""}', "config key mqtt_ca must have 1 to 64 characters"),
+    ('{"imax_a": 0}', "config key imax_a must be 1 to 200"),
+    ('{"poll_ms": "fast"}', "config key poll_ms has the wrong type"),
+    ('[1]', "config.json is not an object"),
+    ('{"poll', "config.json is not valid JSON"),
+]
+
+
+class DirFS:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def open(self, path: str, mode: str = "r"):
+        return open(self.root / path.lstrip("/"), mode)
+
+
+@pytest.mark.parametrize("text,problem", CASES)
+def test_the_loader_refuses_what_is_out_of_range(tmp_path, text, problem):
+    (tmp_path / "config.json").write_text(text)
+    cfg, err = config.load(DirFS(tmp_path))
+    assert err == problem
+    if problem is None:
+        assert cfg == {**config.DEFAULTS, **json.loads(text)}
+    else:
+        assert cfg == config.DEFAULTS  # all defaults: nothing of a refused file is taken
+
+
+def test_every_number_and_string_has_a_range_and_the_defaults_are_in_it():
+    table = config.RANGES.split()
+    ranged = table[::3]
+    assert len(ranged) == len(set(ranged))
+    for key, value in config.DEFAULTS.items():
+        if type(value) in (int, str) and key != "meter_id":
+            assert key in ranged, key
+        assert config.problem(key, value) is None, key
+    assert set(ranged) <= set(config.DEFAULTS)
+    assert config.valid_id(config.DEFAULTS["meter_id"])
+
+
+@pytest.mark.parametrize("meter_id,ok", [
+    ("m", True), ("A-z_09", True), ("x" * 32, True), ("x" * 33, False), ("", False),
+    ("a/b", False), ("+", False), ("#", False), ("a b", False), ("\ud800", False),
+    ("\u0661", False), ("m\n", False), (None, False), (5, False), (b"m1", False),
+])
+def test_valid_id(meter_id, ok):
+    assert config.valid_id(meter_id) is ok
+
+
+PROBE = """
+import json
+from meter import config
+
+class FS:
+    def open(self, path, mode="r"):
+        return open(DIR + "/" + str(self.case) + path, mode)
+
+out = []
+fs = FS()
+for case in range(N):
+    fs.case = case
+    cfg, err = config.load(fs)
+    out.append([err, cfg == config.DEFAULTS])
+print(json.dumps(out))
+"""
+
+
+def test_the_same_on_micropython(mpy_build, tmp_path):
+    """Under the 64 KiB heap: a 70,000-byte file is refused unread (read whole, it ended in a
+    MemoryError at boot)."""
+    for case, (text, _) in enumerate(CASES):
+        (tmp_path / str(case)).mkdir()
+        (tmp_path / str(case) / "config.json").write_text(text)
+    head = f"DIR = {str(tmp_path)!r}\nN = {len(CASES)}\n"
+    result = subprocess.run(sc.micropython_command("-c", head + PROBE),
+                            env=sc.micropython_env(), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    got = json.loads(result.stdout)
+    expect = [[problem, problem is not None or text == "{}"] for text, problem in CASES]
+    assert got == expect
