@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import fcntl
 import hashlib
 import hmac
@@ -517,7 +518,7 @@ def _read_file(path: str, what: str) -> bytes:
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keys", required=True, help="head-end key file (created by newkey)")
     parser.add_argument("--broker", type=_broker, help="HOST:PORT of the MQTT broker")
     parser.add_argument("--timeout", type=_timeout, default=10.0,
@@ -549,10 +550,12 @@ def main(argv: list[str] | None = None) -> int:
     keys = KeyFile(opts.keys)
     try:
         if opts.command == "newkey":
-            out = tmp = None
+            out = None
+            tmp = f"{opts.out}.tmp"
             if opts.out:  # a file beside it first: a key the meter cannot get is never stored
-                tmp = opts.out + ".tmp"
                 try:
+                    if os.path.isdir(opts.out):
+                        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
                     out = os.fdopen(os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600),
                                     "wb")
                 except OSError as exc:
@@ -563,12 +566,18 @@ def main(argv: list[str] | None = None) -> int:
             except KeyFileError:
                 if out is not None:
                     out.close()
-                    os.unlink(tmp)
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
                 raise
             if out is not None:
-                with out:
-                    out.write(key)
-                os.replace(tmp, opts.out)
+                try:
+                    with out:
+                        out.write(key)
+                    os.replace(tmp, opts.out)
+                except OSError as exc:
+                    raise KeyFileError(f"--out {opts.out} (meter {shown(opts.meter_id)}):"
+                                       f" cannot write it: {exc.strerror}; the key file holds"
+                                       " the new key: run newkey again") from None
             print(f"new key for {opts.meter_id} stored in {opts.keys}"
                   + (f"; meter copy in {opts.out} (copy it to /cmd.key on the meter's data"
                      " partition)" if opts.out else ""))

@@ -175,6 +175,7 @@ LONE = "\udcff"  # what Python makes of a byte that is not UTF-8 in argv
      "--cafile /nonexistent/ca.pem: cannot read it: No such file or directory"),
     (["newkey", "m1", "--out", "/nonexistent/m1.key"],
      "--out /nonexistent/m1.key (meter 'm1'): cannot write it: No such file or directory"),
+    (["newkey", "m1", "--out", "/tmp"], "--out /tmp (meter 'm1'): cannot write it: Is a dir"),
 ])
 def test_odd_arguments_are_one_line_errors(tmp_path, args, problem):
     keys = tmp_path / "keys.json"
