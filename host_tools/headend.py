@@ -161,8 +161,8 @@ TTL_MAX_S = 86400
 
 @cache
 def firmware_config() -> Any:
-    """firmware/meter/config.py, imported on CPython: the meter id rule (valid_id, ID_RULE)
-    is the firmware's, not a copy."""
+    """firmware/meter/config.py, imported on CPython: the meter id rule (valid_id, and its
+    words from problem) is the firmware's, not a copy."""
     firmware = str(ROOT / "firmware")
     if firmware not in sys.path:
         sys.path.append(firmware)  # after everything else: it shadows nothing
@@ -173,6 +173,11 @@ def firmware_config() -> Any:
 
 def valid_id(meter_id: str) -> bool:
     return firmware_config().valid_id(meter_id)
+
+
+def id_rule() -> str:
+    """The id rule in the firmware's words: "must be 1 to 32 letters ..."."""
+    return firmware_config().problem("meter_id", "")
 
 
 def shown(text: str, most: int = 40) -> str:
@@ -191,7 +196,7 @@ def json_kind(value: Any) -> str:
 def entry_problem(meter_id: Any, entry: Any) -> str | None:
     """What is wrong with one meter's entry of a key file (None: nothing)."""
     if not valid_id(meter_id):
-        return "not a meter id: an id " + firmware_config().ID_RULE
+        return "not a meter id: an id " + id_rule()
     if not isinstance(entry, dict):
         return f"the entry is {json_kind(entry)}, not an object with key and counter"
     key = entry.get("key")
@@ -386,8 +391,7 @@ def _broker(text: str) -> tuple[str, int]:
 
 def _meter_id(text: str) -> str:
     if not valid_id(text):
-        raise argparse.ArgumentTypeError(f"meter id {shown(text)}: an id "
-                                         + firmware_config().ID_RULE)
+        raise argparse.ArgumentTypeError(f"meter id {shown(text)}: an id " + id_rule())
     return text
 
 

@@ -37,6 +37,8 @@ DEFAULTS = {
 
 # Each number's range, each string's length range (both ends included): key, lo, hi.
 # Booleans have none; load_limiter is meter/ctlboot.py's check_limiter; meter_id valid_id.
+# One string, as it stays in the ROMFS image (a tuple of them took 960 B of heap); few new
+# names and short strings here, since each is a qstr in the heap for good.
 RANGES = (
     "poll_ms 100 60000\n"
     "meter_constant 100 100000\n"
@@ -61,39 +63,37 @@ RANGES = (
     "vref_v 100 300\n"
     "imax_a 1 200\n"
 )
-ID_RULE = "must be 1 to 32 letters (a-z, A-Z), digits, '-' or '_'"  # valid_id, in words
 PATH = "/config.json"
-SIZE_MAX = 4096  # a larger /config.json is refused unread (the heap)
 
 
-def valid_id(s):
-    """True if s may be a meter id (ID_RULE). The one rule for meter ids: the head-end and the
-    scenario schema import it. An id goes into MQTT topic names (meters/<id>/...) and the
-    broker's ACL patterns, so no '/', '+', '#', no space, nothing outside ASCII."""
-    if type(s) is not str or not 0 < len(s) <= 32:
+def valid_id(key):
+    """True if key may be a meter id: 1 to 32 ASCII letters, digits, '-' or '_'. The one rule
+    for meter ids (the head-end and the scenario schema import it): an id goes into MQTT
+    topic names (meters/<id>/...) and the broker's ACL patterns, so no '/', '+', '#', no
+    space, nothing outside ASCII."""
+    if type(key) is not str or not 0 < len(key) <= 32:
         return False
-    for c in s:
+    for c in key:
         if not ("a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c == "-" or c == "_"):
             return False
     return True
 
 
-def problem(key, value):
-    """What is wrong with value for config key (None: nothing); its type is checked before."""
+def problem(key, v):
+    """What is wrong with v as config key's value, in words (None: nothing); its type is
+    checked before."""
     if key == "meter_id":
-        return None if valid_id(value) else ID_RULE
+        return None if valid_id(v) else "must be 1 to 32 letters (a-z, A-Z), digits, - or _"
     i = RANGES.find(key + " ")
     if i < 0 or (i and RANGES[i - 1] != "\n"):
         return None
-    lo, hi = RANGES[i + len(key) + 1:RANGES.find("\n", i)].split()
-    lo = int(lo)
-    hi = int(hi)
-    if type(value) is str:
-        if not lo <= len(value) <= hi:
-            return "must have " + str(lo) + " to " + str(hi) + " characters"
-    elif not lo <= value <= hi:
-        return "must be " + str(lo) + " to " + str(hi)
-    if key == "profile_period_s" and 86400 % value:
+    r = RANGES[i:RANGES.find("\n", i)].split()
+    if type(v) is str:
+        if not int(r[1]) <= len(v) <= int(r[2]):
+            return "must have %s to %s characters" % (r[1], r[2])
+    elif not int(r[1]) <= v <= int(r[2]):
+        return "must be %s to %s" % (r[1], r[2])
+    if key == "profile_period_s" and 86400 % v:
         return "must divide a day"
     return None
 
@@ -102,9 +102,9 @@ def load(fs):
     cfg = dict(DEFAULTS)
     try:
         with fs.open(PATH, "r") as f:
-            text = f.read(SIZE_MAX + 1)
-        if len(text) > SIZE_MAX:
-            return cfg, "config.json is over " + str(SIZE_MAX) + " bytes"
+            text = f.read(4097)  # a larger file is refused unread (the heap)
+        if len(text) > 4096:
+            return cfg, "config.json is over 4096 bytes"
         stored = json.loads(text)
     except OSError:
         return cfg, None
