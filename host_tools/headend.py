@@ -160,24 +160,24 @@ TTL_MAX_S = 86400
 
 
 @cache
-def firmware_config() -> Any:
-    """firmware/meter/config.py, imported on CPython: the meter id rule (valid_id, and its
-    words from problem) is the firmware's, not a copy."""
+def firmware_rules() -> Any:
+    """firmware/meter/cfgcheck.py, imported on CPython: the meter id rule (valid_id) is the
+    firmware's, not a copy."""
     firmware = str(ROOT / "firmware")
     if firmware not in sys.path:
         sys.path.append(firmware)  # after everything else: it shadows nothing
-    from meter import config
+    from meter import cfgcheck
 
-    return config
+    return cfgcheck
 
 
 def valid_id(meter_id: str) -> bool:
-    return firmware_config().valid_id(meter_id)
+    return firmware_rules().valid_id(meter_id)
 
 
 def id_rule() -> str:
     """The id rule in the firmware's words: "must be 1 to 32 letters ..."."""
-    return firmware_config().problem("meter_id", "")
+    return firmware_rules().check({"meter_id": ""}).removeprefix("config key meter_id ")
 
 
 def shown(text: str, most: int = 40) -> str:
@@ -534,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--password-file", help="file holding the MQTT password")
     parser.add_argument("command", choices=("newkey",) + COMMANDS)
     parser.add_argument("meter_id", type=_meter_id, help="the meter's id: 1 to 32 letters,"
-                        " digits, '-' or '_' (firmware/meter/config.py valid_id)")
+                        " digits, '-' or '_' (firmware/meter/cfgcheck.py valid_id)")
     parser.add_argument("value", nargs="?", help="the command's value: set_control_mode MODE,"
                         " set_load_limit WATTS, set_telemetry_period SECONDS, time_sync TIME,"
                         " read_profile block|daily|billing, read_events CATEGORY")

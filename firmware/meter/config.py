@@ -1,6 +1,6 @@
 # Meter configuration: defaults here, provisioned overrides in /config.json on the data
 # filesystem. Unknown keys are refused so a typo never silently keeps a default; so is a
-# value outside its range (RANGES) or a meter id outside the id rule (valid_id).
+# value outside its range or a meter id outside the id rule (meter/cfgcheck.py, an overlay).
 import json
 
 DEFAULTS = {
@@ -35,77 +35,17 @@ DEFAULTS = {
     "import_only": False,  # export is then a tamper signal (reverse flow)
 }
 
-# Each number's range, each string's length range (both ends included): key, lo, hi.
-# Booleans have none; load_limiter is meter/ctlboot.py's check_limiter; meter_id valid_id.
-# One string, as it stays in the ROMFS image (a tuple of them took 960 B of heap); few new
-# names and short strings here, since each is a qstr in the heap for good.
-RANGES = (
-    "poll_ms 100 60000\n"
-    "meter_constant 100 100000\n"
-    "telemetry_period_s 1 86400\n"
-    "mqtt_host 0 253\n"
-    "mqtt_port 1 65535\n"
-    "mqtt_keepalive_s 10 65535\n"
-    "mqtt_timeout_s 1 60\n"
-    "mqtt_user 0 128\n"
-    "mqtt_password 0 128\n"
-    "mqtt_ca 1 64\n"
-    "wifi_ssid 0 32\n"
-    "wifi_key 0 64\n"
-    "checkpoint_s 1 86400\n"
-    "checkpoint_wh 1 1000\n"
-    "checkpoint_min_s 0 3600\n"
-    "profile_period_s 60 86400\n"
-    "control_mode 0 6\n"
-    "relay_retries 0 10\n"
-    "relay_ops_per_min 1 60\n"
-    "load_limit_w 0 1000000\n"
-    "vref_v 100 300\n"
-    "imax_a 1 200\n"
-)
 PATH = "/config.json"
-
-
-def valid_id(key):
-    """True if key may be a meter id: 1 to 32 ASCII letters, digits, '-' or '_'. The one rule
-    for meter ids (the head-end and the scenario schema import it): an id goes into MQTT
-    topic names (meters/<id>/...) and the broker's ACL patterns, so no '/', '+', '#', no
-    space, nothing outside ASCII."""
-    if type(key) is not str or not 0 < len(key) <= 32:
-        return False
-    for c in key:
-        if not ("a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c == "-" or c == "_"):
-            return False
-    return True
-
-
-def problem(key, v):
-    """What is wrong with v as config key's value, in words (None: nothing); its type is
-    checked before."""
-    if key == "meter_id":
-        return None if valid_id(v) else "must be 1 to 32 letters (a-z, A-Z), digits, - or _"
-    i = RANGES.find(key + " ")
-    if i < 0 or (i and RANGES[i - 1] != "\n"):
-        return None
-    r = RANGES[i:RANGES.find("\n", i)].split()
-    if type(v) is str:
-        if not int(r[1]) <= len(v) <= int(r[2]):
-            return "must have %s to %s characters" % (r[1], r[2])
-    elif not int(r[1]) <= v <= int(r[2]):
-        return "must be %s to %s" % (r[1], r[2])
-    if key == "profile_period_s" and 86400 % v:
-        return "must divide a day"
-    return None
 
 
 def load(fs):
     cfg = dict(DEFAULTS)
     try:
         with fs.open(PATH, "r") as f:
-            text = f.read(4097)  # a larger file is refused unread (the heap)
-        if len(text) > 4096:
+            stored = f.read(4097)  # a larger file is refused unread (the heap)
+        if len(stored) > 4096:
             return cfg, "config.json is over 4096 bytes"
-        stored = json.loads(text)
+        stored = json.loads(stored)
     except OSError:
         return cfg, None
     except ValueError:
@@ -117,9 +57,16 @@ def load(fs):
             return cfg, "unknown config key " + key
         if type(stored[key]) is not type(DEFAULTS[key]):
             return cfg, "config key " + key + " has the wrong type"
-        why = problem(key, stored[key])
+    if stored:
+        from meter import cfgcheck
+        from meter.store import unload
+
+        try:
+            why = cfgcheck.check(stored)
+        finally:
+            unload("cfgcheck")
         if why is not None:
-            return cfg, "config key " + key + " " + why
+            return cfg, why
     cfg.update(stored)
     return cfg, None
 
