@@ -111,9 +111,12 @@ class Num:
             return _num(bound)
 
         lo, hi = name(self.lo), name(self.hi)
+        unit = f" {self.unit}" if self.unit else ""
+        if ctx is None and isinstance(self.hi, str):  # 'from 0 s to less than duration_s'
+            lo, unit = lo + unit, ""
         upper = ("less than " if self.hi_open else "at most " if self.lo_open else "") + hi
         text = (f"more than {lo} and {upper}" if self.lo_open else f"from {lo} to {upper}")
-        text += f" {self.unit}" if self.unit else ""
+        text += unit
         text += f" ({', '.join(notes)})" if notes else ""
         return ("a whole number " if self.whole else "") + text
 
@@ -164,7 +167,7 @@ class Text:
         self.lo, self.hi, self.chars, self.about, self.test = lo, hi, chars, about, test
 
     def describe(self, ctx: dict | None = None) -> str:
-        return self.about or f"a string of {self.lo} to {self.hi} characters"
+        return self.about or f"a string of up to {self.hi} characters"
 
     def check(self, value: Any, where: str, ctx: dict) -> Any:
         if not isinstance(value, str):
@@ -229,7 +232,8 @@ class Files:
     A path is /NAME or /FOLDER/NAME (the folder is made), names of letters, digits, . _ -."""
 
     def describe(self, ctx: dict | None = None) -> str:
-        return "a JSON object of /NAME or /FOLDER/NAME -> hex"
+        return (f"/NAME or /FOLDER/NAME (names of 1 to 32 letters, digits, . _ -) -> hex, "
+                f"{FILES_MAX_BYTES} bytes in all")
 
     def check(self, value: Any, where: str, ctx: dict) -> Any:
         if not isinstance(value, dict):
@@ -274,7 +278,7 @@ def _broker_problem(text: str) -> str | None:
     try:
         parse_broker(text)
     except ValueError as exc:
-        return str(exc)
+        return str(exc).removeprefix("broker ")
     return None
 
 
@@ -304,12 +308,12 @@ CONFIG_SCHEMA = {
     "mqtt_port": Num(1, 65_535, whole=True),
     "mqtt_keepalive_s": Num(10, 65_535, "s", whole=True),
     "mqtt_timeout_s": Num(1, 60, "s", whole=True),
-    "mqtt_user": Text(0, 128),
-    "mqtt_password": Text(0, 128),
+    "mqtt_user": Text(0, 128), "mqtt_password": Text(0, 128),
     "mqtt_tls": Flag(),
-    "mqtt_ca": Text(1, 64, test=_path_problem),
+    "mqtt_ca": Text(1, 64, about="an absolute path of up to 64 characters", test=_path_problem),
     "wifi_ssid": Text(0, 32),
-    "wifi_key": Text(0, 64, test=_wifi_key_problem),
+    "wifi_key": Text(0, 64, about="empty, 8 to 63 characters or 64 hex digits",
+                     test=_wifi_key_problem),
     "checkpoint_s": Num(1, 86_400, "s", whole=True),
     "checkpoint_wh": Num(1, 1000, "Wh", whole=True),
     "checkpoint_min_s": Num(0, 3600, "s", whole=True),
@@ -330,7 +334,7 @@ CHIP_SCHEMA = {
     "power_offset_w": Num(-100, 100, "W"),
 }
 CHIP_KEYS = set(CHIP_SCHEMA)
-RELAY_FAULTS = {"relay_weld_at_s", "relay_coil_open_at_s", "relay_shock_at_s"}
+RELAY_FAULTS = ("relay_weld_at_s", "relay_coil_open_at_s", "relay_shock_at_s")
 FAULT_SCHEMA = {
     "power_cut_at_write": Num(0, BIG, whole=True), "seed": Num(0, 2**32 - 1, whole=True),
     "spi_bit_error_rate": Num(0, 0.01), "ic_resets_at_s": Items(AT),
@@ -341,7 +345,8 @@ FAULT_SCHEMA = {
 PORT_COMMANDS = ("disconnect", "reconnect")  # the local command port's (meter/cmdport.py)
 SCHEMA = {
     "duration_s": Num(0, MAX_DURATION_S, "s", lo_open=True),
-    "start": Text(0, 64, about="ISO-8601 with offset", test=_start_problem),
+    "start": Text(0, 64, test=_start_problem, about=f"ISO-8601 with offset, from {START_MIN}; "
+                  f"the run ends by {END_MAX}"),
     "board": OneOf("sim", "sim-ade7953", "sim_hbridge"),
     "config": None,  # CONFIG_SCHEMA, over firmware/meter/config.py's keys: check()
     "load": Items(Obj({"at_s": AT, "volts": Num(0, MAX_VOLTS, "V"), "amps": Num(0, _AMPS, "A"),
@@ -368,6 +373,33 @@ SCHEMA = {
 SCENARIO_KEYS = set(SCHEMA)
 BOARDS = set(SCHEMA["board"].values)
 RUNTIMES = ("cpython", "micropython")
+
+
+def _rows(fields: dict, where: str) -> Iterator[tuple[str, str]]:
+    for key, spec in fields.items():
+        path = _join(where, key)
+        if key == "config" and spec is None:
+            yield from _rows(CONFIG_SCHEMA, "config")
+        elif isinstance(spec, Obj) and spec.fields:
+            yield from _rows(spec.fields, path)
+        elif isinstance(spec, Items):
+            if isinstance(spec.item, Obj):
+                yield from _rows(spec.item.fields, path + "[]")
+            else:
+                yield path + "[]", spec.item.describe()
+        elif isinstance(spec, (Num, OneOf, Text, Files)):
+            yield path, spec.describe()
+        elif spec is None and key == "load_limiter":
+            yield path + ".*", LIMITER_SPEC.describe()
+
+
+def ranges_table() -> list[str]:
+    """The schema's ranges as README's table: keys with the same range share a row."""
+    rows: dict[str, list[str]] = {}
+    for path, text in _rows(SCHEMA, ""):
+        rows.setdefault(text, []).append(f"`{path}`")
+    return ["| keys | range |", "|---|---|"] + [
+        f"| {', '.join(keys)} | {text} |" for text, keys in rows.items()]
 
 
 class ScenarioError(ValueError):
@@ -419,8 +451,8 @@ def check(raw: Any) -> dict:
         where = f"commands[{i}]"
         if "raw" in item:
             if set(item) != {"at_s", "raw"}:
-                raise ScenarioError(f"{where}: 'raw' is a string, sent as it is, alone with "
-                                    "'at_s'")
+                raise ScenarioError(f"{where}.raw: is sent as it is, alone with 'at_s' (no "
+                                    "cmd, args or ttl_s)")
         elif "cmd" not in item:
             raise ScenarioError(f"{where}.cmd: missing (needs 'cmd' or 'raw')")
         else:
