@@ -172,3 +172,28 @@ def test_readme_states_the_schema_ranges():
     readme = (ROOT / "README.md").read_text()
     for row in sc.ranges_table():
         assert row in readme, f"README 'Scenarios' lacks: {row}"
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--chip", "notjson"], "error: --chip: not valid JSON at column 1"),
+    (["--chip", '{"u_gain_error": NaN}'], "error: --chip.u_gain_error: must be a finite number"),
+    (["--chip", '{"phase_error_deg": 1e400}'], "error: --chip.phase_error_deg: must be a finite"),
+    (["--chip", '{"u_gain_error": 3}'], "error: --chip.u_gain_error: must be from -0.5 to 0.5"),
+    (["--chip", "[1]"], "error: --chip: must be a JSON object"),
+    (["--flash", "/nonexistent/folder/data.img"], "error: --flash: /nonexistent/folder/data.img: "
+     "the folder /nonexistent/folder does not exist"),
+])
+def test_calibrate_input_gets_one_line_naming_the_option(args, line):
+    result = subprocess.run([sys.executable, "-m", "host_tools.calibrate", *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(line), result.stderr
+
+
+def test_calibrate_leaves_a_file_that_is_no_flash_image_alone(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a flash image\n")
+    result = subprocess.run([sys.executable, "-m", "host_tools.calibrate", "--flash",
+                             str(notes)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "not a 262144-byte flash image" in result.stderr
+    assert notes.read_text() == "not a flash image\n"
