@@ -120,11 +120,9 @@ def main(args: argparse.Namespace) -> int:
         host, port = "127.0.0.1", broker.port
         print(f"embedded MQTT broker on {host}:{port}")
     hours = args.duration / 3600 if args.duration else 24 * 365
-    duration = args.duration or hours * 3600
     scenario = sc.normalise({
-        "duration_s": duration,
-        # within the run: a step past its end is a scenario error
-        "load": [p for p in household_load(min(hours, 24)) if p["at_s"] < duration],
+        "duration_s": args.duration or hours * 3600,
+        "load": household_load(min(hours, 24)),
         "config": {"meter_id": args.meter_id, "mqtt_host": host, "mqtt_port": port,
                    "telemetry_period_s": args.period},
     })

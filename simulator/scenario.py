@@ -349,7 +349,8 @@ SCHEMA = {
                   f"the run ends by {END_MAX}"),
     "board": OneOf("sim", "sim-ade7953", "sim_hbridge"),
     "config": None,  # CONFIG_SCHEMA, over firmware/meter/config.py's keys: check()
-    "load": Items(Obj({"at_s": AT, "volts": Num(0, MAX_VOLTS, "V"), "amps": Num(0, _AMPS, "A"),
+    # a load profile may run past the end (a day's profile for a shorter run); events not
+    "load": Items(Obj({"at_s": Num(0, MAX_DURATION_S, "s"), "volts": Num(0, MAX_VOLTS, "V"), "amps": Num(0, _AMPS, "A"),
                        "pf": Num(-1, 1), "hz": Num(45, 65, "Hz"),
                        "neutral_amps": Num(0, _AMPS, "A"), "lead": Flag()}, ("at_s",))),
     "outages": Items(WINDOW),
