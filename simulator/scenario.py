@@ -135,6 +135,19 @@ class Num:
         return value
 
 
+class DayPart(Num):
+    """A period that lines up with midnight: a whole division of a day."""
+
+    def describe(self, ctx: dict | None = None) -> str:
+        return super().describe(ctx) + " dividing a day (86400 s)"
+
+    def check(self, value: Any, where: str, ctx: dict) -> Any:
+        super().check(value, where, ctx)
+        if 86_400 % value:
+            raise ScenarioError(f"{where}: must be {self.describe(ctx)} (got {value})")
+        return value
+
+
 class Flag:
     def describe(self, ctx: dict | None = None) -> str:
         return "true or false"
@@ -300,7 +313,7 @@ LIMITER_SPEC = Num(0, BIG, whole=True)
 # firmware/meter/config.py's keys: the type is its default's; the range is here.
 CONFIG_SCHEMA = {
     "meter_id": Text(1, 32, _ID_CHARS, "1 to 32 letters, digits, '-' or '_'"),
-    "poll_ms": Num(100, 10_000, "ms", whole=True),
+    "poll_ms": Num(100, 60_000, "ms", whole=True),
     "meter_constant": Num(100, 100_000, "imp/kWh", whole=True),
     "telemetry_period_s": Num(1, 86_400, "s", whole=True),
     "mqtt_host": Text(0, 253, string.ascii_letters + string.digits + "-.:",
@@ -317,7 +330,7 @@ CONFIG_SCHEMA = {
     "checkpoint_s": Num(1, 86_400, "s", whole=True),
     "checkpoint_wh": Num(1, 1000, "Wh", whole=True),
     "checkpoint_min_s": Num(0, 3600, "s", whole=True),
-    "profile_period_s": OneOf(900, 1800),
+    "profile_period_s": DayPart(60, 86_400, "s", whole=True),
     "control_mode": Num(0, 6, whole=True),
     "relay_retries": Num(0, 10, whole=True),
     "relay_ops_per_min": Num(1, 60, whole=True),
@@ -350,8 +363,8 @@ SCHEMA = {
     "board": OneOf("sim", "sim-ade7953", "sim_hbridge"),
     "config": None,  # CONFIG_SCHEMA, over firmware/meter/config.py's keys: check()
     # a load profile may run past the end (a day's profile for a shorter run); events not
-    "load": Items(Obj({"at_s": Num(0, MAX_DURATION_S, "s"), "volts": Num(0, MAX_VOLTS, "V"), "amps": Num(0, _AMPS, "A"),
-                       "pf": Num(-1, 1), "hz": Num(45, 65, "Hz"),
+    "load": Items(Obj({"at_s": Num(0, MAX_DURATION_S, "s"), "volts": Num(0, MAX_VOLTS, "V"),
+                       "amps": Num(0, _AMPS, "A"), "pf": Num(-1, 1), "hz": Num(45, 65, "Hz"),
                        "neutral_amps": Num(0, _AMPS, "A"), "lead": Flag()}, ("at_s",))),
     "outages": Items(WINDOW),
     "faults": Obj(FAULT_SCHEMA),

@@ -76,7 +76,8 @@ BAD = [
     (body('"config": {"poll_ms": 1000000000}'), "config.poll_ms"),
     (body('"config": {"poll_ms": 1000.0}'), "config.poll_ms"),
     (body('"config": {"mqtt_port": 70000}'), "config.mqtt_port"),
-    (body('"config": {"profile_period_s": 60}'), "config.profile_period_s"),
+    (body('"config": {"profile_period_s": 700}'), "config.profile_period_s"),
+    (body('"config": {"profile_period_s": 30}'), "config.profile_period_s"),
     (body('"config": {"wifi_key": "short"}'), "config.wifi_key"),
     (body('"config": {"load_limiter": {"over_s": 10000000000}}'), "config.load_limiter.over_s"),
     (body('"config": {"nonsense": 1}'), "config.nonsense"),
@@ -147,7 +148,7 @@ def test_cli_names_a_non_utf8_file(tmp_path):
 def test_the_ends_of_each_range_are_accepted():
     good = {  # the ends of the documented ranges
         "duration_s": sc.MAX_DURATION_S, "start": "2000-01-01T00:00:00Z",
-        "config": {"imax_a": 200, "vref_v": 100, "poll_ms": 10_000, "mqtt_timeout_s": 60,
+        "config": {"imax_a": 200, "vref_v": 100, "poll_ms": 60_000, "mqtt_timeout_s": 60,
                    "meter_id": "A-z_09" * 5 + "ab"},
         "load": [{"at_s": 0, "volts": 480, "amps": 400, "neutral_amps": 0, "pf": -1, "hz": 45},
                  {"at_s": sc.MAX_DURATION_S - 0.001, "volts": 0, "amps": 0, "pf": 1, "hz": 65}],
