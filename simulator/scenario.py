@@ -86,19 +86,19 @@ def _join(where: str, key: str | int) -> str:
 
 class Num:
     """A finite number (or whole number) in [lo, hi]; lo/hi may be _END or _AMPS, the
-    scenario's duration and current limit; lo_open/hi_open exclude that end."""
+    scenario's duration and current limit; hi_open excludes hi."""
 
     def __init__(self, lo: float | str, hi: float | str, unit: str = "", whole: bool = False,
-                 lo_open: bool = False, hi_open: bool = False) -> None:
+                 hi_open: bool = False) -> None:
         self.lo, self.hi, self.unit, self.whole = lo, hi, unit, whole
-        self.lo_open, self.hi_open = lo_open, hi_open
+        self.hi_open = hi_open
 
     def _bound(self, bound: float | str, ctx: dict) -> float:
         return ctx[bound] if isinstance(bound, str) else bound
 
     def describe(self, ctx: dict | None = None) -> str:
-        """E.g. 'from 0 to 480 V', 'more than 0 and at most 31622400 s', 'from 0 to less than
-        duration_s' (with ctx: 'from 0 to less than 3600 s (duration_s)')."""
+        """E.g. 'from 0 to 480 V', 'from 0 s to less than duration_s' (with ctx: 'from 0 to
+        less than 3600 s (duration_s)')."""
         notes = []
 
         def name(bound: float | str) -> str:
@@ -114,8 +114,7 @@ class Num:
         unit = f" {self.unit}" if self.unit else ""
         if ctx is None and isinstance(self.hi, str):  # 'from 0 s to less than duration_s'
             lo, unit = lo + unit, ""
-        upper = ("less than " if self.hi_open else "at most " if self.lo_open else "") + hi
-        text = (f"more than {lo} and {upper}" if self.lo_open else f"from {lo} to {upper}")
+        text = f"from {lo} to {'less than ' if self.hi_open else ''}{hi}"
         text += unit
         text += f" ({', '.join(notes)})" if notes else ""
         return ("a whole number " if self.whole else "") + text
@@ -129,8 +128,7 @@ class Num:
         lo, hi = self._bound(self.lo, ctx), self._bound(self.hi, ctx)
         if value < 0 <= lo:
             raise ScenarioError(f"{where}: must not be negative (got {_show(value)})")
-        if (value < lo or value > hi or (self.lo_open and value == lo)
-                or (self.hi_open and value == hi)):
+        if value < lo or value > hi or (self.hi_open and value == hi):
             raise ScenarioError(f"{where}: must be {self.describe(ctx)} (got {_show(value)})")
         return value
 
@@ -307,7 +305,7 @@ def _path_problem(text: str) -> str | None:
 
 
 AT = Num(0, _END, "s", hi_open=True)  # when something happens: within the run
-SPAN = Num(0, _END, "s", lo_open=True)  # how long: more than nothing, at most the run
+SPAN = Num(0.001, _END, "s")  # how long: a millisecond (virtual time's step) to the run
 WINDOW = Obj({"at_s": AT, "for_s": SPAN}, ("at_s", "for_s"))
 LIMITER_SPEC = Num(0, BIG, whole=True)
 # firmware/meter/config.py's keys: the type is its default's; the range is here.
@@ -357,7 +355,7 @@ FAULT_SCHEMA = {
 }
 PORT_COMMANDS = ("disconnect", "reconnect")  # the local command port's (meter/cmdport.py)
 SCHEMA = {
-    "duration_s": Num(0, MAX_DURATION_S, "s", lo_open=True),
+    "duration_s": Num(1, MAX_DURATION_S, "s"),
     "start": Text(0, 64, test=_start_problem, about=f"ISO-8601 with offset, from {START_MIN}; "
                   f"the run ends by {END_MAX}"),
     "board": OneOf("sim", "sim-ade7953", "sim_hbridge"),

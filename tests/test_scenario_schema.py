@@ -28,8 +28,10 @@ BAD = [
     ('{"duration_s": Infinity}', "duration_s"),
     ('{"duration_s": 1e12}', "duration_s"),
     ('{"duration_s": 0}', "duration_s"),
+    ('{"duration_s": 0.0001}', "duration_s"),  # 0 ms: a division by zero
     (body('"outages": [{"at_s": 10, "for_s": 1e308}]'), "outages[0].for_s"),
     (body('"outages": [{"at_s": 10, "for_s": 0}]'), "outages[0].for_s"),
+    (body('"outages": [{"at_s": 10, "for_s": 0.0001}]'), "outages[0].for_s"),
     (body('"load": [{"at_s": 0, "volts": 1e308}]'), "load[0].volts"),
     (body('"load": [{"at_s": 0, "amps": 1e308}]'), "load[0].amps"),
     (body('"load": [{"at_s": 0, "volts": 240000}]'), "load[0].volts"),
