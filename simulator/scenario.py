@@ -264,6 +264,10 @@ class Files:
                 total += len(bytes.fromhex(data))
             except ValueError:
                 raise ScenarioError(f"{at}: is not hex") from None
+        folders = {path.rpartition("/")[0] for path in value} & set(value)
+        if folders:
+            raise ScenarioError(f"{where}[{json.dumps(min(folders))}]: is a folder of another "
+                                "entry, so cannot be a file")
         if total > FILES_MAX_BYTES:
             raise ScenarioError(f"{where}: {total} bytes in all, at most {FILES_MAX_BYTES}")
         return value

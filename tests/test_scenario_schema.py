@@ -94,6 +94,7 @@ BAD = [
     (body('"files": {"/x/": "00"}'), 'files["/x/"]'),
     (body('"files": {"/big": "' + "00" * 300 * 1024 + '"}'), "files"),
     (body('"files": {"/ca.der": "zz"}'), 'files["/ca.der"]'),
+    (body('"files": {"/p": "00", "/p/block.0": "00"}'), 'files["/p"]'),
     # chip errors
     (body('"chip": {"u_gain_error": NaN}'), "chip.u_gain_error"),
     (body('"chip": {"power_offset_w": 1e308}'), "chip.power_offset_w"),
