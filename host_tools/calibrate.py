@@ -1,4 +1,4 @@
-"""End-of-line calibration: `python -m host_tools.calibrate`.
+"""End-of-line calibration: `.venv/bin/python -m host_tools.calibrate` (from the checkout).
 
 Puts a meter under a reference source (Vref, Ib, PF 1 for the gains; PF 0.5 lagging for the
 phase; low current for the offset), lets the firmware's own calibration code
@@ -195,7 +195,7 @@ def _input_problem(args: argparse.Namespace) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m host_tools.calibrate",
+    parser = argparse.ArgumentParser(prog=".venv/bin/python -m host_tools.calibrate",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--chip", default="{}",
                         help='the simulated unit\'s errors, JSON, e.g. '

@@ -1,24 +1,25 @@
 """The control room's head-end: holds the per-meter command keys, signs commands, publishes
 them on `meters/<id>/cmd` and waits for the meter's signed ack on `meters/<id>/ack`.
 
-    python -m host_tools.headend --keys KEYS newkey METER_ID --out METER_ID.key
-    python -m host_tools.headend --broker HOST:PORT --keys KEYS disconnect METER_ID
-    python -m host_tools.headend --broker HOST:PORT --keys KEYS status METER_ID
-    python -m host_tools.headend ... set_control_mode METER_ID 3
-    python -m host_tools.headend ... set_load_limit METER_ID 5000 [--args '{"over_s": 5}']
-    python -m host_tools.headend ... set_telemetry_period METER_ID 30
-    python -m host_tools.headend ... time_sync METER_ID [UNIX_OR_ISO]   (default: now)
-    python -m host_tools.headend ... read_profile METER_ID [block|daily|billing]
-        [--since T] [--until T] [--newest-first] [--start N] [--all]
-    python -m host_tools.headend ... read_events METER_ID CATEGORY [same options]
-    python -m host_tools.headend ... billing_snapshot METER_ID
-    python -m host_tools.headend ... reboot METER_ID
+    .venv/bin/python -m host_tools.headend --keys KEYS newkey METER_ID --out METER_ID.key
+    .venv/bin/python -m host_tools.headend --broker HOST:PORT --keys KEYS status METER_ID
+    .venv/bin/python -m host_tools.headend --broker HOST:PORT --keys KEYS COMMAND METER_ID [VALUE]
+
+COMMAND [VALUE]: status, disconnect, reconnect, set_control_mode MODE,
+    set_load_limit WATTS [--args '{"over_s": 5}'], set_telemetry_period SECONDS,
+    time_sync [UNIX_OR_ISO] (default: now), billing_snapshot, reboot,
+    read_profile [block|daily|billing], read_events CATEGORY,
+    the read_* with [--since T] [--until T] [--newest-first] [--start N] [--all]
 
 Times (T) are Unix seconds or ISO-8601 (UTC unless an offset is given). --all follows the
 pages of read_profile / read_events (one command each) and prints every ack.
-The ack is printed as JSON (one line per ack). Exit status: 0 the meter acked success,
-1 it acked anything else (denied, rejected, failed), 2 usage or key-file error, 3 no valid
-ack in time.
+Run it from the checkout with its venv's python (`make sim` makes .venv), as above.
+Each ack is printed as one line for a person: the meter's time (ISO 8601, UTC), the outcome
+and what the ack reports, in words and the firmware's names (a read-back adds one indented
+line per record); --json prints it as JSON instead, one line per ack, for programs.
+Exit status: 0 the meter acked success (a reconnect that only armed the meter, waiting for
+the consumer's button, included: the line says so), 1 it acked anything else (denied,
+rejected, failed), 2 usage or key-file error, 3 no valid ack in time.
 Keys are never printed or logged.
 """
 
@@ -32,6 +33,7 @@ import hmac
 import json
 import os
 import secrets
+import shlex
 import sys
 import threading
 import time
@@ -39,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 MAC_HEX = 64
+PROG = ".venv/bin/python -m host_tools.headend"  # run from the checkout (README "Head-end")
+ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = (
     "disconnect", "reconnect", "status", "set_control_mode", "set_load_limit", "read_profile",
     "read_events", "billing_snapshot", "time_sync", "set_telemetry_period", "reboot",
@@ -226,11 +230,16 @@ def _time(text: str) -> int:
     return int(when.timestamp())
 
 
+def _category(text: str) -> int | str:
+    """read_events CATEGORY: a name, or its number 0-6 (sent as a number)."""
+    return int(text) if text.isdigit() else text
+
+
 # The positional VALUE of each command: the argument's name and how it is parsed.
 VALUE_ARGS = {
     "set_control_mode": ("mode", int), "set_load_limit": ("watts", int),
     "set_telemetry_period": ("seconds", int), "time_sync": ("unix", _time),
-    "read_profile": ("profile", str), "read_events": ("category", str),
+    "read_profile": ("profile", str), "read_events": ("category", _category),
 }
 READ_COMMANDS = ("read_profile", "read_events")
 
@@ -266,8 +275,36 @@ def command_args(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> d
     return args
 
 
+def show(opts: argparse.Namespace, ack: dict, args: dict) -> None:
+    """Print one ack: a JSON line with --json (the same bytes as ever), else in words."""
+    if not opts.json:
+        try:
+            from host_tools.readable import lines
+
+            print("\n".join(lines(opts.command, ack, args)), flush=True)
+            return
+        except Exception as exc:  # e.g. no firmware/ beside host_tools/: the ack is not lost
+            print(f"note: cannot put this ack in words ({exc.__class__.__name__}: {exc});"
+                  " here it is as JSON", file=sys.stderr)
+    print(json.dumps(ack, sort_keys=True))
+
+
+def command_line(argv: list[str]) -> str:
+    """A shell line that runs the head-end with argv from any directory on this machine: to
+    the checkout, then the interpreter running now (the venv's, which has paho)."""
+    def rel(text: str) -> str:
+        path = Path(text)
+        if path.is_absolute() and path.is_relative_to(ROOT):
+            return str(path.relative_to(ROOT))
+        return text
+
+    python = rel(sys.executable)
+    words = [python, "-m", "host_tools.headend"] + [rel(a) for a in argv]
+    return f"cd {shlex.quote(str(ROOT))} && " + shlex.join(words)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m host_tools.headend", description=__doc__,
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keys", required=True, help="head-end key file (created by newkey)")
     parser.add_argument("--broker", type=_broker, help="HOST:PORT of the MQTT broker")
@@ -289,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--newest-first", action="store_true", help="read_*: newest first")
     parser.add_argument("--all", action="store_true", help="read_*: follow every page")
     parser.add_argument("--out", help="newkey: write the meter's raw key file here (mode 0600)")
+    parser.add_argument("--json", action="store_true", help="print each ack as a JSON line (for"
+                        " programs) instead of a line in words")
     opts = parser.parse_args(argv)
     keys = KeyFile(opts.keys)
     try:
@@ -315,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                        opts.ttl, tls, auth)
             if ack is None or not opts.all or ack.get("code") != 0 or not ack.get("next"):
                 break
-            print(json.dumps(ack, sort_keys=True))
+            show(opts, ack, args)
             args = dict(args, start=ack["next"])
     except KeyFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -328,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no valid ack from {opts.meter_id} within {opts.timeout:g} s",
               file=sys.stderr)
         return EXIT_TIMEOUT
-    print(json.dumps(ack, sort_keys=True))
+    show(opts, ack, args)
     return EXIT_OK if ack.get("code") == 0 else EXIT_REFUSED
 
 

@@ -29,18 +29,22 @@ CYCLES = 100_000  # rated erase cycles per 4 KiB block of the data partition's N
 WEAR_DAYS = 2
 
 
-def worst_case_wear(power_fail_input: bool = True) -> dict:
+def worst_case_wear(power_fail_input: bool = True, telemetry: bool = False) -> dict:
     """Imax (60 A at 240 V) without a break, a 15-min profile and frequent events (an outage,
     so three events, every hour), for a few days on CPython. With the power-fail input the
     last gasp saves at each outage (a journal record) and checkpoints are periodic; without
-    it the registers are checkpointed every 5 Wh."""
+    it the registers are checkpointed every 5 Wh. With telemetry: MQTT at the default
+    60 s period through the run's own mosquitto, each published value saved first."""
     from simulator.device.shim import Partition
 
     duration = WEAR_DAYS * 86400
     outages = [{"at_s": at, "for_s": 2} for at in range(1800, duration, 3600)]
-    scenario = sc.normalise({"duration_s": duration, "power_fail_input": power_fail_input,
-                             "load": [{"at_s": 0, "volts": 240, "amps": 60, "pf": 1.0}],
-                             "outages": outages})
+    raw = {"duration_s": duration, "power_fail_input": power_fail_input,
+           "load": [{"at_s": 0, "volts": 240, "amps": 60, "pf": 1.0}], "outages": outages}
+    if telemetry:
+        raw["config"] = {"telemetry_period_s": 60}
+        raw["commands"] = [{"at_s": 30, "cmd": "status"}]  # the run brings its broker
+    scenario = sc.normalise(raw)
     report = sc.run(scenario, "cpython")
     flash = report["flash"]
     per_block = flash["erases_per_block"]
@@ -68,10 +72,13 @@ def worst_case_wear(power_fail_input: bool = True) -> dict:
 
 
 def print_wear() -> None:
-    for pfi, name in ((True, "with the power-fail input (last-gasp journal, checkpoints at "
-                              "each 15-min period)"),
-                      (False, "without it (checkpoint every 5 Wh)")):
-        wear = worst_case_wear(pfi)
+    for pfi, mqtt, name in (
+            (True, False, "with the power-fail input (last-gasp journal, checkpoints at "
+                          "each 15-min period)"),
+            (True, True, "with the power-fail input and MQTT telemetry every 60 s (each "
+                         "published value on flash first)"),
+            (False, False, "without it (checkpoint every 5 Wh)")):
+        wear = worst_case_wear(pfi, mqtt)
         print(f"flash wear, worst case ({WEAR_DAYS} days at Imax 60 A, 15-min profile, an "
               f"outage and its events every hour), {name}:")
         print(f"  {wear['bytes_per_day']:.0f} bytes written per day, "

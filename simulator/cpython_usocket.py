@@ -65,5 +65,14 @@ class socket:  # noqa: N801 - MicroPython's name
             self._sock.setblocking(False)
         return b"".join(chunks)
 
+    def readinto(self, buf: Any, size: int | None = None) -> int | None:
+        """As read, into buf (its first `size` bytes): the count read."""
+        size = len(buf) if size is None else size
+        data = self.read(size)
+        if data is None:
+            return None
+        buf[:len(data)] = data
+        return len(data)
+
     def close(self) -> None:
         self._sock.close()

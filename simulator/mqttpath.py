@@ -126,6 +126,9 @@ class HeadEnd:
         self.acks: list[bytes] = []
         self.received: dict[str, int] = {}
         self.seqs: dict[str, set[int]] = {"profile": set(), "events": set()}
+        # every register value the meter published, in the order it arrived:
+        # (stream, seq, register, mWh) (telemetry: both registers; events: import)
+        self.registers: list[tuple[str, int, str, int]] = []
         ready = threading.Event()
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                              client_id=f"scenario-headend-{secrets.token_hex(4)}")
@@ -151,15 +154,27 @@ class HeadEnd:
             self.received[topic] = self.received.get(topic, 0) + 1
             if topic == "ack":
                 self.acks.append(bytes(msg.payload))
-            elif topic in self.seqs:
+            if topic in ("telemetry", "events"):
+                self._registers(topic, msg.payload)
+            if topic in self.seqs:
                 try:
                     self.seqs[topic].add(int(json.loads(msg.payload)["seq"]))
                 except (ValueError, KeyError, TypeError):
                     pass  # counted in `received`, not a record
             self.lock.notify_all()
 
-    def publish(self, payload: bytes) -> None:
-        info = self.client.publish(f"meters/{self.meter_id}/cmd", payload, qos=1)
+    def _registers(self, topic: str, payload: bytes) -> None:
+        try:
+            body = json.loads(payload)
+            for key in ("import_kwh", "export_kwh"):
+                if key in body:
+                    self.registers.append((topic, int(body["seq"]), key,
+                                           kwh_text_to_mwh(body[key])))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass  # counted in `received`, not a reading
+
+    def publish(self, payload: bytes, qos: int = 1) -> None:
+        info = self.client.publish(f"meters/{self.meter_id}/cmd", payload, qos=qos)
         info.wait_for_publish(WAIT_S)
 
     def wait_received(self, count: int) -> bool:
@@ -169,6 +184,34 @@ class HeadEnd:
     def close(self) -> None:
         self.client.disconnect()  # first: wakes the network loop, which then ends at once
         self.client.loop_stop()
+
+
+def kwh_text_to_mwh(text: str) -> int:
+    """'12.345678' (the firmware's kWh text, at most six decimals) -> 12345678 mWh."""
+    whole, _, frac = text.partition(".")
+    if len(frac) > 6 or not (whole + frac).isdigit():
+        raise ValueError(f"not a register value: {text!r}")
+    return int(whole) * 1_000_000 + int((frac + "000000")[:6])
+
+
+def register_decreases(registers: list[tuple[str, int, str, int]]) -> list[dict]:
+    """Every published register value below one published before it: telemetry in the
+    order it arrived, events in the order of their seq (a redelivered event carries its own
+    value again), each register against the highest seen before it on its stream."""
+    ordered = [r for r in registers if r[0] == "telemetry"]
+    events = sorted({(r[1], r[2]): r for r in registers if r[0] == "events"}.values(),
+                    key=lambda r: r[1])
+    found = []
+    for stream in (ordered, events):
+        highest: dict[str, tuple[int, int]] = {}
+        for topic, seq, key, mwh in stream:
+            top = highest.get(key)
+            if top is not None and mwh < top[0]:
+                found.append({"stream": topic, "seq": seq, "register": key, "mwh": mwh,
+                              "after_mwh": top[0], "after_seq": top[1]})
+            elif top is None or mwh > top[0]:
+                highest[key] = (mwh, seq)
+    return found
 
 
 def kind(topic: str) -> str:
@@ -256,7 +299,7 @@ class ScenarioNetwork:
         entry["payload"] = payload
         with proxy.lock:
             before = proxy.to_meter.count(payload)
-        self.headend.publish(payload)
+        self.headend.publish(payload, item.get("qos", 1))
         # Hold virtual time here until the command is in the meter's socket (or there is
         # no connected meter to receive it: then it is lost, as with a clean session).
         with proxy.lock:
@@ -302,6 +345,7 @@ class ScenarioNetwork:
             payloads = list(self.headend.acks)
             received = dict(self.headend.received)
             seqs = {t: sorted(v) for t, v in self.headend.seqs.items()}
+            registers = list(self.headend.registers)
         for payload in payloads:
             ack = headend.decode_ack(self.key, payload)
             mac_ok = ack is not None
@@ -331,6 +375,11 @@ class ScenarioNetwork:
                 "records_received": {t: len(v) for t, v in seqs.items()},
                 "seq_gaps": {t: (v[-1] - v[0] + 1 - len(v) if v else 0)
                              for t, v in seqs.items()},
+                # a cumulative register seen to run backwards (must stay empty)
+                "register_decreases": register_decreases(registers),
+                "registers_published_max_mwh": {
+                    key: max((r[3] for r in registers if r[2] == key), default=None)
+                    for key in ("import_kwh", "export_kwh")},
                 "connections": self.proxy.connections, "network_late": self.timeouts}
 
     def close(self) -> None:

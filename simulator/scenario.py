@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import importlib
 import json
 import math
@@ -58,8 +59,10 @@ def device_layer_bytes() -> int:
 # The scenario schema: every key with its type and range, in one table (SCHEMA below).
 # README "Scenarios" states the same ranges; tests/test_scenario_schema.py keeps them in step.
 MAX_DURATION_S = 366 * 86400  # a leap year of virtual time
-START_MIN = "2000-01-01T00:00:00Z"  # a board's RTC counts from 2000: it cannot read earlier
-END_MAX = "2106-02-07T06:28:15Z"  # 2**32 - 1 Unix seconds: the end of a 32-bit RTC
+# start: any clock reading the meter copes with (a lost RTC reads 2000; 2106 is past 32-bit
+# Unix time: meter/clock.py takes both as lost), from Unix time 0 to ISO-8601's last year
+START_MIN = "1970-01-01T00:00:00Z"
+END_MAX = "9999-12-31T23:59:59Z"
 MAX_VOLTS = 480.0  # twice a 240 V supply: a lost neutral puts line voltage on the meter
 AMPS_PER_IMAX = 2  # current (line or neutral) up to this many times config imax_a
 FILES_MAX_BYTES = 64 * 1024  # all `files` together: a quarter of the data partition
@@ -284,6 +287,8 @@ def _start_problem(text: str) -> str | None:
         return str(exc).removeprefix("start ")
     if not parse_iso(START_MIN) <= unix <= parse_iso(END_MAX):
         return f"must be from {START_MIN} to {END_MAX} (got {text})"
+    if int(text[8:10]) > calendar.monthrange(int(text[0:4]), int(text[5:7]))[1]:
+        return f"has no such day (got {text})"
     return None
 
 
@@ -353,6 +358,7 @@ RELAY_FAULTS = ("relay_weld_at_s", "relay_coil_open_at_s", "relay_shock_at_s")
 FAULT_SCHEMA = {
     "power_cut_at_write": Num(0, BIG, whole=True), "seed": Num(0, 2**32 - 1, whole=True),
     "spi_bit_error_rate": Num(0, 0.01), "ic_resets_at_s": Items(AT),
+    "watchdog_resets_at_s": Items(AT),
     "stuck_bus": Items(Obj({"at_s": AT, "for_s": SPAN, "level": OneOf(0, 255)},
                            ("at_s", "for_s"))),
     **dict.fromkeys(RELAY_FAULTS, AT),
@@ -371,7 +377,8 @@ SCHEMA = {
     "outages": Items(WINDOW),
     "faults": Obj(FAULT_SCHEMA),
     "commands": Items(Obj({"at_s": AT, "cmd": None, "args": Obj(None),
-                           "ttl_s": Num(0, BIG, "s", whole=True), "raw": Text(0, 65_536)},
+                           "ttl_s": Num(0, BIG, "s", whole=True), "raw": Text(0, 1 << 20),
+                           "qos": OneOf(0, 1)},  # qos: how a raw payload is published
                           ("at_s",))),
     "button": Items(Obj({"at_s": AT, "hold_s": Num(0, 3600, "s")}, ("at_s", "hold_s"))),
     "cover_open": Items(WINDOW),
@@ -466,9 +473,11 @@ def check(raw: Any) -> dict:
     for i, item in enumerate(raw.get("commands", [])):
         where = f"commands[{i}]"
         if "raw" in item:
-            if set(item) != {"at_s", "raw"}:
-                raise ScenarioError(f"{where}.raw: is sent as it is, alone with 'at_s' (no "
-                                    "cmd, args or ttl_s)")
+            if set(item) - {"qos"} != {"at_s", "raw"}:
+                raise ScenarioError(f"{where}.raw: is sent as it is, alone with 'at_s' (and "
+                                    "'qos'; no cmd, args or ttl_s)")
+        elif "qos" in item:
+            raise ScenarioError(f"{where}.qos: is for 'raw' payloads only")
         elif "cmd" not in item:
             raise ScenarioError(f"{where}.cmd: missing (needs 'cmd' or 'raw')")
         else:
@@ -526,7 +535,9 @@ def normalise(raw: Any) -> dict:
     # published (hostile input: forged, replayed, truncated, oversized...).
     for item in raw.get("commands", []):
         if "raw" in item:
-            commands.append([_ms(item["at_s"]), {"raw": item["raw"]}])
+            qos = item.get("qos", 1)
+            commands.append([_ms(item["at_s"]), {"raw": item["raw"], "qos": qos} if qos != 1
+                             else {"raw": item["raw"]}])
         else:
             commands.append([_ms(item["at_s"]), {"cmd": item["cmd"],
                              "args": item.get("args", {}), "ttl_s": item.get("ttl_s", 300)}])
@@ -628,8 +639,10 @@ def _network_results(raw: dict, net: Any) -> dict:
 
 
 def run_cpython(scenario: dict, flash_path: str, progress: Callable | None,
-                on_tick: Callable | None = None, broker: str | None = None) -> dict:
-    """Run the firmware in this process, against the world directly."""
+                on_tick: Callable | None = None, broker: str | None = None,
+                on_world: Callable | None = None) -> dict:
+    """Run the firmware in this process, against the world directly. on_world(world): called
+    once the world is built (the live simulator acts on it: the button, the cover)."""
     ensure_paths()
     from simulator.device import runner
 
@@ -639,16 +652,22 @@ def run_cpython(scenario: dict, flash_path: str, progress: Callable | None,
         def tick(now_ms: int) -> None:
             progress(min(now_ms, duration) / duration)
     with network(scenario, broker) as (device_scenario, net):
-        raw = runner.run(device_scenario, flash_path, tick, measure_loss,
-                         net.attach if net else None)
+        def attach(world: Any) -> None:
+            if net is not None:
+                net.attach(world)
+            if on_world is not None:
+                on_world(world)
+
+        raw = runner.run(device_scenario, flash_path, tick, measure_loss, attach)
         return _network_results(raw, net)
 
 
 def run_micropython(scenario: dict, flash_path: str, progress: Callable | None,
                     heapsize: str = HEAPSIZE, on_tick: Callable | None = None,
-                    broker: str | None = None) -> dict:
+                    broker: str | None = None, on_world: Callable | None = None) -> dict:
     """Run the firmware on the MicroPython unix port against a world served from here.
-    heapsize is the firmware's budget; the device layer's measured size comes on top."""
+    heapsize is the firmware's budget; the device layer's measured size comes on top;
+    on_world as for run_cpython (the world lives here, in the host process)."""
     ensure_paths()
     from simulator.build_mpy import build
     from simulator.device import runner
@@ -659,6 +678,8 @@ def run_micropython(scenario: dict, flash_path: str, progress: Callable | None,
         world, board_module = runner.prepare(device_scenario, flash_path)
         if net is not None:
             net.attach(world)
+        if on_world is not None:
+            on_world(world)
         duration = scenario["duration_ms"]
         world.on_tick = on_tick
         world.on_restore = measure_loss
@@ -797,11 +818,17 @@ def read_events(flash_path: str, start_unix: int) -> list[dict]:
         from meter import maint
         from meter.clock import METER_EPOCH_UNIX
 
-        records = sorted(maint.all_events(fs))  # by sequence: the order logged
-    return [
-        {"t_s": t + METER_EPOCH_UNIX - start_unix, "code": code, "name": event_name(code)}
-        for _seq, t, code in records
-    ]
+        # by sequence: the order logged; flag 1: stamped while the clock was invalid
+        records = sorted(rec for cat in range(len(maint.CATEGORY_NAMES))
+                         for _n, rec in maint.read_events(fs, cat))
+    events = []
+    for _seq, t, code, _cat, flags, *_rest in records:
+        event = {"t_s": t + METER_EPOCH_UNIX - start_unix, "code": code,
+                 "name": event_name(code)}
+        if flags & 1:
+            event["clock_invalid"] = True
+        events.append(event)
+    return events
 
 
 # Accepted configuration commands (firmware/meter/cmdx.py), named host-side like the above.
@@ -904,10 +931,14 @@ def build_report(scenario: dict, raw: dict, flash_path: str, wall_s: float) -> d
         report["telemetry"]["received"] = raw["received"]
         report["telemetry"]["records_received"] = raw.get("records_received", {})
         report["telemetry"]["seq_gaps"] = raw.get("seq_gaps", {})
+        report["telemetry"]["register_decreases"] = raw.get("register_decreases", [])
+        report["telemetry"]["registers_published_max_mwh"] = raw.get(
+            "registers_published_max_mwh", {})
         report["commands_delivered"] = raw["commands_delivered"]
         # waits for the network that ran out (0 unless the machine is badly overloaded or the
         # broker misbehaves): the report is then not guaranteed to be reproducible
         report["network_late"] = raw["network_late"]
+        report["connections"] = raw["connections"]  # the meter's to the broker (proxy)
     if raw["runtime"] == "micropython":
         report["heap_peak_bytes"] = raw["heap_peak_bytes"]  # the firmware's, layer excluded
         report["heap_device_layer_bytes"] = raw["heap_device_layer_bytes"]

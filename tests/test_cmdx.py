@@ -146,6 +146,13 @@ class Rig:
             self.meter.store, "saved_periods", self.meter.store.saved_periods + 1)
         self.meter.checkpoint = lambda force=False: setattr(
             self.meter, "checkpoints", self.meter.checkpoints + 1)
+
+        def durable() -> bool:  # Meter.durable(): the registers on flash as they stand
+            for reg in (imp, exp):
+                reg.saved(reg.kwh, reg.total_mwh())
+            return True
+
+        self.meter.durable = durable
         self.link = SimpleNamespace(_cfg=cfg, _next_s=now + 60, _sent_s=now, _retry_s=0,
                                     meter=self.meter, reboot=False, client=None,
                                     _base=f"meters/{METER}/")
@@ -389,7 +396,10 @@ def test_time_sync_after_rtc_loss_keeps_replay_and_expiry_rules(tmp_path, machin
 # --- billing_snapshot ------------------------------------------------------------------------
 def test_billing_snapshot(tmp_path):
     rig = Rig(tmp_path)
+    rig.meter.imp.add(1, 100)  # not on flash yet: the snapshot saves it before recording
+    assert not rig.meter.imp.on_flash()
     ack = rig.send("billing_snapshot")
+    assert rig.meter.imp.on_flash()
     now = rig.clock.now()
     assert ack["code"] == 0
     assert ack["record"] == [1, START, 12345, 0, 4200, START - 600, profile.BILL_COMMAND]
@@ -444,8 +454,23 @@ def test_read_profile_pages_both_ways(tmp_path):
     assert [r[0] for r in ack["records"]] == [8, 7, 6] and ack["next"] == 0
     ack = rig.send("read_profile", {"until": START - 10**8})
     assert ack["records"] == [] and ack["next"] == 0
+    assert "reason" not in ack  # periods exist, none in the range
     for which in ("daily", "billing"):
-        assert rig.send("read_profile", {"profile": which})["records"] == []
+        ack = rig.send("read_profile", {"profile": which})
+        assert (ack["code"], ack["records"], ack["reason"]) == (0, [], "no period closed yet")
+
+
+def test_read_profile_says_when_no_period_has_closed_yet(tmp_path):
+    """A new meter's block profile is empty until its first period ends: the ack says so
+    (code 0, no records, a reason), for any range; once one has closed the reason goes."""
+    rig = Rig(tmp_path)
+    for args in ({}, {"since": START, "until": START + 3600}, {"newest_first": True}):
+        ack = rig.send("read_profile", args)
+        assert (ack["code"], ack["records"], ack["next"]) == (0, [], 0)
+        assert ack["reason"] == "no period closed yet"
+    fill_block(rig, 1, rig.clock.now() - 900)
+    ack = rig.send("read_profile")
+    assert len(ack["records"]) == 1 and "reason" not in ack
 
 
 def test_read_profile_reads_few_records_of_a_full_ring(tmp_path):

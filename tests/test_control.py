@@ -335,8 +335,11 @@ def test_control_with_telemetry_on_micropython(mpy_build):
 @pytest.mark.parametrize("enabled", [True, False])
 def test_cover_open_disconnects_when_configured(enabled):
     report = run(config={"control_mode": 1, "tamper_disconnect": enabled},
-                 cover_open=[{"at_s": 100, "for_s": 50}],
+                 cover_open=[{"at_s": 100, "for_s": 50}, {"at_s": 200, "for_s": 20}],
                  button=[{"at_s": 300, "hold_s": 3}] if enabled else [])
+    # every opening is logged in the cover log, whether or not it disconnects
+    opened = [(e["t_s"], e["name"]) for e in report["events"] if e["code"] == 140]
+    assert opened == [(100, "cover_open"), (200, "cover_open")]
     if enabled:
         assert names(report) == ["control_tamper_ready_for_reconnection",
                                  "control_manual_connected"]

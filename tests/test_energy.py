@@ -52,3 +52,27 @@ def test_counters_stay_small_ints_for_25_years_at_imax():
     assert reg.kwh > 3_000_000  # it really is ~3.8 GWh
     # and one poll's intermediate product stays small too
     assert (DEN - 1) + 0xFFFF * NUM < limit
+
+
+def test_restore_shows_exactly_what_was_saved_for_every_remainder():
+    # A register saved as (kWh, mWh) and restored must show the same mWh again (not one
+    # less: a published 0.049281 kWh came back as 0.049280 after a reboot), and must not
+    # hold more than it did (nothing invented). Every remainder, both ICs' scales.
+    for den in (3200, 1000, 7, 100_000):
+        for rem in range(0, den, max(1, den // 5000)):
+            reg = Register(den)
+            reg.wh, reg.rem = 49, rem
+            copy = Register(den)
+            copy.set(reg.kwh, reg.total_mwh())
+            assert copy.kwh_text() == reg.kwh_text(), (den, rem)
+            assert copy.rem <= reg.rem, (den, rem)
+            assert copy.on_flash()
+
+
+def test_on_flash_tracks_what_is_shown():
+    reg = Register(DEN)
+    assert reg.on_flash()
+    reg.add(1, NUM)  # 1/32 Wh: the mWh figure moves
+    assert not reg.on_flash()
+    reg.saved(reg.kwh, reg.total_mwh())
+    assert reg.on_flash()

@@ -26,7 +26,7 @@ def sent(monkeypatch, tmp_path):
     monkeypatch.setattr(headend, "send", fake_send)
     keys = tmp_path / "keys.json"
     headend.KeyFile(keys).new_key("m1")
-    base = ["--keys", str(keys), "--broker", "127.0.0.1:1883"]
+    base = ["--json", "--keys", str(keys), "--broker", "127.0.0.1:1883"]
     return calls, base
 
 
@@ -44,6 +44,7 @@ def sent(monkeypatch, tmp_path):
     (["read_profile", "m1", "daily", "--start", "4"], "read_profile",
      {"profile": "daily", "start": 4}),
     (["read_events", "m1", "control"], "read_events", {"category": "control"}),
+    (["read_events", "m1", "5"], "read_events", {"category": 5}),  # its number, as a number
     (["billing_snapshot", "m1"], "billing_snapshot", {}),
     (["reboot", "m1"], "reboot", {}),
     (["set_control_mode", "m1", "--args", '{"mode": "x"}'], "set_control_mode",
@@ -74,8 +75,11 @@ def test_all_follows_pages(sent, capsys):
     calls, base = sent
     assert headend.main(base + ["read_profile", "m1", "--all"]) == 0
     assert [a.get("start") for _c, a in calls] == [None, 9, 17]
-    lines = capsys.readouterr().out.splitlines()
-    assert [json.loads(line)["next"] for line in lines] == [9, 17, 0]
+    out = capsys.readouterr().out
+    assert [json.loads(line)["next"] for line in out.splitlines()] == [9, 17, 0]
+    assert out == ('{"code": 0, "id": "m1", "n": 1, "next": 9}\n'  # --json: as it always was
+                   '{"code": 0, "id": "m1", "n": 2, "next": 17}\n'
+                   '{"code": 0, "id": "m1", "n": 3, "next": 0}\n')
 
 
 def test_time_sync_unix_is_the_signing_time(monkeypatch, tmp_path):

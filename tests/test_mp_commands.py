@@ -78,7 +78,8 @@ def hostile_corpus() -> list[dict]:
     # arguments of the other commands (meter/cmdx.py): refused with a reason, nothing done
     n = 23
     for name, cmd_name, args, want in BAD_ARGS + [
-        ("read_profile ok", "read_profile", {"since": NOW - 86400}, "ok"),
+        # code 0 with a reason: a new meter's profile holds no closed period yet
+        ("read_profile empty", "read_profile", {"since": NOW - 86400}, "no period closed yet"),
         ("read_events ok", "read_events", {"category": "other"}, "ok"),
         ("mode without control", "set_control_mode", {"mode": 2}, "no supply control"),
     ]:

@@ -59,7 +59,7 @@ def test_every_command_over_mosquitto(mosquitto, mpy_build, tmp_path, runtime, c
     })
     watch = Watcher(host, port, meter_id)
     thread, out = run_paced(scenario, runtime, sc.HEAPSIZE)
-    base = ["--broker", f"{host}:{port}", "--keys", str(keys), "--timeout", "8"]
+    base = ["--json", "--broker", f"{host}:{port}", "--keys", str(keys), "--timeout", "8"]
 
     def cmd(*argv: str, code: int = 0) -> dict:
         assert headend.main(base + list(argv[:1]) + [meter_id] + list(argv[1:])) == (

@@ -95,7 +95,7 @@ def test_commands_over_mosquitto(mosquitto, mpy_build, tmp_path, runtime, capsys
     thread, out = run_paced(scenario, runtime, sc.HEAPSIZE)
     try:
         assert watch.wait(lambda: b"online" in watch.status, 15), out
-        broker = ["--broker", f"{host}:{port}", "--keys", str(keys), "--timeout", "5"]
+        broker = ["--json", "--broker", f"{host}:{port}", "--keys", str(keys), "--timeout", "5"]
         # status: accepted, exit 0, the ack printed as JSON
         assert headend.main(broker + ["status", meter_id]) == 0
         ack = json.loads(capsys.readouterr().out)
@@ -105,22 +105,28 @@ def test_commands_over_mosquitto(mosquitto, mpy_build, tmp_path, runtime, capsys
         assert headend.main(broker + ["disconnect", meter_id]) == 0
         ack = json.loads(capsys.readouterr().out)
         assert (ack["code"], ack["state"], ack["output"]) == (0, 0, False)
+        # reconnect in mode 1 arms the meter (Ready_for_reconnection, the relay stays open):
+        # success, and the head-end says so in words (its default output)
+        assert headend.main(broker[1:] + ["reconnect", meter_id]) == 0
+        said = capsys.readouterr().out
+        assert f" {meter_id} reconnect: armed: the supply stays off until the consumer" in said
+        assert "ready_for_reconnection, relay open (supply off), control mode 1" in said
         # a captured command replayed, a forged one: refused, with acks
         captured = headend.encode_command(key, meter_id, 2, "disconnect")
         forged = headend.encode_command(bytes(32), meter_id, 50, "disconnect")
         for payload in (captured, forged):
             watch.raw(payload)
-        assert watch.wait(lambda: len(watch.acks) >= 4, 10), watch.acks
-        reasons = [(headend.decode_ack(key, a) or {}).get("reason") for a in watch.acks[2:]]
+        assert watch.wait(lambda: len(watch.acks) >= 5, 10), watch.acks
+        reasons = [(headend.decode_ack(key, a) or {}).get("reason") for a in watch.acks[3:]]
         assert reasons == ["replay", "bad_mac"]
         # an oversized one: acked "too_large"; or, where the 64 KiB heap cannot hold it
         # (MicroPython), the link drops and comes back. Never a crash, never an action.
         onlines = watch.status.count(b"online")
         watch.raw(b"x" * 1100)
-        assert watch.wait(lambda: len(watch.acks) >= 5
+        assert watch.wait(lambda: len(watch.acks) >= 6
                           or watch.status.count(b"online") > onlines, 10)
-        if len(watch.acks) >= 5:
-            assert headend.decode_ack(key, watch.acks[4])["reason"] == "too_large"
+        if len(watch.acks) >= 6:
+            assert headend.decode_ack(key, watch.acks[5])["reason"] == "too_large"
         else:
             assert runtime == "micropython"
         # still answering afterwards

@@ -146,7 +146,7 @@ def test_meter_over_tls_with_acl(tls_broker, mpy_build, tmp_path, runtime, capsy
         while ("meters/meter-a/status", b"online") not in seen and time.monotonic() < deadline:
             time.sleep(0.05)
         assert ("meters/meter-a/status", b"online") in seen, (seen, out)
-        args = ["--broker", f"localhost:{port}", "--keys", str(keys), "--cafile",
+        args = ["--json", "--broker", f"localhost:{port}", "--keys", str(keys), "--cafile",
                 str(d / "ca.crt"), "--user", "headend", "--password-file", str(tmp_path / "pw")]
         assert headend.main(args + ["status", "meter-a"]) == 0
         assert '"code": 0' in capsys.readouterr().out

@@ -86,6 +86,7 @@ class Meter:
         self.cfg, cfg_error = config.load(fs)
         if self.cfg["mqtt_host"]:
             _load_names()  # while the heap is whole
+        self.dying = False  # the power-fail handler has run: nothing more is written
         self.log = events.EventLog(fs)
         ic = hw.metering
         self.ic = ic
@@ -110,8 +111,8 @@ class Meter:
         self.neutral_alarm = False
         self.reverse_at = -1  # meter time of the last reverse flow while in alarm
         self.read_ms = 0
-        self.log.snapshot = self.snapshot
         self.store = EnergyStore(fs, hw.journal)
+        self.log.snapshot = self.snapshot
         now = self.clock.now()
         period = self.cfg["profile_period_s"]
         # only whole divisions of a day line periods up with midnight
@@ -131,7 +132,6 @@ class Meter:
         unload("restore")
         del restore
         unload("ring")
-        self.dying = False
         self.cal, cal_error = self.load_calibration(fs, ic)
         if cal_error is not None:
             print("calibration refused:", cal_error)
@@ -304,6 +304,7 @@ class Meter:
     def snapshot(self):
         """(centivolts, milliamps, cumulative import Wh) recorded with every event; V and I
         clamped to their 16-bit fields (a faulty bus can read anything)."""
+        self.durable()
         volts = self.inst[0]
         amps = self.inst[1]
         return (volts if 0 <= volts <= 0xFFFF else 0xFFFF, amps if 0 <= amps <= 0xFFFF else 0xFFFF,
@@ -312,6 +313,25 @@ class Meter:
     def refresh_instant(self):
         """Voltage, current, PF and frequency: read when someone is about to look at them."""
         self.ic.read_instant(self.inst)
+
+    def durable(self):
+        """Save the registers if what they show is not on flash yet; called before any
+        register value leaves the meter (telemetry, readout, an event record). A value seen
+        outside must never come back lower after a reset of any kind (a watchdog gives no
+        warning), or the register would be seen to run backwards. False while the supply
+        is going (nothing more is written): the value is then not to be shown."""
+        if self.imp.on_flash() and self.exp.on_flash():
+            return True
+        if self.dying:
+            return False
+        self.save_energy(self.clock.now())
+        return True
+
+    def save_energy(self, now):
+        self.store.save(self.imp, self.exp, now)
+        self.saved_at = now
+        self.imp.unsaved_wh = 0
+        self.exp.unsaved_wh = 0
 
     def checkpoint(self, force=False):
         if self.dying:
@@ -329,12 +349,9 @@ class Meter:
             acc[1] += self.inst[1]
             acc[2] += 1
         if now >= self.period_end:
-            self.store.save(self.imp, self.exp, now)  # energy first: a period start is never
-            _profile().close(self, now)  # above the registers a reboot restores
+            self.save_energy(now)  # energy first: a period start is never above the
+            _profile().close(self, now)  # registers a reboot restores
             _unload_profile()
-            self.saved_at = now
-            self.imp.unsaved_wh = 0
-            self.exp.unsaved_wh = 0
         since = now - self.saved_at
         cfg = self.cfg
         unsaved = self.imp.unsaved_wh + self.exp.unsaved_wh
@@ -345,10 +362,7 @@ class Meter:
                and (self.hw.power_fail is None or self.store.journal is None))
         due = due or (unsaved and since >= cfg["checkpoint_s"])
         if force or due:
-            self.store.save(self.imp, self.exp, now)
-            self.saved_at = now
-            self.imp.unsaved_wh = 0
-            self.exp.unsaved_wh = 0
+            self.save_energy(now)
 
     def run(self):
         clock = self.clock

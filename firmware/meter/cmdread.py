@@ -27,6 +27,7 @@ def _billing_snapshot(cmds, args, body):
     demand = meter.store.demand
     now = cmds._clock.now()
     try:  # = meter/profile.py bill(meter, now, BILL_COMMAND): the month's demand is kept
+        meter.durable()  # registers on flash before a record shows them
         ring = _ring(cmds._fs, BILLING)
         ring.append(now, imp.kwh * 1000 + imp.wh, exp.kwh * 1000 + exp.wh, demand[0],
                     demand[1], 1)
@@ -81,10 +82,16 @@ def _read_profile(cmds, args, body):
     if which == "block":
         meter = cmds.link.meter if cmds.link is not None else None
         ring = _ring(fs, BLOCK, meter.store.profile_head if meter is not None else 0)
-        return _page(ring, rng, 0, True, _block_row)
-    if which == "daily":
-        return _page(_ring(fs, DAILY), rng, 0, True, _daily_row)
-    return _page(_ring(fs, BILLING), rng, 0, False, _billing_row)
+        ack = _page(ring, rng, 0, True, _block_row)
+    elif which == "daily":
+        ring = _ring(fs, DAILY)
+        ack = _page(ring, rng, 0, True, _daily_row)
+    else:
+        ring = _ring(fs, BILLING)
+        ack = _page(ring, rng, 0, False, _billing_row)
+    if not ring.n:  # an empty list alone would not say why
+        ack[1]["reason"] = "no period closed yet"
+    return ack
 
 
 def _read_events(cmds, args, body):

@@ -5,7 +5,7 @@ from meter.cmdx import Refused, log, only, whole
 
 MAX_STEP = const(3600)  # time_sync: the largest step (s) while the clock is valid
 _UNIX_MIN = const(1704067200)  # 2024-01-01: a time_sync must land on a valid clock
-_UNIX_MAX = 2651578623  # meter time 2**30 - 1 (2054): meter times stay small ints
+_UNIX_MAX = 2634801407  # meter time clock.MAX_S (2053-06-29): meter times stay small ints
 _CLOCK_SET = const(8)  # block profile flag: the clock was set in the period (profile.py)
 
 

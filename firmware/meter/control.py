@@ -15,6 +15,7 @@ from meter.store import unload
 _READY = const(2)
 _REMOTE = const(0)  # triggers: 0 remote, 1 manual (the button), 2 local (limiter, tamper)
 _MANUAL = const(1)
+_COVER_OPEN = const(140)  # = meter.events.COVER_OPEN (its own log, never overwritten)
 
 
 class Control:
@@ -35,7 +36,8 @@ class Control:
         self.port = None
         self.line = None  # a partial line on the command port (meter/cmdport.py)
         self.limiter = None
-        self.tamper = None  # the cover switch, when an open cover disconnects
+        self.tamper = None  # the terminal cover's switch (1 open): each opening is logged
+        self.cover_cuts = False  # and disconnects (config tamper_disconnect)
         self.cover_seen = False
         self.latched = False  # the button acted: wait for its release
 
@@ -112,5 +114,7 @@ class Control:
         if self.tamper is not None:
             opened = self.tamper.value() == 1
             if opened and not self.cover_seen:
-                self.trigger(2, 0, 3)  # local disconnect (g), cause tamper
+                self.log.log(self.clock.now(), _COVER_OPEN)
+                if self.cover_cuts:
+                    self.trigger(2, 0, 3)  # local disconnect (g), cause tamper
             self.cover_seen = opened

@@ -55,8 +55,8 @@ def setup(meter, hw):
         meter.log.log(t, events.RELAY_REASSERTED)
         if code:
             meter.log.log(t, events.RELAY_FAULT)
-    if cfg["tamper_disconnect"]:
-        ctl.tamper = hw.cover
+    ctl.tamper = hw.cover
+    ctl.cover_cuts = cfg["tamper_disconnect"]
     ctl.button = hw.button
     ctl.port = hw.commands
     if cfg["load_limit_w"] > 0:

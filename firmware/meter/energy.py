@@ -10,6 +10,10 @@ class Register:
         self.wh = 0
         self.rem = 0  # 0 <= rem < den: sub-Wh energy in 1/den Wh
         self.unsaved_wh = 0  # whole Wh added since the owner last persisted the register
+        # what was last persisted (kWh, mWh): a value shown beyond it could come back lower
+        # after a reset, and a cumulative register must never be seen to run backwards
+        self.saved_kwh = 0
+        self.saved_mwh = 0
 
     def add(self, count, num):
         """Add count IC units of num/den Wh each; whole Wh carry over, the rest stays."""
@@ -30,9 +34,21 @@ class Register:
         return self.wh * 1000 + self.rem * 1000 // self.den
 
     def set(self, kwh, mwh):
+        """Restore a persisted (kWh, mWh): the smallest remainder that shows those mWh again.
+        Rounding down instead would show one mWh less than was saved (and published)."""
         self.kwh = kwh
         self.wh = mwh // 1000
-        self.rem = (mwh % 1000) * self.den // 1000
+        self.rem = -((mwh % 1000) * -self.den // 1000)  # ceil(f * den / 1000)
+        self.saved(kwh, mwh)
+
+    def saved(self, kwh, mwh):
+        """The register as it stands is on flash as (kwh, mwh)."""
+        self.saved_kwh = kwh
+        self.saved_mwh = mwh
+
+    def on_flash(self):
+        """Whether what the register shows is what was last persisted."""
+        return self.kwh == self.saved_kwh and self.total_mwh() == self.saved_mwh
 
     def kwh_text(self):
         """kWh with six decimals (mWh resolution), e.g. '12.345678'."""

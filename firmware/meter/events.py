@@ -8,6 +8,7 @@
 # (configuration, commands). A code can be put in another category through CATEGORY_OF.
 from micropython import const
 
+from meter.clock import VALID_AFTER
 from meter.store import unload
 
 POWER_UP = const(1)
@@ -71,8 +72,10 @@ CATEGORY_OF = {
     COVER_OPEN: CAT_COVER,
 }
 
-# ring n(4) | seq(4) time(4) code(2) category(1) pad(1) centivolts(2) milliamps(2)
-# import Wh(4) value(4) | crc(4): 32 bytes
+# ring n(4) | seq(4) time(4) code(2) category(1) flags(1) centivolts(2) milliamps(2)
+# import Wh(4) value(4) | crc(4): 32 bytes. Flag 1: stamped while the clock was invalid
+# (meter time before 2024: meter/clock.py), so that time says nothing about when it was.
+CLOCK_INVALID = const(1)
 _FMT = "<IIHBBHHII"
 _DIR = "/ev"
 
@@ -113,7 +116,13 @@ class EventLog:
         if self.snapshot is not None:
             volts, amps, wh = self.snapshot()
         cat = category(code)
-        ok = ring(self._fs, cat).append(self.seq + 1, now, code, cat, 0, volts, amps, wh, value)
+        flags = 0 if now > VALID_AFTER else CLOCK_INVALID
+        if now < 0:  # (meter/clock.py keeps it >= 0; a record is stored whatever comes)
+            now = 0
+        if value < 0:  # e.g. an outage's length across a clock that went back
+            value = 0
+        ok = ring(self._fs, cat).append(self.seq + 1, now, code, cat, flags, volts, amps, wh,
+                                        value)
         unload("ring")
         if ok:  # a number only for a record that exists: the forwarded sequence has no gaps
             self.seq += 1

@@ -11,15 +11,88 @@ from binascii import crc32
 
 import umqtt.simple as simple
 import usocket
+from micropython import const
 
 from meter import compat
 from meter.store import unload
 
-# umqtt raises IndexError reading a closed socket, AssertionError on a bad reply, and
-# MemoryError on an incoming message too big for the heap (the broker caps them, see
-# host_tools/mosquitto/).
+# umqtt raises IndexError reading a closed socket, AssertionError on a bad reply.
 ERRORS = (OSError, IndexError, AssertionError, TypeError, MemoryError, simple.MQTTException)
 _timeout = [5, None]  # the socket timeout, the last plain socket opened
+_MAX_CMD = const(1024)  # meter/commands.py MAX_SIZE: the largest command read into RAM
+
+
+class Client(simple.MQTTClient):
+    """umqtt.simple's client (unmodified) but for how an incoming PUBLISH is read: the
+    remaining length from its header decides, before anything is read into RAM. A topic
+    other than meters/<id>/cmd, or a payload over the command limit, is read and discarded
+    in small chunks through one buffer, and PUBACKed, so the broker does not redeliver it
+    at every reconnect (a kept session): the callback gets topic None (unexpected topic)
+    or msg None (too large) instead. The PUBACK goes out even if the callback failed."""
+
+    def wait_msg(self):
+        sock = self.sock
+        res = sock.read(1)
+        sock.setblocking(True)
+        if res is None:
+            return None
+        if res == b"":
+            raise OSError(-1)
+        if res == b"\xd0":  # PINGRESP
+            if sock.read(1)[0]:
+                raise OSError(-2)
+            return None
+        op = res[0]
+        if op & 0xF0 != 0x30:
+            return op  # umqtt.simple reads the rest (PUBACK, SUBACK)
+        sz = 0
+        for sh in (0, 7, 14, 21):  # remaining length: at most 4 bytes (MQTT 3.1.1 2.2.3)
+            b = sock.read(1)[0]
+            sz |= (b & 0x7F) << sh
+            if not b & 0x80:
+                break
+        else:
+            raise OSError(-2)
+        n = sock.read(2)
+        n = n[0] << 8 | n[1]
+        sz -= n + 2 + (2 if op & 6 else 0)
+        if sz < 0 or op & 6 == 6:
+            raise OSError(-2)  # malformed (or QoS 3): the stream cannot be trusted
+        topic = None
+        if n == len(self.topic):  # else unexpected: never read into RAM
+            topic = sock.read(n)
+            if topic != self.topic:
+                topic = None
+        else:
+            self._skip(n)
+        pid = 0
+        if op & 6:
+            pid = sock.read(2)
+            pid = pid[0] << 8 | pid[1]
+        msg = None
+        if topic is None or sz > _MAX_CMD:
+            self._skip(sz)
+        else:
+            msg = sock.read(sz)
+        try:
+            self.cb(topic, msg)
+        finally:  # acknowledged whatever happened: never a poison message redelivered
+            if op & 6 == 2:
+                pkt = bytearray(b"\x40\x02\0\0")
+                pkt[2] = pid >> 8
+                pkt[3] = pid & 0xFF
+                sock.write(pkt)
+            elif op & 6 == 4:  # QoS 2: never subscribed so; the session is dropped
+                raise OSError(-2)
+
+    def _skip(self, n):
+        buf = self.buf
+        while n > 0:
+            k = n if n < 256 else 256
+            k = self.sock.readinto(buf, k)
+            if not k:
+                raise OSError(-1)  # closed (a timeout raises by itself)
+            n -= k
 
 
 class _Timed:
@@ -131,7 +204,7 @@ class Link:
             return
         try:
             if self.client is None:
-                overlay("meter.connect").connect(self, simple, _Timed, _timeout)
+                overlay("meter.connect").connect(self, Client, _Timed, _timeout)
                 self._backoff_s = 1
                 self._sent_s = now
             c = self.client
@@ -146,7 +219,7 @@ class Link:
                 else:
                     overlay("meter.forward").send(self, meter, now)
                     self._sent_s = now
-            if now >= self._next_s:
+            if now >= self._next_s and meter.durable():  # on flash before it is shown
                 self.seq += 1
                 meter.refresh_instant()
                 inst = meter.inst
@@ -187,13 +260,25 @@ class Link:
         clock.sleep_ms(ms)
 
     def _received(self, topic, msg):
+        """One message on meters/<id>/cmd (msg None: over the size limit, left unread), or
+        on a topic the meter never asked for (topic None: dropped, counted)."""
         self._got = True
+        st = self.cmd_state
+        if topic is None:
+            st[1] += 1  # counted in the next rejection event (meter/commands.py)
+            print("mqtt: message on another topic dropped")
+            return
         # Command verification is an overlay: loaded for each message and dropped after,
         # so its ~5 KB of code is not held in RAM between (rare) commands. Collecting first
         # lets it load into the holes the garbage leaves, not fail on a fragmented heap.
-        ack = overlay("meter.commands").Commands(
-            self._fs, self._cfg["meter_id"], self._clock, self._log, self.handler, None,
-            self.cmd_state, self).handle(msg)
+        try:
+            ack = overlay("meter.commands").Commands(
+                self._fs, self._cfg["meter_id"], self._clock, self._log, self.handler, None,
+                st, self).handle(msg)
+        except Exception as exc:  # e.g. no room to load it: PUBACKed anyway (Client), so
+            st[1] += 1  # it is not redelivered for ever; counted as a rejection
+            print("command failed:", exc)
+            return
         # Acks go out at QoS 0 from inside umqtt's receive: no nested wait for a PUBACK.
         self.client.publish(self._base + "ack", ack)
         self._sent_s = self._clock.now()

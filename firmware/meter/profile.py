@@ -9,6 +9,7 @@
 # Used at boot and once a period: the app imports it then and lets it go again (heap).
 from micropython import const
 
+from meter.clock import VALID_AFTER
 from meter.ring import Ring
 
 # block payload: period end (meter s), import Wh, export Wh, cV, mA, flags (22 B a record)
@@ -24,6 +25,7 @@ POWER_FAILED = const(1)  # the supply failed during the period (energy may be mi
 PARTIAL = const(2)  # the meter was not running for the whole period
 NO_SAMPLES = const(4)  # no V/I samples: the averages are zero
 # 8: the clock was set during the period (a time_sync command, meter/cmdx.py)
+CLOCK_INVALID = const(16)  # the period ended on an invalid clock (before 2024: meter/clock.py)
 
 
 def block(fs, hint=0):
@@ -112,6 +114,8 @@ def _capture(meter, ring, end):
     acc = meter.acc
     n = acc[2]
     flags = acc[4]
+    if end <= VALID_AFTER:
+        flags |= CLOCK_INVALID
     if not n:
         flags |= NO_SAMPLES
         n = 1

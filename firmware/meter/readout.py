@@ -24,6 +24,8 @@ class OpticalPort:
             self._rx = (self._rx + data)[-32:]
         if b"/?!" not in self._rx or not self._rx.endswith(b"\r\n"):
             return
+        if not meter.durable():  # the supply is going: the registers are not to be shown
+            return
         self._rx = b""
         meter.refresh_instant()
         uart = self._uart

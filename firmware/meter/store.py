@@ -97,7 +97,11 @@ class EnergyStore:
         return load_energy(self, imp, exp)
 
     def save(self, imp, exp, now, flags=0):
-        self._energy.save(imp.kwh, imp.total_mwh(), exp.kwh, exp.total_mwh(), now, flags)
+        imwh = imp.total_mwh()
+        emwh = exp.total_mwh()
+        self._energy.save(imp.kwh, imwh, exp.kwh, emwh, now, flags)
+        imp.saved(imp.kwh, imwh)
+        exp.saved(exp.kwh, emwh)
 
     def last_gasp(self, imp, exp, now):
         """The power-fail handler's save: a journal record if there is room, else (no
@@ -106,13 +110,17 @@ class EnergyStore:
         if j is None or j[2] <= 0:
             return self.save(imp, exp, now, FLAG_LAST_GASP)
         buf = j[4]
-        struct.pack_into(JOURNAL_FMT, buf, 0, self._energy.seq, imp.kwh, imp.total_mwh(),
-                         exp.kwh, exp.total_mwh(), now, FLAG_LAST_GASP)
+        imwh = imp.total_mwh()
+        emwh = exp.total_mwh()
+        struct.pack_into(JOURNAL_FMT, buf, 0, self._energy.seq, imp.kwh, imwh,
+                         exp.kwh, emwh, now, FLAG_LAST_GASP)
         struct.pack_into("<I", buf, 28, crc32(memoryview(buf)[:28]))
         n = j[1]
         j[1] = (n + 1) % j[3]
         j[2] -= 1
         j[0].writeblocks(n >> 7, buf, (n & 127) << 5)  # 128 slots of 32 bytes a block
+        imp.saved(imp.kwh, imwh)
+        exp.saved(exp.kwh, emwh)
 
     def save_period(self):
         p = self.period

@@ -64,6 +64,8 @@ def script_control(world, scenario):
         world.schedule(at_ms + for_ms, lambda: world.pins.__setitem__(pins.PIN_COVER, 0))
     relay = world.relays[0]
     faults = scenario["faults"]
+    for t in faults.get("watchdog_resets_at_s", ()):
+        world.schedule(int(t * 1000), world.watchdog_reset)
     for key, action in (("relay_weld_at_s", relay.weld),
                         ("relay_coil_open_at_s", relay.open_coil),
                         ("relay_shock_at_s", relay.shock)):

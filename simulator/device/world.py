@@ -54,6 +54,7 @@ class World:
         self.flash_label = "meterdata"
         self.unique_id = b"\x24\x0a\xc4\x00\x00\x01"
         self.reset_requested = False
+        self.reset_kind = 5  # the cause a requested reset reports: machine.SOFT_RESET
         self.reset_cause = 1  # machine.PWRON_RESET
         self.network_outages = []  # (at_ms, for_ms)
         self.watchdog_ms = 0
@@ -252,7 +253,9 @@ class World:
             self.on_restore(self)
         soft = self.reset_requested
         self.reset_requested = False
-        self.reset_cause = 5 if soft else 1  # machine.SOFT_RESET / PWRON_RESET
+        # machine.WDT_RESET / SOFT_RESET / PWRON_RESET
+        self.reset_cause = self.reset_kind if soft else 1
+        self.reset_kind = 5
         self.powered = True
         self.reboots += 1
         self.boot_ms = self.now_ms
@@ -289,6 +292,14 @@ class World:
         self.reset_requested = True
         self.powered = False
         raise PowerCut()
+
+    def watchdog_reset(self):
+        """The watchdog (or a crash) resets the ESP32 at once: mains stays on and the metering
+        IC keeps its power, but the firmware gets no warning and its RAM is gone."""
+        if self.powered and not self.ending:
+            self.reset_requested = True
+            self.reset_kind = 3  # machine.WDT_RESET
+            self.powered = False
 
     # --- watchdog, network ------------------------------------------------------------
     def watchdog_start(self, timeout_ms: int):
