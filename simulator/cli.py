@@ -6,24 +6,62 @@ import argparse
 import contextlib
 import json
 import sys
+import time
 from pathlib import Path
 
 from simulator import scenario as sc
 
 
-def _progress_bar(stream=sys.stderr):  # type: ignore[no-untyped-def]
-    state = {"shown": -1}
+def _span(seconds: float) -> str:
+    """A time span for the progress line: 42s, 5m07s, 3h04m, 12d03h."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _progress_bar(stream=sys.stderr, duration_s: float | None = None,  # type: ignore[no-untyped-def]
+                  clock=time.monotonic):
+    """Progress of a run, fed the fraction of its virtual time done: on a terminal a bar
+    with the simulated time and an estimate of the wall time left, redrawn on each percent
+    and at least twice a second; elsewhere (a log) a `progress N%` line at each quarter and
+    at least once a minute, with the same details."""
+    state = {"shown": -1, "started": None, "drawn": 0.0, "width": 0}
+    tty = stream.isatty()
+
+    def details(fraction: float, elapsed: float) -> str:
+        parts = []
+        if duration_s:
+            parts.append(f"sim {_span(fraction * duration_s)} of {_span(duration_s)}")
+        if 0 < fraction < 1 and elapsed >= 1:
+            parts.append(f"ETA {_span(elapsed * (1 - fraction) / fraction)}")
+        return ", ".join(parts)
 
     def show(fraction: float) -> None:
+        now = clock()
+        if state["started"] is None:
+            state["started"] = now
         percent = int(fraction * 100)
-        if percent != state["shown"] and stream.isatty():
-            state["shown"] = percent
+        since = now - state["drawn"]
+        if tty:
+            if percent == state["shown"] and since < 0.5:
+                return
             bar = "#" * (percent // 5)
-            stream.write(f"\r[{bar:<20}] {percent:3d}%")
-            stream.flush()
-        elif percent != state["shown"] and percent % 25 == 0:
-            state["shown"] = percent
-            stream.write(f"progress {percent}%\n")
+            text = f"\r[{bar:<20}] {percent:3d}%  {details(fraction, now - state['started'])}"
+            stream.write(text.ljust(state["width"]))
+            state["width"] = len(text)
+        else:
+            quarter = percent != state["shown"] and percent % 25 == 0
+            if not (quarter or (since >= 60 and percent != state["shown"])):
+                return
+            extra = details(fraction, now - state["started"])
+            stream.write(f"progress {percent}%" + (f" ({extra})" if extra else "") + "\n")
+        state["shown"], state["drawn"] = percent, now
+        stream.flush()
     return show
 
 
@@ -32,7 +70,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         scenario = sc.load_file(args.scenario)
         # the firmware's own prints (CPython runs it in this process) stay off the report
         with contextlib.redirect_stdout(sys.stderr):
-            report = sc.run(scenario, args.runtime, _progress_bar(), broker=args.broker)
+            progress = _progress_bar(duration_s=scenario["duration_ms"] / 1000)
+            report = sc.run(scenario, args.runtime, progress, broker=args.broker)
     except sc.ScenarioError as exc:
         print(f"error: {args.scenario}: {exc}", file=sys.stderr)
         return 2
