@@ -689,8 +689,8 @@ def run_micropython(scenario: dict, flash_path: str, progress: Callable | None,
         layer = device_layer_bytes()
         total = str(heap_bytes(heapsize) + layer)
 
-        def command(port: int) -> list[str]:
-            return micropython_command("-m", "romstart", str(port),
+        def command(wire_fd: int) -> list[str]:
+            return micropython_command("-m", "romstart", str(wire_fd),
                                        board_module, heapsize=total)
 
         server = DeviceServer(world, command, micropython_env())
