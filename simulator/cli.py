@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from simulator import scenario as sc
+
+INTERRUPTED = 130  # exit status of a run stopped by Ctrl-C (128 + SIGINT, as a shell shows)
 
 
 def _span(seconds: float) -> str:
@@ -78,21 +82,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted before the run began: no report", file=sys.stderr)
+        return INTERRUPTED
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     text = json.dumps(report, indent=2)
     if args.report:
         Path(args.report).write_text(text + "\n")
-        print(f"report written to {args.report}")
     else:
         print(text)
+    if report.get("interrupted"):
+        where = args.report or "stdout"
+        print(f"interrupted at {report['interrupted_at_s']:g} s of virtual time: partial "
+              f"report written to {where}", file=sys.stderr)
+        return INTERRUPTED
+    if args.report:
+        print(f"report written to {args.report}")
     return 0
 
 
 def cmd_live(args: argparse.Namespace) -> int:
     from simulator import live
 
-    return live.main(args)
+    try:
+        return live.main(args)
+    except KeyboardInterrupt:  # Ctrl-C before the meter was running
+        print("\nstopped.")
+        return 0
+
+
+def _interrupt_once(_signum: int, _frame: object) -> None:
+    """Ctrl-C: stop what runs; a second Ctrl-C while stopping is ignored (no traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,4 +140,13 @@ def main(argv: list[str] | None = None) -> int:
                       "(default: build/demo_keys.json, created with a new key if missing)")
     live.set_defaults(func=cmd_live)
     args = parser.parse_args(argv)
-    return args.func(args)
+    previous = signal.getsignal(signal.SIGINT)
+    # not when started with Ctrl-C ignored, nor from a thread (signals are the main thread's)
+    if previous is not signal.default_int_handler or (
+            threading.current_thread() is not threading.main_thread()):
+        return args.func(args)
+    signal.signal(signal.SIGINT, _interrupt_once)
+    try:
+        return args.func(args)
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -634,8 +634,23 @@ def _network_results(raw: dict, net: Any) -> dict:
     keys = ("published", "delivered", "backlog")
     raw["telemetry"] = dict(zip(keys, counts, strict=True)) if counts else dict.fromkeys(keys)
     if net is not None:
-        raw.update(net.finish())
+        # an interrupted run waits for nothing more (its broker may have had the Ctrl-C too)
+        raw.update(net.finish(settle="interrupted_at_s" not in raw))
     return raw
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C mid-run, carrying the raw results so far (run() makes the partial report)."""
+
+    def __init__(self, raw: dict) -> None:
+        super().__init__()
+        self.raw = raw
+
+
+def _interrupted(world: Any, raw: dict, net: Any) -> Interrupted:
+    """Ctrl-C mid-run: the results so far, marked with the virtual time the run reached."""
+    raw["interrupted_at_s"] = world.now_ms / 1000
+    return Interrupted(_network_results(raw, net))
 
 
 def run_cpython(scenario: dict, flash_path: str, progress: Callable | None,
@@ -652,13 +667,23 @@ def run_cpython(scenario: dict, flash_path: str, progress: Callable | None,
         def tick(now_ms: int) -> None:
             progress(min(now_ms, duration) / duration)
     with network(scenario, broker) as (device_scenario, net):
+        built = []
+
         def attach(world: Any) -> None:
+            built.append(world)
             if net is not None:
                 net.attach(world)
             if on_world is not None:
                 on_world(world)
 
-        raw = runner.run(device_scenario, flash_path, tick, measure_loss, attach)
+        try:
+            raw = runner.run(device_scenario, flash_path, tick, measure_loss, attach)
+        except KeyboardInterrupt:
+            if not built:
+                raise
+            runner.forget_firmware()  # stopped wherever it was, as by a power cut
+            world = built[0]
+            raise _interrupted(world, runner.results(world, world.heap_peak), net) from None
         return _network_results(raw, net)
 
 
@@ -694,9 +719,15 @@ def run_micropython(scenario: dict, flash_path: str, progress: Callable | None,
                                        board_module, heapsize=total)
 
         server = DeviceServer(world, command, micropython_env())
-        server.run()
+        interrupted = False
+        try:
+            server.run()  # on Ctrl-C, it has ended the device process
+        except KeyboardInterrupt:
+            interrupted = True
         raw = runner.results(world, max(world.heap_peak - layer, 0))
         raw["heap_device_layer_bytes"] = layer
+        if interrupted:
+            raise _interrupted(world, raw, net)
         return _network_results(raw, net)
 
 
@@ -714,13 +745,23 @@ def run(scenario: dict, runtime: str = "cpython", progress: Callable | None = No
         if os.path.exists(flash_path) and not keep_flash:
             os.remove(flash_path)
         started = time.monotonic()
-        if runtime == "cpython":
-            raw = run_cpython(scenario, flash_path, progress, broker=broker)
-        else:
-            raw = run_micropython(scenario, flash_path, progress, heapsize, broker=broker)
+        try:
+            if runtime == "cpython":
+                raw = run_cpython(scenario, flash_path, progress, broker=broker)
+            else:
+                raw = run_micropython(scenario, flash_path, progress, heapsize, broker=broker)
+        except Interrupted as stop:
+            raw = stop.raw
         raw["runtime"] = runtime
         wall = time.monotonic() - started
-        return build_report(scenario, raw, flash_path, wall)
+        report = build_report(scenario, raw, flash_path, wall)
+        if "interrupted_at_s" in raw:
+            # Ctrl-C: what the run had when stopped (no end-of-run readout, so no meter
+            # registers); a complete run's report has no such keys
+            report["interrupted"] = True
+            report["interrupted_at_s"] = raw["interrupted_at_s"]
+            report["sim_s_per_wall_s"] = round(raw["interrupted_at_s"] / max(wall, 1e-9), 1)
+        return report
 
 
 @contextmanager
