@@ -92,7 +92,10 @@ class DeviceServer:
             if status != OK:
                 # The firmware stops here: what it sent over the network settles first.
                 self.world.halted()
-            conn.sendall(bytes((status, len(reply) & 0xFF, len(reply) >> 8)) + reply)
+            try:
+                conn.sendall(bytes((status, len(reply) & 0xFF, len(reply) >> 8)) + reply)
+            except ConnectionError:
+                return  # the device process is gone
             if status != OK:
                 # Nothing the firmware does from here on can touch the world; at the end it
                 # still reports its link's counts (op Y).
@@ -147,7 +150,10 @@ def device_failure(out: str, returncode: int | None) -> str:
 def _recv_exact(recv: Callable, view: memoryview) -> bool:
     got = 0
     while got < len(view):
-        n = recv(view[got:])
+        try:
+            n = recv(view[got:])
+        except ConnectionError:
+            return False  # the device process is gone
         if not n:
             return False
         got += n

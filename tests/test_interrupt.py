@@ -1,0 +1,283 @@
+"""Ctrl-C and strangers: `make sim` / `python -m simulator live` stop with one line and
+status 0 when a terminal's Ctrl-C (SIGINT to the whole foreground process group) or a SIGINT
+to the top process lands; an interrupted `run` writes its partial report; nothing that
+connects from outside can stop the simulated meter; a device that dies says so in one line.
+Every child process is gone afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def descendants(pid: int) -> set[int]:
+    """The live processes below pid (any session), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rpartition(")")[2].split()
+            if fields[0] != "Z":
+                parents[int(entry)] = int(fields[1])
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_gone(pids: set[int], timeout_s: float = 10) -> set[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.05)
+    return {p for p in pids if alive(p)}
+
+
+def start(args: list[str], **kw) -> subprocess.Popen:
+    # its own session: a process group of its own, as a terminal's foreground job
+    return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, **kw)
+
+
+def wait_for_line(proc: subprocess.Popen, needle: str, timeout_s: float = 60) -> list[str]:
+    lines = []
+    deadline = time.monotonic() + timeout_s
+    for line in proc.stdout:
+        lines.append(line)
+        if needle in line:
+            return lines
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    raise AssertionError(f"no {needle!r} line: {''.join(lines)}{proc.stderr.read()}")
+
+
+def live_args(runtime: str, tmp_path: Path) -> list[str]:
+    return [PY, "-m", "simulator", "live", "--runtime", runtime, "--period", "1",
+            "--keys", str(tmp_path / "keys.json")]
+
+
+def interrupt(proc: subprocess.Popen, target: str, twice: bool) -> None:
+    send = (lambda: os.killpg(proc.pid, signal.SIGINT)) if target == "group" else (
+        lambda: proc.send_signal(signal.SIGINT))
+    send()
+    if twice:  # a second Ctrl-C while it stops
+        time.sleep(0.3)
+        if proc.poll() is None:
+            send()
+
+
+def check_stopped(proc: subprocess.Popen, before: list[str], children: set[int],
+                  code: int = 0) -> None:
+    out, err = proc.communicate(timeout=60)
+    text = "".join(before) + out + err
+    assert proc.returncode == code, text
+    assert "Traceback" not in text and "error" not in text, text
+    # one short line after the readings
+    assert [line for line in out.splitlines() if line.strip()] == ["stopped."], text
+    assert err == "", text
+    assert not wait_gone(children), f"left running: {children} {text}"
+
+
+@pytest.mark.parametrize("runtime", ["cpython", "micropython"])
+@pytest.mark.parametrize("target", ["group", "top"])
+def test_live_stops_on_ctrl_c(runtime, target, tmp_path):
+    proc = start(live_args(runtime, tmp_path))
+    try:
+        before = wait_for_line(proc, " W  PF ")  # the meter is publishing
+        children = descendants(proc.pid)
+        if runtime == "micropython":
+            assert children, "no device process"
+            # a terminal's Ctrl-C reaches only the host, which ends the device itself
+            assert all(os.getpgid(c) != proc.pid for c in children)
+        interrupt(proc, target, twice=target == "group")
+        check_stopped(proc, before, children)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_make_sim_on_ctrl_c(tmp_path):
+    """`make sim` with the terminal's Ctrl-C: the simulator stops cleanly (status 0, one
+    line) and GNU make, which had the SIGINT too, waits for it, then ends itself by the same
+    signal (it always does; the shell shows 130) and prints nothing more."""
+    # -o: the venv is set up (a worktree's requirements.txt may look newer than its stamp)
+    proc = start(["make", "--no-print-directory", "-o", ".venv/.installed", "sim"])
+    try:
+        before = wait_for_line(proc, " W  PF ")
+        sim = [p for p in descendants(proc.pid) if "simulator" in
+               Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ")]
+        children = descendants(proc.pid)
+        interrupt(proc, "group", twice=False)
+        check_stopped(proc, before, children, code=-signal.SIGINT)
+        assert sim
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def long_scenario(tmp_path: Path, network: bool, cuts: int = 200) -> Path:
+    scenario = {
+        "duration_s": 30 * 86400,
+        "config": {"meter_id": "meter-0042", "telemetry_period_s": 60},
+        "load": [{"at_s": 0, "volts": 240, "amps": 6, "pf": 0.97}],
+        "outages": [{"at_s": 1200 + 3600 * i, "for_s": 60} for i in range(cuts)],
+    }
+    if network:
+        scenario["commands"] = [{"at_s": 600, "cmd": "status"}]
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps(scenario))
+    return path
+
+
+@pytest.mark.parametrize("runtime,target,to_file", [
+    ("cpython", "group", True), ("micropython", "group", True),
+    ("micropython", "top", False),
+])
+def test_interrupted_run_writes_partial_report(runtime, target, to_file, tmp_path):
+    report = tmp_path / "report.json"
+    args = [PY, "-m", "simulator", "run", str(long_scenario(tmp_path, network=True)),
+            "--runtime", runtime]
+    proc = start(args + (["--report", str(report)] if to_file else []))
+    try:
+        deadline = time.monotonic() + 60
+        while not descendants(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(3)  # well into the run (30 virtual days take far longer)
+        assert proc.poll() is None
+        children = descendants(proc.pid)  # mosquitto, the device process
+        interrupt(proc, target, twice=True)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in out + err, err
+    assert "error" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted at ") and "partial report written to" in last, err
+    data = json.loads(report.read_text() if to_file else out)
+    assert data["interrupted"] is True
+    assert 0 < data["interrupted_at_s"] < 30 * 86400
+    assert data["reboots"] >= 1 and data["true_import_wh"] > 0
+    assert data["meter_import_wh"] is None  # no end-of-run readout: nothing invented
+    assert data["profile_records"] >= 1 and data["events"]
+    assert data["acks"] and data["acks"][0]["cmd"] == "status"
+    assert not wait_gone(children), "left running"
+
+
+def test_complete_run_is_not_marked_interrupted(tmp_path):
+    scenario = tmp_path / "short.json"
+    scenario.write_text(json.dumps({"duration_s": 600, "load": [
+        {"at_s": 0, "volts": 240, "amps": 1, "pf": 1}]}))
+    out = subprocess.run([PY, "-m", "simulator", "run", str(scenario)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "interrupted" not in json.loads(out.stdout)
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports pid's own sockets listen on (from /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            cols = row.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # LISTEN
+                ports.add(int(cols[1].rpartition(":")[2], 16))
+    return ports
+
+
+def test_strangers_cannot_stop_the_meter(tmp_path):
+    """During a MicroPython run with power cuts, anything on this machine connects to every
+    port the simulator listens on, over and over, and sends garbage or nothing: the run
+    completes with a correct report."""
+    scenario = tmp_path / "cuts.json"
+    scenario.write_text(json.dumps({
+        "duration_s": 6 * 3600, "load": [{"at_s": 0, "volts": 240, "amps": 6, "pf": 0.97}],
+        "outages": [{"at_s": 1800 * i, "for_s": 30} for i in range(1, 12)]}))
+    report = tmp_path / "report.json"
+    proc = start([PY, "-m", "simulator", "run", str(scenario), "--runtime", "micropython",
+                  "--report", str(report)])
+    probed: set[int] = set()
+    try:
+        n = 0
+        while proc.poll() is None:
+            for port in listening_ports(proc.pid):
+                probed.add(port)
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                        if n % 2:
+                            s.sendall(b"\x41\x05\x00garbage\xff" * 4)
+                except OSError:
+                    pass
+            n += 1
+            time.sleep(0.02)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    data = json.loads(report.read_text())
+    assert data["reboots"] == 11
+    assert abs(data["meter_import_wh"] - data["true_import_wh"]) < 0.5
+    # the device's wire is an inherited socket pair: no port for it at all
+    assert not probed, f"internal ports: {probed}"
+
+
+def test_device_killed_is_one_line(tmp_path):
+    """The device process dies under the host (killed from outside): one line saying so."""
+    scenario = long_scenario(tmp_path, network=False, cuts=0)
+    proc = start([PY, "-m", "simulator", "run", str(scenario), "--runtime", "micropython"])
+    try:
+        deadline = time.monotonic() + 60
+        device = []
+        while not device and time.monotonic() < deadline:
+            time.sleep(0.1)
+            device = [p for p in descendants(proc.pid) if "\0-m\0romstart\0" in
+                      Path(f"/proc/{p}/cmdline").read_text()]
+        time.sleep(1)  # running (no power cuts: the same process all along)
+        os.kill(device[0], signal.SIGKILL)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    lines = [line for line in err.splitlines() if line.strip() and "progress" not in line]
+    assert lines == ["error: the firmware's process stopped by itself (killed by SIGKILL) "
+                     "without a word"], err
