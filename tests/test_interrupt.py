@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -62,8 +63,8 @@ def wait_gone(pids: set[int], timeout_s: float = 10) -> set[int]:
 
 def start(args: list[str], **kw) -> subprocess.Popen:
     # its own session: a process group of its own, as a terminal's foreground job
-    return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, **kw)
+    return subprocess.Popen(args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
 
 
 def wait_for_line(proc: subprocess.Popen, needle: str, timeout_s: float = 60) -> list[str]:
@@ -100,8 +101,10 @@ def check_stopped(proc: subprocess.Popen, before: list[str], children: set[int],
     text = "".join(before) + out + err
     assert proc.returncode == code, text
     assert "Traceback" not in text and "error" not in text, text
-    # one short line after the readings
-    assert [line for line in out.splitlines() if line.strip()] == ["stopped."], text
+    # one short line besides the view's own (readings, events: each starts with the time)
+    said = [line for line in out.splitlines()
+            if line.strip() and not re.match(r"\d\d:\d\d:\d\d  ", line)]
+    assert said == ["stopped."], text
     assert err == "", text
     assert not wait_gone(children), f"left running: {children} {text}"
 
