@@ -226,41 +226,68 @@ def listening_ports(pid: int) -> set[int]:
     return ports
 
 
-def test_strangers_cannot_stop_the_meter(tmp_path):
-    """During a MicroPython run with power cuts, anything on this machine connects to every
-    port the simulator listens on, over and over, and sends garbage or nothing: the run
-    completes with a correct report."""
+STRANGER_SCENARIO = {
+    "duration_s": 6 * 3600,
+    "config": {"meter_id": "meter-0042", "telemetry_period_s": 300},
+    "load": [{"at_s": 0, "volts": 240, "amps": 6, "pf": 0.97}],
+    "outages": [{"at_s": 1800 * i, "for_s": 30} for i in range(1, 12)],
+    "commands": [{"at_s": 600 + 1800 * i, "cmd": "status"} for i in range(11)],
+    "network_outages": [{"at_s": 7000, "for_s": 600}],
+}
+SAME = ("network_late", "true_import_wh", "meter_import_wh", "reboots", "events",
+        "profile_records", "acks", "telemetry", "commands_delivered", "control_state",
+        "relay_operations")
+
+
+def run_with_strangers(tmp_path: Path, strangers: bool) -> tuple[dict, set[int]]:
+    """A MicroPython run with power cuts and a network; with strangers, anything on this
+    machine connects to every port the run listens on, over and over, sending garbage or
+    nothing."""
     scenario = tmp_path / "cuts.json"
-    scenario.write_text(json.dumps({
-        "duration_s": 6 * 3600, "load": [{"at_s": 0, "volts": 240, "amps": 6, "pf": 0.97}],
-        "outages": [{"at_s": 1800 * i, "for_s": 30} for i in range(1, 12)]}))
-    report = tmp_path / "report.json"
+    scenario.write_text(json.dumps(STRANGER_SCENARIO))
+    report = tmp_path / f"report-{strangers}.json"
     proc = start([PY, "-m", "simulator", "run", str(scenario), "--runtime", "micropython",
                   "--report", str(report)])
     probed: set[int] = set()
+    held: list[tuple[float, socket.socket]] = []  # some stay open a while, silent
     try:
         n = 0
-        while proc.poll() is None:
+        while strangers and proc.poll() is None:
             for port in listening_ports(proc.pid):
                 probed.add(port)
                 try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                        if n % 2:
-                            s.sendall(b"\x41\x05\x00garbage\xff" * 4)
+                    s = socket.create_connection(("127.0.0.1", port), timeout=1)
+                    if n % 2:
+                        s.sendall(b"\x10\x05\x00garbage\xff" * 4)
                 except OSError:
-                    pass
+                    continue
+                if n % 3:
+                    s.close()
+                else:
+                    held.append((time.monotonic() + 2, s))
+            while held and held[0][0] < time.monotonic():
+                held.pop(0)[1].close()
             n += 1
             time.sleep(0.02)
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=120)
     finally:
+        for _t, s in held:
+            s.close()
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    data = json.loads(report.read_text())
-    assert data["reboots"] == 11
-    assert abs(data["meter_import_wh"] - data["true_import_wh"]) < 0.5
-    # the device's wire is an inherited socket pair: no port for it at all
-    assert not probed, f"internal ports: {probed}"
+    return json.loads(report.read_text()), probed
+
+
+def test_strangers_cannot_stop_the_meter(tmp_path):
+    """The run completes, and its report is the one without strangers: the device's wire
+    has no port at all (an inherited socket pair), and the meter's path to the broker (the
+    scenario's network proxy) closes any connection that is not the meter's."""
+    reference, _ = run_with_strangers(tmp_path, strangers=False)
+    got, probed = run_with_strangers(tmp_path, strangers=True)
+    assert reference["reboots"] == 11 and len(reference["acks"]) >= 5
+    assert {k: got.get(k) for k in SAME} == {k: reference.get(k) for k in SAME}
+    assert probed  # the proxy's port was found and hammered
 
 
 def test_device_killed_is_one_line(tmp_path):
@@ -284,3 +311,36 @@ def test_device_killed_is_one_line(tmp_path):
     lines = [line for line in err.splitlines() if line.strip() and "progress" not in line]
     assert lines == ["error: the firmware's process stopped by itself (killed by SIGKILL) "
                      "without a word"], err
+
+
+def test_the_network_proxy_refuses_strangers(mosquitto):
+    """The scenario's network proxy (the meter's path to the broker) takes only connections
+    from this run (its own process, its device process): another process's connection is
+    closed unanswered, and what it sent is neither forwarded nor counted as the meter's."""
+    from simulator.netproxy import NetProxy
+
+    proxy = NetProxy(mosquitto)
+    try:
+        publish = bytes((0x30, 9, 0, 5)) + b"m/x/yhey"  # a PUBLISH to m/x/y
+        # a process that is no child of this one (the shell's child)
+        stranger = "\n".join([
+            "import socket, time",
+            f"s = socket.create_connection(('127.0.0.1', {proxy.port}))",
+            "try:",
+            f"    s.sendall({bytes((0x10, 0)) + publish!r})",
+            "    print(repr(s.recv(10)))",
+            "except ConnectionError:",
+            "    print('reset')",
+            "time.sleep(0.5)"])
+        got = subprocess.run(["sh", "-c", f"{PY} -c \"$1\"; true", "sh", stranger],
+                             capture_output=True, text=True, timeout=30)
+        assert got.stdout.strip() in ("b''", "reset"), got  # closed, nothing answered
+        assert (proxy.connections, proxy.meter_publishes()) == (0, 0)
+        assert proxy.strangers == 1
+        with socket.create_connection(("127.0.0.1", proxy.port)):  # this run's own
+            deadline = time.monotonic() + 5
+            while proxy.connections == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        assert (proxy.connections, proxy.strangers) == (1, 1)
+    finally:
+        proxy.close()
