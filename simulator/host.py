@@ -42,11 +42,13 @@ class DeviceServer:
                             pass_fds=(device_end.fileno(),), start_new_session=True)
                     finally:
                         device_end.close()
+                    served = False
                     try:
                         self.serve(conn)
+                        served = True
                     finally:
                         conn.close()  # the device's next wire call sees the power gone
-                        if self._crashed():
+                        if served and self._crashed():
                             # it closed its end of the wire: let it finish saying why
                             with contextlib.suppress(subprocess.TimeoutExpired):
                                 proc.wait(5)
