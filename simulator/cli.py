@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from simulator import scenario as sc
 
@@ -115,7 +116,7 @@ def cmd_live(args: argparse.Namespace) -> int:
 def _interrupt_once(_signum: int, _frame: object) -> None:
     """Ctrl-C: stop what runs; a second Ctrl-C while stopping is ignored (no traceback)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
+    sc.interrupt()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,8 +146,18 @@ def main(argv: list[str] | None = None) -> int:
     if previous is not signal.default_int_handler or (
             threading.current_thread() is not threading.main_thread()):
         return args.func(args)
+    sc.interrupt(clear=True)
     signal.signal(signal.SIGINT, _interrupt_once)
+    hook = sys.unraisablehook
+
+    def unraisable(info: Any) -> None:
+        # Ctrl-C inside a callback from C (littlefs's): the run stops at its next tick
+        if not issubclass(info.exc_type, KeyboardInterrupt):
+            hook(info)
+
+    sys.unraisablehook = unraisable
     try:
         return args.func(args)
     finally:
         signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = hook

@@ -11,6 +11,7 @@ import string
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -639,6 +640,31 @@ def _network_results(raw: dict, net: Any) -> dict:
     return raw
 
 
+_STOP = threading.Event()  # Ctrl-C seen: a run stops at its next tick (see interrupt())
+
+
+def interrupt(clear: bool = False) -> None:
+    """Ctrl-C (simulator.cli's SIGINT handler): raises KeyboardInterrupt where the program
+    is, and marks the run stopped, so that it also stops at the firmware's next sleep when
+    that KeyboardInterrupt is lost (raised inside a callback from C, e.g. littlefs's, which
+    only prints it). clear: a new command starts, nothing is stopped."""
+    if clear:
+        _STOP.clear()
+        return
+    _STOP.set()
+    raise KeyboardInterrupt
+
+
+def _stoppable(tick: Callable | None) -> Callable:
+    """The world's on_tick, raising KeyboardInterrupt once Ctrl-C was seen."""
+    def checked(now_ms: int) -> None:
+        if _STOP.is_set():
+            raise KeyboardInterrupt
+        if tick is not None:
+            tick(now_ms)
+    return checked
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C mid-run, carrying the raw results so far (run() makes the partial report)."""
 
@@ -677,7 +703,8 @@ def run_cpython(scenario: dict, flash_path: str, progress: Callable | None,
                 on_world(world)
 
         try:
-            raw = runner.run(device_scenario, flash_path, tick, measure_loss, attach)
+            raw = runner.run(device_scenario, flash_path, _stoppable(tick), measure_loss,
+                             attach)
         except KeyboardInterrupt:
             if not built:
                 raise
@@ -710,6 +737,7 @@ def run_micropython(scenario: dict, flash_path: str, progress: Callable | None,
         world.on_restore = measure_loss
         if progress is not None:
             world.on_tick = lambda now_ms: progress(min(now_ms, duration) / duration)
+        world.on_tick = _stoppable(world.on_tick)
 
         layer = device_layer_bytes()
         total = str(heap_bytes(heapsize) + layer)
