@@ -110,6 +110,7 @@ class Console:
         self.relay_closed = True  # the emulated relay starts closed (as last shown)
         self.state = 1  # a new meter starts Connected (meter/ctlboot.py)
         self.cover_open = False
+        self.events_shown: set = set()  # seqs: the meter sends an event again after a reboot
         self.saved: Any = None  # the terminal's settings while in cbreak mode
 
     def say(self, text: str) -> None:
@@ -208,6 +209,9 @@ class Console:
         code = e.get("code")
         if not isinstance(code, int):
             return
+        if e.get("seq") in self.events_shown:
+            return  # delivered again (its cursor was saved before the reboot): shown once
+        self.events_shown.add(e.get("seq"))
         name = self.names.get(code, "unknown")
         offset = code - 150  # supply control: 150 + cause * 3 + the resulting state
         if 0 <= offset < 12:
