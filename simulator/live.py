@@ -15,11 +15,14 @@ import json
 import logging
 import os
 import queue
+import signal
 import socket
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -271,7 +274,43 @@ def live_scenario(args: argparse.Namespace, host: str, port: int, start_unix: in
     })
 
 
+@contextmanager
+def own_terminal() -> Iterator[None]:
+    """On a terminal, the live meter takes the foreground process group for itself while it
+    runs, so that a terminal's Ctrl-C reaches it alone: `make sim` then ends with the
+    simulator's own status 0 (GNU make, when it gets the SIGINT too, kills itself by it once
+    its child is done: 130, however cleanly the child stopped). Ctrl-Z is ignored meanwhile:
+    a meter in real time does not pause, and a group the shell does not know of could not be
+    resumed by `fg`. Given back on every way out."""
+    try:
+        fd = sys.stdin.fileno()
+        mine = os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp()
+    except (OSError, ValueError):
+        mine = False
+    if not mine or os.getpgrp() == os.getpid() or os.getsid(0) == os.getpid():
+        yield  # not in the terminal's foreground, or already a job of its own (a shell's)
+        return
+    group = os.getpgrp()
+    ttou = signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # tcsetpgrp from the background
+    tstp = signal.signal(signal.SIGTSTP, signal.SIG_IGN)
+    try:
+        os.setpgid(0, 0)
+        os.tcsetpgrp(fd, os.getpgrp())
+        yield
+    finally:
+        with suppress(OSError):
+            os.tcsetpgrp(fd, group)
+            os.setpgid(0, group)
+        signal.signal(signal.SIGTSTP, tstp)
+        signal.signal(signal.SIGTTOU, ttou)
+
+
 def main(args: argparse.Namespace) -> int:
+    with own_terminal():
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     from simulator.mqttpath import parse_broker
 
     # the live meter lives in the present: its clock starts at the wall clock's now

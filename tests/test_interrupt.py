@@ -153,6 +153,57 @@ def test_make_sim_on_ctrl_c(tmp_path):
             proc.kill()
 
 
+@pytest.mark.skipif(shutil.which("make") is None or not hasattr(os, "fork"),
+                    reason="needs make and a pseudo-terminal")
+@pytest.mark.parametrize("runtime", ["cpython", "micropython"])
+def test_make_sim_on_a_terminals_ctrl_c_exits_0(runtime):
+    """`make sim` on a real (pseudo-)terminal, as a person runs it: Ctrl-C typed at it stops
+    the meter with one line, Ctrl-Z does not stop it, and make exits 0 (the live meter takes
+    the terminal's foreground group, so make never sees the SIGINT), nothing left running."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: make with the pty as its controlling terminal
+        os.chdir(ROOT)
+        os.execvp("make", ["make", "--no-print-directory", "-o", ".venv/.installed", "sim",
+                           f"RUNTIME={runtime}"])
+    out = bytearray()
+
+    def read_until(pattern: bytes, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, out) and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    out.extend(os.read(fd, 4096))
+                except OSError:  # the child has gone
+                    break
+        assert re.search(pattern, out), out.decode(errors="replace")
+
+    try:
+        read_until(rb"#2 .* kWh")
+        children = descendants(pid)
+        assert any("simulator" in cmdline(c) for c in children)
+        os.write(fd, b"\x1a")  # Ctrl-Z: a meter in real time does not pause
+        read_until(rb"#3 .* kWh")
+        os.write(fd, b"\x03")  # Ctrl-C
+        read_until(rb"stopped\.", 30)
+        deadline = time.monotonic() + 30
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+            assert time.monotonic() < deadline, "still running after Ctrl-C"
+            time.sleep(0.1)
+        pid = 0
+        with_tail = out.decode(errors="replace")
+        assert os.waitstatus_to_exitcode(done[1]) == 0, with_tail
+        assert "Traceback" not in with_tail and "rror" not in with_tail, with_tail
+        assert not wait_gone(children), f"left running: {children}"
+    finally:
+        if pid:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)
+
+
 def long_scenario(tmp_path: Path, network: bool, cuts: int = 200) -> Path:
     scenario = {
         "duration_s": 30 * 86400,
