@@ -30,10 +30,16 @@ def check_limiter(settings):
 
 
 def load(fs):
-    """(seq, state, mode) of the newest valid record, or None."""
-    slots = Slots(fs, "/control", "<BB")
-    rec = slots.load()[0]
-    return None if rec is None else (slots.seq, rec[0], rec[1])
+    """(seq, state, mode, event code, control log head) of the newest valid record, or None.
+    A record of the firmware before transition events were kept with it: (seq, state, mode,
+    0, 0)."""
+    for fmt in ("<BBBI", "<BB"):
+        slots = Slots(fs, "/control", fmt)
+        rec = slots.load()[0]
+        if rec is not None:
+            rec = tuple(rec) + (0, 0)
+            return (slots.seq, rec[0], rec[1], rec[2], rec[3])
+    return None
 
 
 def setup(meter, hw):
@@ -48,10 +54,21 @@ def setup(meter, hw):
     ctl.retries = cfg["relay_retries"]
     ctl.ring = [0] * (2 + max(1, cfg["relay_ops_per_min"]))
     close = ctl.state == 1  # Connected
+    # The transition the record commits, if its event is not in the control log: the cut
+    # came between the intent and the event; it is completed now (the relay below).
+    missing = 0
+    if rec and rec[3]:
+        if events.ring(hw.fs, events.CAT_CONTROL).n <= rec[4]:
+            missing = rec[3]
+        unload("ring")
     fb = hw.relay[2]
+    code = -1  # not pulsed
     if fb is None or fb.value() != close:
         code = Relay(ctl.clock, hw.relay, ctl.ring, ctl.retries).switch(close, False)[0]
-        t = meter.clock.now()
+    t = meter.clock.now()
+    if missing and code <= 0:
+        meter.log.log(t, missing)
+    if code >= 0:
         meter.log.log(t, events.RELAY_REASSERTED)
         if code:
             meter.log.log(t, events.RELAY_FAULT)
