@@ -115,22 +115,37 @@ MUTANTS = {
     "none": [],  # the firmware as it is: the same run finds nothing
     "acts before its counter is on flash": [(
         "meter/commands.py",
-        '                with self._fs.open(_PATH, "wb") as f:  # persisted before acting\n',
+        "                self._save(n, dig, 0, 0)  # persisted before acting, with what it is\n",
         '                getattr(self.handler, obj["cmd"], print)(obj.get("args", {}))\n'
-        '                with self._fs.open(_PATH, "wb") as f:\n')],
+        "                self._save(n, dig, 0, 0)\n")],
     "moves the relay before its intent is on flash": [
-        ("meter/transition.py", "        save(ctl)\n        ctl.old = old\n",
+        ("meter/transition.py",
+         "        save(ctl, events.CONTROL + cause * 3 + target)\n        ctl.old = old\n",
          "        ctl.old = old\n"),
         ("meter/transition.py", "    ctl.log.log(ctl.clock.now(), events.CONTROL + cause",
          "    save(ctl)\n    ctl.log.log(ctl.clock.now(), events.CONTROL + cause")],
     "takes a counter file cut at its creation for a lost one": [(
         "meter/commands.py", "            if not d:\n", "            if False:\n")],
+    # issue 18: the intent without its event, so boot cannot complete a transition cut short
+    "keeps the intent without its transition event": [(
+        "meter/transition.py",
+        "        save(ctl, events.CONTROL + cause * 3 + target)\n        ctl.old = old\n",
+        "        save(ctl)\n        ctl.old = old\n")],
+    "keeps the counter without the command's digest": [(
+        "meter/commands.py", "self._save(n, dig, 0, 0)  # persisted",
+        "self._save(n, bytes(16), 0, 0)  #")],
+    "records a command done before it acts": [(
+        "meter/commands.py", "self._save(n, dig, 0, 0)  # persisted",
+        "self._save(n, dig, 1, 0)  #")],
 }
 MUTANT_FINDINGS = {
     "none": None,
     "acts before its counter is on flash": "already acted on",
     "moves the relay before its intent is on flash": "relay already moved",
     "takes a counter file cut at its creation for a lost one": "counter unreadable",
+    "keeps the intent without its transition event": "transition events (with boot's)",
+    "keeps the counter without the command's digest": "without the digest",
+    "records a command done before it acts": "recorded done before",
 }
 
 

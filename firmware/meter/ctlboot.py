@@ -42,6 +42,16 @@ def load(fs):
     return None
 
 
+def missing(fs, rec):
+    """The event of the transition the record rec commits if the control log has nothing
+    after it (the cut came between the intent and its event), else 0."""
+    if not rec or not rec[3]:
+        return 0
+    n = events.ring(fs, events.CAT_CONTROL).n
+    unload("ring")
+    return rec[3] if n <= rec[4] else 0
+
+
 def setup(meter, hw):
     from meter.relay import Relay
 
@@ -54,20 +64,15 @@ def setup(meter, hw):
     ctl.retries = cfg["relay_retries"]
     ctl.ring = [0] * (2 + max(1, cfg["relay_ops_per_min"]))
     close = ctl.state == 1  # Connected
-    # The transition the record commits, if its event is not in the control log: the cut
-    # came between the intent and the event; it is completed now (the relay below).
-    missing = 0
-    if rec and rec[3]:
-        if events.ring(hw.fs, events.CAT_CONTROL).n <= rec[4]:
-            missing = rec[3]
-        unload("ring")
+    # a transition cut short before its event: completed now (the relay below), logged once
+    lost = missing(hw.fs, rec)
     fb = hw.relay[2]
     code = -1  # not pulsed
     if fb is None or fb.value() != close:
         code = Relay(ctl.clock, hw.relay, ctl.ring, ctl.retries).switch(close, False)[0]
     t = meter.clock.now()
-    if missing and code <= 0:
-        meter.log.log(t, missing)
+    if lost and code <= 0:
+        meter.log.log(t, lost)
     if code >= 0:
         meter.log.log(t, events.RELAY_REASSERTED)
         if code:
