@@ -16,7 +16,9 @@ readers, and checked:
   or reordered);
 - the event logs read back without error;
 - with a CommandFeed of signed remote commands: the relay, the control record and the
-  command counter are as last commanded (see ControlChecks below).
+  command counter are as last commanded, the control log has one transition event per state
+  change, and /cmd.ctr names the command it counts and whether it completed (see
+  ControlChecks below).
 
 A sample of cut points is also booted for real (`reboot_from`) to show the firmware runs on.
 """
@@ -212,7 +214,13 @@ def _forget_meter() -> None:
 #   state write had not completed counts as not commanded;
 # - the counter on flash is never below a counter the meter has acted on (persisted before
 #   acting: checked the moment the control is called) or acknowledged, and never lower than
-#   at any earlier cut point (it never goes backwards).
+#   at any earlier cut point (it never goes backwards);
+# - every state change on flash has exactly one transition event, logged or to be logged by
+#   boot (the intent record carries it, meter/ctlboot.py missing()), the last one naming the
+#   persisted state;
+# - /cmd.ctr with the in-flight counter carries that message's digest, and "done" only once
+#   the handler has returned; between commands it holds the last answered command, done,
+#   with the code of its ack.
 
 
 def transitions(fs: Any, rec: Any = None) -> list:
@@ -237,8 +245,8 @@ def read_control_state(fs: Any, default_mode: int = 1) -> dict:
     rec = ctlboot.load(fs)
     state, mode = (rec[1], rec[2]) if rec else (1, default_mode)
     cmds = Commands(fs, "", None, None, None, b"-")  # a key given: /cmd.key unread
-    return {"state": state, "mode": mode, "counter": cmds.last, "outcome": cmds.rec,
-            "transitions": transitions(fs, rec)}
+    return {"state": state, "mode": mode, "counter": cmds.last,
+            "outcome": getattr(cmds, "rec", None), "transitions": transitions(fs, rec)}
 
 
 class _Watched:
@@ -270,7 +278,8 @@ class CommandFeed:
     Control. They are signed by the head-end's code (host_tools/headend.py) with the key the
     scenario provisions (`command_key`). A command whose time has come is delivered at the
     meter's next poll (one per poll), as the link would between its sleeps; one cut short by a
-    power cut is delivered again after the reboot (MQTT QoS 1 redelivers an unacked message).
+    power cut is delivered again, the very same bytes, after the reboot (MQTT QoS 1 redelivers
+    an unacked message).
 
     It also checks, at the first poll of every boot (after boot's relay re-assertion), that
     the relay's contact in the World matches the persisted commanded state."""

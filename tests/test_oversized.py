@@ -52,7 +52,7 @@ def test_oversized_commands_are_dropped_unread_and_acknowledged(mosquitto, mpy_b
 
 @pytest.mark.micropython
 def test_a_command_that_cannot_be_handled_is_acknowledged_not_redelivered(mpy_build):
-    """A poison message: at a 48 KiB heap the command code cannot be loaded (MemoryError
+    """A poison message: at a 49 KiB heap the command code cannot be loaded (MemoryError
     while handling). Before, the link dropped before the PUBACK and the kept session
     redelivered the same command at every reconnect: 7 connections and 1 telemetry message
     in 90 s. Now it is PUBACKed and counted: one connection, telemetry every period, the
@@ -61,7 +61,9 @@ def test_a_command_that_cannot_be_handled_is_acknowledged_not_redelivered(mpy_bu
         "duration_s": 90, "load": [{"at_s": 0, "volts": 240, "amps": 10, "pf": 1.0}],
         "config": {"telemetry_period_s": 10, "control_mode": 2},
         "commands": [{"at_s": 10, "cmd": "disconnect"}, {"at_s": 60, "cmd": "status"}],
-    }), "micropython", heapsize="48k")
+    # (48 KiB until the command record of issue 18 grew the firmware by about 1 KB: there
+    # the link itself then runs out too, and reconnects)
+    }), "micropython", heapsize="49k")
     assert report["commands_delivered"] == 2
     assert report["connections"] == 1
     assert report["telemetry"]["received"]["telemetry"] == 9  # 0, 10 ... 80 s
