@@ -278,17 +278,17 @@ def test_pulses_are_exact_while_the_broker_is_unreachable():
 
 
 @pytest.mark.parametrize("raw, words", [
-    ({"port_commands": [{"at_s": 1, "cmd": "explode"}]}, "port_commands[0].cmd must be one"),
+    ({"port_commands": [{"at_s": 1, "cmd": "explode"}]}, "port_commands[0].cmd: must be one"),
     ({"port_commands": [{"at_s": 1, "cmd": "status"}]}, "one of disconnect, reconnect"),
-    ({"port_commands": [{"cmd": "disconnect"}]}, "needs 'at_s' and 'cmd'"),
-    ({"port_commands": [{"at_s": 1, "cmd": "reconnect", "args": 3}]}, "args must be a JSON"),
-    ({"button": [{"at_s": 1}]}, "needs 'at_s' and 'hold_s'"),
+    ({"port_commands": [{"cmd": "disconnect"}]}, "port_commands[0].at_s: missing"),
+    ({"port_commands": [{"at_s": 1, "cmd": "reconnect", "args": 3}]}, "args: must be a JSON"),
+    ({"button": [{"at_s": 1}]}, "button[0].hold_s: missing"),
     ({"button": [{"at_s": 1, "hold_s": -2}]}, "must not be negative"),
-    ({"config": {"control_mode": 7}}, "config.control_mode must be between 0 and 6"),
-    ({"config": {"load_limit_w": -1}}, "config.load_limit_w must be >= 0"),
-    ({"config": {"load_limiter": {"over_s": -1}}}, "load_limiter.over_s must be a whole"),
+    ({"config": {"control_mode": 7}}, "config.control_mode: must be a whole number from 0 to 6"),
+    ({"config": {"load_limit_w": -1}}, "config.load_limit_w: must not be negative"),
+    ({"config": {"load_limiter": {"over_s": -1}}}, "config.load_limiter.over_s: must be a whole"),
     ({"config": {"load_limiter": {"bogus": 1}}}, "unknown load_limiter key bogus"),
-    ({"faults": {"relay_weld_at_s": "soon"}}, "faults.relay_weld_at_s must be a number"),
+    ({"faults": {"relay_weld_at_s": "soon"}}, "faults.relay_weld_at_s: must be a number"),
 ])
 def test_bad_control_input_is_rejected(raw, words):
     with pytest.raises(sc.ScenarioError, match=words.replace("[", r"\[").replace("]", r"\]")):

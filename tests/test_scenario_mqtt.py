@@ -271,20 +271,21 @@ def test_local_port_commands_still_work():
 
 
 @pytest.mark.parametrize("raw, words", [
-    ({"commands": [{"at_s": 1, "cmd": "explode"}]}, "commands[0].cmd must be one of"),
-    ({"commands": [{"cmd": "status"}]}, "needs 'at_s' and 'cmd'"),
-    ({"commands": [{"at_s": 1, "cmd": "status", "args": []}]}, "args must be a JSON object"),
-    ({"commands": [{"at_s": 1, "cmd": "status", "ttl_s": 1.5}]}, "ttl_s must be a whole"),
-    ({"commands": [{"at_s": 1, "raw": 5}]}, "'raw' is a string"),
-    ({"commands": [{"at_s": 1, "raw": "x", "cmd": "status"}]}, "alone with 'at_s'"),
-    ({"commands": {"at_s": 1}}, "commands must be a list"),
-    ({"network_outages": [{"at_s": 1}]}, "network_outages[0] needs 'at_s' and 'for_s'"),
-    ({"network_outages": [{"at_s": 1, "for_s": -1}]}, "must not be negative"),
-    ({"network_outages": [{"at_s": 1, "for_s": 5, "x": 1}]}, "unknown key 'x'"),
-    ({"network_outages": [{"at_s": 1, "for_s": 5}, {"at_s": 3, "for_s": 1}]}, "not overlap"),
-    ({"broker": "nowhere"}, "broker must be HOST:PORT"),
+    ({"commands": [{"at_s": 1, "cmd": "explode"}]}, "commands[0].cmd: must be one of"),
+    ({"commands": [{"cmd": "status"}]}, "commands[0].at_s: missing"),
+    ({"commands": [{"at_s": 1, "cmd": "status", "args": []}]}, "args: must be a JSON object"),
+    ({"commands": [{"at_s": 1, "cmd": "status", "ttl_s": 1.5}]}, "ttl_s: must be a whole"),
+    ({"commands": [{"at_s": 1, "raw": 5}]}, "commands[0].raw: must be a string"),
+    ({"commands": [{"at_s": 1, "raw": "x", "cmd": "status"}]}, "raw: is sent as it is, alone"),
+    ({"commands": {"at_s": 1}}, "commands: must be a list"),
+    ({"network_outages": [{"at_s": 1}]}, "network_outages[0].for_s: missing"),
+    ({"network_outages": [{"at_s": 1, "for_s": -1}]}, "for_s: must not be negative"),
+    ({"network_outages": [{"at_s": 1, "for_s": 5, "x": 1}]}, "network_outages[0].x: unknown key"),
+    ({"network_outages": [{"at_s": 1, "for_s": 5}, {"at_s": 3, "for_s": 1}]},
+     "network_outages[1]: overlaps network_outages[0]"),
+    ({"broker": "nowhere"}, "broker: must be HOST:PORT"),
     ({"commands": [{"at_s": 1, "cmd": "status"}], "config": {"mqtt_host": "h"}},
-     "set by the run"),
+     "config.mqtt_host: set by the run"),
 ])
 def test_bad_network_input_is_rejected(raw, words):
     with pytest.raises(sc.ScenarioError) as err:
