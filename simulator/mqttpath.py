@@ -266,6 +266,7 @@ class ScenarioNetwork:
     def attach(self, world: Any) -> None:
         self.world = world
         world.on_halt = self.settle
+        world.on_power_cut = self.proxy.power_cut
         proxy = self.proxy
 
         def step() -> None:

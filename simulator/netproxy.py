@@ -150,6 +150,7 @@ class NetProxy:
         self.listener: socket.socket | None = None
         self.sel = selectors.DefaultSelector()
         self.pairs: list[_Pair] = []
+        self.dead: list[socket.socket] = []  # see power_cut()
         self.lock = threading.Condition()
         self.to_meter: list[bytes] = []  # PUBLISH payloads forwarded to the meter
         self.from_meter: dict[str, int] = {}  # topic -> PUBLISH packets forwarded
@@ -173,6 +174,13 @@ class NetProxy:
     def flush(self) -> None:
         """Forward whatever the meter has already written (it is asleep: nothing more comes)."""
         self._do(self._drain_meters)
+
+    def power_cut(self) -> None:
+        """The meter lost power this instant: what it wrote before goes on to the broker,
+        then its connections die with it (the broker sees them drop). Anything its code
+        writes while unwinding from the cut stays unread, as it would on the board: a
+        command it was handling is not acknowledged, so the broker delivers it again."""
+        self._do(self._cut)
 
     def quiet(self) -> bool:
         """Nothing in flight: the proxy has read all the meter wrote, and every request of
@@ -260,6 +268,17 @@ class NetProxy:
     def _drain_meters(self) -> None:
         with self.lock:
             self._drain_locked()
+        for s in self.dead:  # the powerless meter's side of connections cut earlier
+            s.close()
+        self.dead = []
+
+    def _cut(self) -> None:
+        self._drain_meters()
+        for pair in list(self.pairs):
+            self.sel.unregister(pair.down)  # left unread until the meter's process is gone
+            self.dead.append(pair.down)
+            pair.down = pair.up  # _drop closes the broker's side only
+            self._drop(pair)
 
     def _drain_locked(self) -> None:
         for pair in list(self.pairs):

@@ -941,7 +941,7 @@ def read_control(flash_path: str) -> tuple | None:
         from meter.ctlboot import load
 
         rec = load(fs)
-    return rec[1:] if rec else None
+    return rec[1:3] if rec else None
 
 
 def build_report(scenario: dict, raw: dict, flash_path: str, wall_s: float) -> dict:

@@ -348,3 +348,27 @@ def test_cover_open_disconnects_when_configured(enabled):
     else:
         assert names(report) == [] and report["relay_pulses"] == 0
     assert report["relay_closed"]
+
+
+def test_control_record_of_earlier_firmware_is_read(tmp_path):
+    """Issue 18 made the control record (state, mode, transition event, control log head);
+    a meter updated in the field still finds its (state, mode) record: a disconnected
+    consumer stays disconnected across the update."""
+    sc.ensure_paths()
+    from meter import ctlboot
+    from meter.store import Slots
+
+    class DirFS:
+        def open(self, path, mode="r"):
+            return open(tmp_path / path.lstrip("/"), mode)
+
+    fs = DirFS()
+    old = Slots(fs, "/control", "<BB")
+    for state, mode in ((1, 2), (0, 2)):  # the newest: Disconnected
+        old.save(state, mode)
+    assert ctlboot.load(fs) == (2, 0, 2, 0, 0)
+    assert ctlboot.missing(fs, ctlboot.load(fs)) == 0  # no event to complete
+    new = Slots(fs, "/control", "<BBBI")
+    new.seq = 2
+    new.save(1, 2, 151, 0)  # a reconnect's intent, written over the older slot
+    assert ctlboot.load(fs) == (3, 1, 2, 151, 0)

@@ -71,7 +71,8 @@ def hostile_corpus() -> list[dict]:
         ("unknown command", c(21, "open_sesame"), "unknown_command"),
         ("clock unset disconnect", c(21), "clock_unset"),
         ("accepted", good, "ok"),
-        ("replayed", good, "replay"),
+        # (an exact copy gets the recorded answer: tests/test_commands.py, test_storage.py)
+        ("replayed", c(20, issued=NOW - 6), "replay"),  # counter 20 again, other bytes
         ("older counter", c(19), "replay"),
         ("next accepted", c(22, "reconnect"), "ok"),
     ]

@@ -171,12 +171,13 @@ def test_hostile_commands_never_switch_the_relay(runtime, mpy_build):
         signed(51, meter="meter-0002"),  # another meter's
         signed(52, ttl=-10),  # malformed: exp before t
         signed(53, issued=start - 1000, ttl=10),  # expired
-        good,  # replayed (accepted once first)
+        signed(1, issued=start + 4),  # replayed: counter 1 (accepted first), other bytes
         good[:90],  # truncated
         "x" * 1100,  # oversized
         good.replace('"n":1', '"n":"1"'),  # wrong type (and so a bad MAC too)
         signed(54, "self_destruct"),  # unknown command
         "",
+        good,  # an exact copy of the accepted one (its ack lost): its recorded answer
     ]
     report = run(runtime, sc.HEAPSIZE, duration_s=40,
                  config={"control_mode": 2}, command_key=key.hex(),
@@ -186,12 +187,14 @@ def test_hostile_commands_never_switch_the_relay(runtime, mpy_build):
     assert reasons[0] is None and report["acks"][0]["code"] == 0
     assert reasons[1:] == ["bad_mac", "wrong_meter", "malformed", "expired", "replay",
                            "malformed", "too_large", "malformed", "unknown_command",
-                           "malformed"]
+                           "malformed", None]
+    assert [a.get("repeat") for a in report["acks"]] == [None] * 11 + [True]
+    assert report["acks"][-1]["code"] == 0
     assert all(a["mac_ok"] for a in report["acks"])
     # each ack attributed to the message it names ("for"); no counter unless MAC-verified
     assert [a["at_s"] for a in report["acks"]] == [5] + [6 + i for i in range(len(hostile))]
     assert [a["n"] for a in report["acks"]] == [1, None, None, None, 53, 1, None, None, None,
-                                                54, None]
+                                                54, None, 1]
     assert report["relay_pulses"] == 0 and report["relay_closed"]
 
 

@@ -8,6 +8,7 @@
 # unless the MAC verified: a rejection at or before the MAC check carries no counter.
 # The README ("Remote commands", "Wire format") documents the codes and the clock-unset rule.
 import json
+import struct
 from binascii import crc32, hexlify, unhexlify
 from hashlib import sha256
 
@@ -25,7 +26,12 @@ TOO_LARGE = const(9)
 # Their names live host-side (host_tools/headend.py REASONS); some acks add a "reason".
 _KNOWN = (" disconnect reconnect status set_control_mode set_load_limit read_profile"
           " read_events billing_snapshot time_sync set_telemetry_period reboot ")
-_PATH = "/cmd.ctr"  # last accepted counter and its CRC; LittleFS replaces a file atomically
+# The last accepted command: counter, digest (its ack's "for"), done (0 while it is handled),
+# its ack code, CRC32: 26 bytes, inline in LittleFS's metadata, replaced atomically.
+_PATH = "/cmd.ctr"
+_REC = "<I16sBB"
+# A cut short one of these is not run again: a second run would act twice.
+_ONCE = " time_sync billing_snapshot "
 
 
 def hmac_sha256(key, msg, prefix=b""):
@@ -76,6 +82,7 @@ class Commands:
             pass  # not provisioned: every command is denied
         self._key = key if key and len(key) == 32 else None
         self.last = 0  # no counter file: a fresh meter
+        self.rec = None  # the last accepted command's (digest, done, code), if known
         try:
             with fs.open(_PATH, "rb") as f:
                 d = f.read()
@@ -85,10 +92,20 @@ class Commands:
                 # replaces it whole): empty means power went during the very first write,
                 # before anything acted on it.
                 self.last = 0
-            elif d[-8:] == b"%08x" % crc32(d[:-9]):
+            elif len(d) == 26 and struct.unpack("<I", d[22:])[0] == crc32(d[:22]):
+                self.last, dig, done, code = struct.unpack(_REC, d[:22])
+                self.rec = (dig, done, code)
+            elif d[-8:] == b"%08x" % crc32(d[:-9]):  # earlier firmware's: "n crc"
                 self.last = int(d[:-9])
-        except OSError:
+        except (OSError, ValueError):
             pass
+
+    def _save(self, n, dig, done, code):
+        r = struct.pack(_REC, n, dig, done, code)
+        with self._fs.open(_PATH, "wb") as f:
+            f.write(r + struct.pack("<I", crc32(r)))
+        self.last = n
+        self.rec = (dig, done, code)
 
     def check(self, p):
         """(code, counter (None unless the MAC verified), the body if code is 0, else a
@@ -142,19 +159,47 @@ class Commands:
             x = None
             unload("cmdx")
 
+    def _again(self, p, rec):
+        """The very same bytes as the last accepted command (its ack lost, or redelivered
+        after a power cut): (code, extra, body to run again or None). Done: its recorded
+        code, with the supply's state now for a supply command. Cut short: run it again
+        (what it had done already stays done: a second run of a state-setting command
+        changes nothing), unless it would act twice or is out of its time now."""
+        obj = json.loads(p[65:])  # the MAC verified: well-formed
+        cmd = obj["cmd"]
+        if not rec[1]:
+            clock = self._clock
+            if " " + cmd + " " in _ONCE:
+                return TEMPORARY, {"reason": "cut_short"}, None
+            if not clock.valid() and cmd != "status":
+                return TEMPORARY, {"reason": "clock_unset"}, None
+            if clock.valid() and clock.unix() > obj["exp"]:
+                return 6, None, None
+            return 0, None, obj
+        extra = None
+        if getattr(self.handler, cmd, None) is not None:
+            try:
+                extra = self.handler.status({})[1]
+            except Exception:  # noqa: S110 - the recorded code is the answer
+                pass
+        return rec[2], extra, None
+
     def handle(self, p):
         """Verify and run one command (p None: oversized, dropped unread); returns the signed
         ack. Never raises on bad input; a rejected command never reaches the handler."""
         code, n, obj = (TOO_LARGE, None, None) if p is None else self.check(p)
         extra = {"reason": obj} if code and obj else None
-        if code == 0:
+        dig = None if p is None else sha256(p).digest()[:16]
+        rec = self.rec
+        repeat = code == 5 and n == self.last and rec is not None and rec[0] == dig
+        if repeat:
+            code, extra, obj = self._again(p, rec)
+        elif code == 0:
             try:
-                with self._fs.open(_PATH, "wb") as f:  # persisted before acting
-                    f.write(b"%d %08x" % (n, crc32(b"%d" % n)))
-                self.last = n
+                self._save(n, dig, 0, 0)  # persisted before acting, with what it is
             except OSError:
                 code, extra = TEMPORARY, {"reason": "flash"}
-        if code == 0:
+        if code == 0 and obj is not None:
             try:
                 cmd = obj["cmd"]
                 m = getattr(self.handler, cmd, None)
@@ -172,7 +217,11 @@ class Commands:
                     extra["reason"] = "handler_error"
                 except Exception:  # noqa: S110 - no supply control, or no room even for that
                     pass
-        else:
+            try:
+                self._save(n, dig, 1, code)  # done, and how: a redelivery gets this answer
+            except OSError:
+                pass  # the command took effect: its ack says so all the same
+        elif not repeat:
             # Rate limit, so a flood neither wears the flash nor evicts real events from the
             # transaction log: the first rejection is logged; while they go on, the next event
             # comes after 1 h, then 2, 4 ... 24 h (about 5 events the first day, then one a
@@ -193,9 +242,11 @@ class Commands:
                 except OSError:
                     pass
         ack = dict(extra) if extra else {}
+        if repeat:
+            ack["repeat"] = True
         # set last: no handler's extra can stand in for the fields that bind the ack
         ack.update({"v": 2, "id": self._id, "n": n, "code": code, "t": self._clock.unix(),
-                    "for": None if p is None else hexlify(sha256(p).digest()[:16]).decode()})
+                    "for": None if dig is None else hexlify(dig).decode()})
         body = json.dumps(ack).encode()
         key = self._key
         return (hexlify(hmac_sha256(key, body, b"ack ")) if key else b"0" * 64) + b" " + body
