@@ -173,7 +173,7 @@ WHOLE_FIRMWARE = {
     "outages": [{"at_s": 300, "for_s": 20}],
     "commands": [
         {"at_s": 20, "cmd": "set_control_mode", "args": {"mode": 2}},
-        {"at_s": 30, "cmd": "disconnect", "args": {"reason": "unpaid"}},
+        {"at_s": 30, "cmd": "disconnect"},
         {"at_s": 40, "cmd": "reconnect"},
         {"at_s": 200, "cmd": "read_profile", "args": {"newest_first": True}},
         {"at_s": 210, "cmd": "read_events", "args": {"category": "control"}},

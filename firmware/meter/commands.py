@@ -3,6 +3,10 @@
 # Commands are MAC'd over the exact body bytes, acks over b"ack " + body (so an ack never
 # passes as a command). Command body: {"id", "n" (counter), "cmd", "args", "t", "exp"} (Unix
 # s). Checks in order: size, well-formedness, meter id, MAC, counter > last accepted, expiry.
+# Well-formed means canonical (README "Wire format"): lowercase hex MAC, and a body that is
+# byte for byte what canonical() writes of what json.loads read (so both runtimes' parsers
+# take exactly the same bodies: no duplicate key, whitespace, trailing byte, leading zero,
+# escape, float), with every field in its range.
 # Ack body (v 2): {"v", "id", "for", "n", "code", "t"} + extras; "for" binds it to the exact
 # message it answers (the first 16 bytes of SHA-256 of all its bytes, hex), and "n" is null
 # unless the MAC verified: a rejection at or before the MAC check carries no counter.
@@ -14,10 +18,12 @@ from hashlib import sha256
 from micropython import const
 
 from meter import compat
+from meter.clock import MAX_S, METER_EPOCH_UNIX
 from meter.events import CMD_REJECTED
 from meter.store import unload
 
 MAX_SIZE = const(1024)
+MAX_TTL = const(86400)  # exp - t: a command lives a day at most
 TEMPORARY = const(2)
 TOO_LARGE = const(9)
 # Ack codes: 0 success, 1 hardware fault, 2 temporary failure, 3 denied, 4 bad MAC, 5 replay,
@@ -53,6 +59,36 @@ def equal(a, b):
     for i in range(min(len(a), len(b))):
         d |= a[i] ^ b[i]
     return d == 0
+
+
+def _text(v):
+    """A JSON string as the head-end writes it: printable ASCII, no escape (so no " or \\)."""
+    if type(v) is not str:
+        raise ValueError
+    for c in v.encode():
+        if c < 32 or c > 126 or c == 34 or c == 92:
+            raise ValueError
+    return '"' + v + '"'
+
+
+def _value(v):
+    """An argument's value: a string, a whole number within +/-(2^32 - 1), true, false, null."""
+    if type(v) is int and -0xFFFFFFFF <= v <= 0xFFFFFFFF or type(v) is bool or v is None:
+        return json.dumps(v)
+    return _text(v)
+
+
+def canonical(obj):
+    """The one accepted form of a command body (host_tools/headend.py writes it): keys id, n,
+    cmd, args, t, exp in this order, args' keys sorted, no whitespace. Raises on a value
+    outside the grammar; json.dumps cannot be used: MicroPython's keeps no key order."""
+    a = obj["args"]
+    if type(a) is not dict:
+        raise ValueError
+    return ('{"id":%s,"n":%d,"cmd":%s,"args":{%s},"t":%d,"exp":%d}' % (
+        _text(obj["id"]), obj["n"], _text(obj["cmd"]),
+        ",".join([_text(k) + ":" + _value(a[k]) for k in sorted(a)]), obj["t"], obj["exp"]
+    )).encode()
 
 
 class Commands:
@@ -98,25 +134,28 @@ class Commands:
         try:
             if p[64] != 0x20:
                 raise ValueError
-            obj = json.loads(p[65:])
+            body = p[65:]
+            obj = json.loads(body)
             mac = unhexlify(p[:64])
             n = obj["n"]
+            cmd = obj["cmd"]
+            t = obj["t"]
+            e = obj["exp"]
+            # n 1 ... 2^30 - 1; t and exp within the meter's clock (2020-01-01 ... 2053-06-29,
+            # meter/clock.py), t <= exp <= t + 1 day; all whole numbers (type(True) is bool)
+            if (type(n) is not int or type(t) is not int or type(e) is not int
+                    or not 0 < n < 0x40000000 or not 0 <= t - METER_EPOCH_UNIX <= MAX_S
+                    or not t <= e <= t + MAX_TTL or e - METER_EPOCH_UNIX > MAX_S
+                    or hexlify(mac) != p[:64] or canonical(obj) != body):
+                raise ValueError
         except Exception:  # hostile bytes: whatever fails to parse is "malformed"
-            return 7, None, None
-        if type(n) is not int or not 0 < n < 0x40000000:
-            return 7, None, None
-        cmd = obj.get("cmd")
-        t = obj.get("t")
-        e = obj.get("exp")
-        if (type(cmd) is not str or type(obj.get("id")) is not str or type(t) is not int
-                or type(e) is not int or e < t or type(obj.get("args", {})) is not dict):
             return 7, None, None
         # Up to here the counter is only what the sender wrote: no ack may carry it.
         if obj["id"] != self._id:
             return 8, None, None
         if self._key is None:
             return 3, None, "no_key"
-        if not equal(hmac_sha256(self._key, memoryview(p)[65:]), mac):
+        if not equal(hmac_sha256(self._key, body), mac):
             return 4, None, None
         if self.last is None:
             return 1, n, "counter_lost"
