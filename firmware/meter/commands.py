@@ -18,12 +18,13 @@ from hashlib import sha256
 from micropython import const
 
 from meter import compat
-from meter.clock import MAX_S, METER_EPOCH_UNIX
 from meter.events import CMD_REJECTED
 from meter.store import unload
 
 MAX_SIZE = const(1024)
-MAX_TTL = const(86400)  # exp - t: a command lives a day at most
+_T0 = const(1577836800)  # meter/clock.py METER_EPOCH_UNIX (2020-01-01) and MAX_S: the
+_MAX_S = const(0x3EFFFFFF)  # meter's clock range, 2020-01-01 ... 2053-06-29, for t and exp
+_TTL = const(86400)  # exp - t: a command lives a day at most
 TEMPORARY = const(2)
 TOO_LARGE = const(9)
 # Ack codes: 0 success, 1 hardware fault, 2 temporary failure, 3 denied, 4 bad MAC, 5 replay,
@@ -71,13 +72,6 @@ def _text(v):
     return '"' + v + '"'
 
 
-def _value(v):
-    """An argument's value: a string, a whole number within +/-(2^32 - 1), true, false, null."""
-    if type(v) is int and -0xFFFFFFFF <= v <= 0xFFFFFFFF or type(v) is bool or v is None:
-        return json.dumps(v)
-    return _text(v)
-
-
 def canonical(obj):
     """The one accepted form of a command body (host_tools/headend.py writes it): keys id, n,
     cmd, args, t, exp in this order, args' keys sorted, no whitespace. Raises on a value
@@ -85,9 +79,14 @@ def canonical(obj):
     a = obj["args"]
     if type(a) is not dict:
         raise ValueError
+    s = []
+    for k in sorted(a):
+        v = a[k]
+        # a string, a whole number within +/-(2^32 - 1), true, false or null
+        ok = type(v) is int and -0xFFFFFFFF <= v <= 0xFFFFFFFF or type(v) is bool or v is None
+        s.append(_text(k) + ":" + (json.dumps(v) if ok else _text(v)))
     return ('{"id":%s,"n":%d,"cmd":%s,"args":{%s},"t":%d,"exp":%d}' % (
-        _text(obj["id"]), obj["n"], _text(obj["cmd"]),
-        ",".join([_text(k) + ":" + _value(a[k]) for k in sorted(a)]), obj["t"], obj["exp"]
+        _text(obj["id"]), obj["n"], _text(obj["cmd"]), ",".join(s), obj["t"], obj["exp"]
     )).encode()
 
 
@@ -144,8 +143,8 @@ class Commands:
             # n 1 ... 2^30 - 1; t and exp within the meter's clock (2020-01-01 ... 2053-06-29,
             # meter/clock.py), t <= exp <= t + 1 day; all whole numbers (type(True) is bool)
             if (type(n) is not int or type(t) is not int or type(e) is not int
-                    or not 0 < n < 0x40000000 or not 0 <= t - METER_EPOCH_UNIX <= MAX_S
-                    or not t <= e <= t + MAX_TTL or e - METER_EPOCH_UNIX > MAX_S
+                    or not 0 < n < 0x40000000 or not 0 <= t - _T0 <= _MAX_S
+                    or not t <= e <= t + _TTL or e - _T0 > _MAX_S
                     or hexlify(mac) != p[:64] or canonical(obj) != body):
                 raise ValueError
         except Exception:  # hostile bytes: whatever fails to parse is "malformed"
@@ -197,8 +196,12 @@ class Commands:
             try:
                 cmd = obj["cmd"]
                 m = getattr(self.handler, cmd, None)
-                if m is not None:
-                    code, extra = m(obj.get("args", {}))
+                args = obj["args"]
+                if args and cmd in ("disconnect", "reconnect", "status"):
+                    # none takes an argument (checked here, not in the resident control: RAM)
+                    code, extra = 250, {"reason": "bad args: unknown argument " + list(args)[0]}
+                elif m is not None:
+                    code, extra = m(args)
                     if type(code) is not int or not (extra is None or type(extra) is dict):
                         raise TypeError
                 elif cmd != "status":

@@ -18,13 +18,6 @@ _MANUAL = const(1)
 _COVER_OPEN = const(140)  # = meter.events.COVER_OPEN (its own log, never overwritten)
 
 
-def _no_args(args):
-    """None, or the refusal (250) of the first argument given: nothing is done."""
-    for k in args or ():
-        return 250, "bad args: unknown argument " + str(k)
-    return None
-
-
 class Control:
     def __init__(self, state, mode, relay, log, clock, fs=None):
         """state, mode: as persisted (meter/ctlboot.py restores them at boot).
@@ -57,15 +50,14 @@ class Control:
         return 3, "unknown command"
 
     # The MQTT command handler's methods (meter/commands.py): (code, extra for the ack).
-    # None of them takes an argument: any is refused first (meter/cmdx.py only()).
     def disconnect(self, args):
-        return self._ack(_no_args(args) or self.remote("disconnect"))
+        return self._ack(self.remote("disconnect"))
 
     def reconnect(self, args):
-        return self._ack(_no_args(args) or self.remote("reconnect"))
+        return self._ack(self.remote("reconnect"))
 
     def status(self, args):
-        return self._ack(_no_args(args) or (0, None))
+        return self._ack((0, None))
 
     def _ack(self, result):
         code, reason = result
