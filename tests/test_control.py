@@ -124,10 +124,13 @@ def test_transition_table_and_driver_on_micropython(mpy_build):
 def test_remote_disconnect_and_reconnect(board):
     report = run(board=board, config={"control_mode": 2}, commands=[
         {"at_s": 100, "cmd": "disconnect"}, {"at_s": 300, "cmd": "reconnect"},
-        {"at_s": 500, "cmd": "disconnect", "args": {"reason": "unpaid"}}])
-    assert codes(report) == [(0, "ok")] * 3
-    assert [(a["state"], a["output"]) for a in report["acks"]] == [(0, False), (1, True),
-                                                                  (0, False)]
+        {"at_s": 400, "cmd": "disconnect", "args": {"reason": "unpaid"}},
+        {"at_s": 500, "cmd": "disconnect"}])
+    # none of them takes an argument: one given is refused, the relay left alone (issue 18)
+    assert codes(report) == [(0, "ok"), (0, "ok"), (250, "bad args: unknown argument reason"),
+                             (0, "ok")]
+    assert [(a.get("state"), a.get("output")) for a in report["acks"]] == [
+        (0, False), (1, True), (None, None), (0, False)]
     assert names(report) == ["control_remote_disconnected", "control_remote_connected",
                              "control_remote_disconnected"]
     assert report["relay_operations"] == 3 and report["relay_pulses"] == 3

@@ -32,7 +32,7 @@ def run(runtime="cpython", heapsize=sc.HEAPSIZE, **keys):
 def mode_scenario(mode: int) -> dict:
     return dict(
         duration_s=45, config={"control_mode": mode, "telemetry_period_s": 10},
-        commands=[{"at_s": 10, "cmd": "disconnect", "args": {"reason": "unpaid"}},
+        commands=[{"at_s": 10, "cmd": "disconnect"},
                   {"at_s": 20, "cmd": "reconnect"}, {"at_s": 40, "cmd": "status"}],
         button=[{"at_s": 30, "hold_s": 4}] if mode in ARMING_MODES else [])
 

@@ -3,6 +3,10 @@
 # Commands are MAC'd over the exact body bytes, acks over b"ack " + body (so an ack never
 # passes as a command). Command body: {"id", "n" (counter), "cmd", "args", "t", "exp"} (Unix
 # s). Checks in order: size, well-formedness, meter id, MAC, counter > last accepted, expiry.
+# Well-formed means canonical (README "Wire format"): lowercase hex MAC, and a body that is
+# byte for byte what canonical() writes of what json.loads read (so both runtimes' parsers
+# take exactly the same bodies: no duplicate key, whitespace, trailing byte, leading zero,
+# escape, float), with every field in its range.
 # Ack body (v 2): {"v", "id", "for", "n", "code", "t"} + extras; "for" binds it to the exact
 # message it answers (the first 16 bytes of SHA-256 of all its bytes, hex), and "n" is null
 # unless the MAC verified: a rejection at or before the MAC check carries no counter.
@@ -19,6 +23,9 @@ from meter.events import CMD_REJECTED
 from meter.store import unload
 
 MAX_SIZE = const(1024)
+_T0 = const(1577836800)  # meter/clock.py METER_EPOCH_UNIX (2020-01-01) and MAX_S: the
+_MAX_S = const(0x3EFFFFFF)  # meter's clock range, 2020-01-01 ... 2053-06-29, for t and exp
+_TTL = const(86400)  # exp - t: a command lives a day at most
 TEMPORARY = const(2)
 TOO_LARGE = const(9)
 # Ack codes: 0 success, 1 hardware fault, 2 temporary failure, 3 denied, 4 bad MAC, 5 replay,
@@ -59,6 +66,34 @@ def equal(a, b):
     for i in range(min(len(a), len(b))):
         d |= a[i] ^ b[i]
     return d == 0
+
+
+def _text(v):
+    """A JSON string as the head-end writes it: printable ASCII, no escape (so no " or \\)."""
+    if type(v) is not str:
+        raise ValueError
+    for c in v.encode():
+        if c < 32 or c > 126 or c == 34 or c == 92:
+            raise ValueError
+    return '"' + v + '"'
+
+
+def canonical(obj):
+    """The one accepted form of a command body (host_tools/headend.py writes it): keys id, n,
+    cmd, args, t, exp in this order, args' keys sorted, no whitespace. Raises on a value
+    outside the grammar; json.dumps cannot be used: MicroPython's keeps no key order."""
+    a = obj["args"]
+    if type(a) is not dict:
+        raise ValueError
+    s = []
+    for k in sorted(a):
+        v = a[k]
+        # a string, a whole number within +/-(2^32 - 1), true, false or null
+        ok = type(v) is int and -0xFFFFFFFF <= v <= 0xFFFFFFFF or type(v) is bool or v is None
+        s.append(_text(k) + ":" + (json.dumps(v) if ok else _text(v)))
+    return ('{"id":%s,"n":%d,"cmd":%s,"args":{%s},"t":%d,"exp":%d}' % (
+        _text(obj["id"]), obj["n"], _text(obj["cmd"]), ",".join(s), obj["t"], obj["exp"]
+    )).encode()
 
 
 class Commands:
@@ -115,25 +150,28 @@ class Commands:
         try:
             if p[64] != 0x20:
                 raise ValueError
-            obj = json.loads(p[65:])
+            body = p[65:]
+            obj = json.loads(body)
             mac = unhexlify(p[:64])
             n = obj["n"]
+            cmd = obj["cmd"]
+            t = obj["t"]
+            e = obj["exp"]
+            # n 1 ... 2^30 - 1; t and exp within the meter's clock (2020-01-01 ... 2053-06-29,
+            # meter/clock.py), t <= exp <= t + 1 day; all whole numbers (type(True) is bool)
+            if (type(n) is not int or type(t) is not int or type(e) is not int
+                    or not 0 < n < 0x40000000 or not 0 <= t - _T0 <= _MAX_S
+                    or not t <= e <= t + _TTL or e - _T0 > _MAX_S
+                    or hexlify(mac) != p[:64] or canonical(obj) != body):
+                raise ValueError
         except Exception:  # hostile bytes: whatever fails to parse is "malformed"
-            return 7, None, None
-        if type(n) is not int or not 0 < n < 0x40000000:
-            return 7, None, None
-        cmd = obj.get("cmd")
-        t = obj.get("t")
-        e = obj.get("exp")
-        if (type(cmd) is not str or type(obj.get("id")) is not str or type(t) is not int
-                or type(e) is not int or e < t or type(obj.get("args", {})) is not dict):
             return 7, None, None
         # Up to here the counter is only what the sender wrote: no ack may carry it.
         if obj["id"] != self._id:
             return 8, None, None
         if self._key is None:
             return 3, None, "no_key"
-        if not equal(hmac_sha256(self._key, memoryview(p)[65:]), mac):
+        if not equal(hmac_sha256(self._key, body), mac):
             return 4, None, None
         if self.last is None:
             return 1, n, "counter_lost"
@@ -203,8 +241,12 @@ class Commands:
             try:
                 cmd = obj["cmd"]
                 m = getattr(self.handler, cmd, None)
-                if m is not None:
-                    code, extra = m(obj.get("args", {}))
+                args = obj["args"]
+                if args and cmd in ("disconnect", "reconnect", "status"):
+                    # none takes an argument (checked here, not in the resident control: RAM)
+                    code, extra = 250, {"reason": "bad args: unknown argument " + list(args)[0]}
+                elif m is not None:
+                    code, extra = m(args)
                     if type(code) is not int or not (extra is None or type(extra) is dict):
                         raise TypeError
                 elif cmd != "status":

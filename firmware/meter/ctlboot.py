@@ -2,10 +2,12 @@
 # against them (pulse only if it is elsewhere; without feedback re-assert once), and wire
 # the button, the command port and the load limiter. Runs once, then unloads itself.
 from meter import events
+from meter.clock import MAX_S
 from meter.control import Control
 from meter.store import Slots, unload  # Slots: /control.a|b, written by meter/transition.py
 
-# config "load_limiter": {key: whole number >= 0}; anything else is refused.
+# config "load_limiter": {key: whole number 0 ... 2^24 (194 days in s: timers stay small ints),
+# emergency_at 0 ... MAX_S (meter seconds)}; anything else is refused.
 LIMITER = {
     "emergency_w": 0,  # the emergency profile's threshold
     "emergency_at": 0,  # meter seconds it starts (0: no profile)
@@ -24,8 +26,9 @@ def check_limiter(settings):
         value = settings[key]
         if key not in LIMITER:
             return "unknown load_limiter key " + key
-        if type(value) is not int or value < 0:
-            return "load_limiter." + key + " must be a whole number >= 0"
+        hi = MAX_S if key == "emergency_at" else 0x1000000
+        if type(value) is not int or not 0 <= value <= hi:
+            return "load_limiter.%s must be a whole number 0-%d" % (key, hi)
     return None
 
 
