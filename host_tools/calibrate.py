@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+FLASH_BLOCKS = 64  # the data flash image's 4 KiB blocks (simulator/device/runner.py)
 
 # IEC 62053-21 class 1 rows: (fraction of Ib low, high, PF, lead, limit %).
 CLASS1_ROWS = [
@@ -168,6 +169,31 @@ def calibrate_world(world) -> dict:
     return cal
 
 
+def _input_problem(args: argparse.Namespace) -> str | None:
+    """None, or one line on what is wrong with --chip (the scenario schema's `chip`: the
+    same keys and ranges) or --flash (a data flash image, or a new file in a folder that
+    exists; never a file of some other size, which calibrating would overwrite)."""
+    from simulator.device.flash import BLOCK_SIZE
+    from simulator.scenario import CHIP_SCHEMA, Obj, ScenarioError
+
+    try:
+        errors = json.loads(args.chip)
+    except ValueError as exc:
+        where = f" at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        return f"--chip: not valid JSON{where} (give e.g. '{{\"u_gain_error\": 0.04}}')"
+    try:
+        Obj(CHIP_SCHEMA).check(errors, "--chip", {})
+    except ScenarioError as exc:
+        return str(exc)
+    if args.flash:
+        path, size = Path(args.flash), FLASH_BLOCKS * BLOCK_SIZE
+        if not path.parent.is_dir():
+            return f"--flash: {path}: the folder {path.parent} does not exist"
+        if path.exists() and (not path.is_file() or path.stat().st_size != size):
+            return f"--flash: {path}: not a {size}-byte flash image (left as it is)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=".venv/bin/python -m host_tools.calibrate",
                                      description=__doc__.split("\n\n")[0])
@@ -182,17 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _paths()
     from simulator.device.atm90e26_emu import Atm90e26
-    from simulator.scenario import CHIP_KEYS, ScenarioError, _number
-
-    try:
-        errors = json.loads(args.chip)
-        if not isinstance(errors, dict) or set(errors) - CHIP_KEYS:
-            raise ScenarioError(f"--chip takes an object with keys {sorted(CHIP_KEYS)}")
-        for key, value in errors.items():
-            _number(value, key, None)
-    except (ValueError, ScenarioError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    problem = _input_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
+    errors = json.loads(args.chip)
     if args.ic == "ade7953":
         from simulator.device.ade7953_emu import Ade7953
 
@@ -218,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             from simulator.device.flash import FlashChip
             from simulator.device.shim import Partition
 
-            chip = FlashChip(args.flash, 64)
+            chip = FlashChip(args.flash, FLASH_BLOCKS)
             data = Partition(chip, "meterdata")  # the LittleFS partition of the data flash
             try:
                 try:

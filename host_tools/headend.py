@@ -71,9 +71,12 @@ def mac(key: bytes, body: bytes, prefix: bytes = b"") -> bytes:
 
 def encode_command(key: bytes, meter_id: str, counter: int, cmd: str, args: dict | None = None,
                    issued: int | None = None, ttl_s: int = 300) -> bytes:
-    """The wire form of one command: hex HMAC, a space, the JSON body it covers."""
+    """The wire form of one command: hex HMAC, a space, the JSON body it covers, in the one
+    form the meter takes (README "Wire format": this key order, args' keys sorted, no
+    whitespace)."""
     issued = int(time.time()) if issued is None else issued
-    body = json.dumps({"id": meter_id, "n": counter, "cmd": cmd, "args": args or {},
+    args = dict(sorted((args or {}).items()))
+    body = json.dumps({"id": meter_id, "n": counter, "cmd": cmd, "args": args,
                        "t": issued, "exp": issued + ttl_s}, separators=(",", ":")).encode()
     return mac(key, body).hex().encode() + b" " + body
 

@@ -8,6 +8,9 @@ Command latency: the firmware on MicroPython (64 KiB heap), paced to real time, 
 a real mosquitto; 100 signed commands, each sent at a random phase of the meter's 1 s duty
 cycle, timed from the head-end's publish to the meter's signed ack arriving back (an upper
 bound of "command reaches the meter" to "handler called": it adds two loopback broker hops).
+
+Flood hold-up (issue 18): 2,000 forged commands at QoS 1, then a genuine one; how long after
+its publish its ack comes, on each runtime, the firmware paced to real time (see flood_holdup).
 """
 
 from __future__ import annotations
@@ -159,6 +162,8 @@ def main() -> int:
     poll_cost()
     print_wear()
     command_latency()
+    for runtime in sc.RUNTIMES:
+        flood_holdup(2000, runtime)
     heap_floor()
     return 0
 
@@ -173,7 +178,7 @@ WHOLE_FIRMWARE = {
     "outages": [{"at_s": 300, "for_s": 20}],
     "commands": [
         {"at_s": 20, "cmd": "set_control_mode", "args": {"mode": 2}},
-        {"at_s": 30, "cmd": "disconnect", "args": {"reason": "unpaid"}},
+        {"at_s": 30, "cmd": "disconnect"},
         {"at_s": 40, "cmd": "reconnect"},
         {"at_s": 200, "cmd": "read_profile", "args": {"newest_first": True}},
         {"at_s": 210, "cmd": "read_events", "args": {"category": "control"}},
@@ -316,6 +321,115 @@ def command_latency(count: int = 100, runtime: str = "micropython") -> list[floa
           f"p50 {cuts[49] * 1000:.0f} ms, p99 {cuts[98] * 1000:.0f} ms, "
           f"max {max(latencies) * 1000:.0f} ms")
     return latencies
+
+
+def flood_holdup(flood: int = 2000, runtime: str = "micropython",
+                 queue: int | None = None) -> float | None:
+    """How long a genuine command waits behind a flood (issue 18): `flood` forged commands
+    (well-formed, the meter's id, a wrong MAC: the dearest rejection, HMAC included) published
+    at QoS 1 as fast as the broker takes them, then one genuine `status`; seconds from its
+    publish to its ack, the firmware paced to real time through a fresh mosquitto (its queue
+    for the meter's session: max_queued_messages `queue`, mosquitto's 1000 when None). Also
+    the meter's rate of draining rejections and how many the broker dropped."""
+    import paho.mqtt.client as mqtt
+
+    from host_tools.headend import decode_ack, encode_command
+    from simulator.mqttpath import Mosquitto, plain_conf
+
+    def conf(port: int) -> str:
+        extra = "" if queue is None else f"max_queued_messages {queue}\n"
+        return plain_conf(port) + extra
+
+    broker = Mosquitto(conf)
+    port = broker.port
+    key = bytes(random.randrange(256) for _ in range(32))
+    meter = "bench-meter"
+    got: dict[str, float] = {}
+    rejected = []
+    online = threading.Event()
+    try:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-flooder")
+        client.max_queued_messages_set(0)
+        client.max_inflight_messages_set(0)  # paho: no window of its own
+
+        def on_message(_c, _u, msg):
+            if msg.topic.endswith("/status"):
+                if msg.payload == b"online":
+                    online.set()
+                return
+            ack = decode_ack(key, msg.payload)
+            if ack is None:
+                return
+            if ack.get("code") == 0:
+                got.setdefault("genuine", time.monotonic())
+            else:
+                rejected.append(time.monotonic())
+
+        client.on_message = on_message
+        client.connect("127.0.0.1", port)
+        client.subscribe([(f"meters/{meter}/ack", 1), (f"meters/{meter}/status", 1)])
+        client.loop_start()
+        scenario = sc.normalise({
+            "duration_s": 600, "load": [{"at_s": 0, "volts": 240, "amps": 5, "pf": 1.0}],
+            "config": {"meter_id": meter, "mqtt_host": "127.0.0.1", "mqtt_port": port,
+                       "telemetry_period_s": 60},
+            "command_key": key.hex(),
+        })
+        started = time.monotonic()
+        stop = threading.Event()
+
+        def pace(now_ms: int) -> None:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            ahead = now_ms / 1000 - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+
+        def run() -> None:
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    if runtime == "cpython":
+                        sc.run_cpython(scenario, str(Path(tmp) / "f.img"), None, on_tick=pace)
+                    else:
+                        sc.run_micropython(scenario, str(Path(tmp) / "f.img"), None,
+                                           sc.HEAPSIZE, on_tick=pace)
+                except KeyboardInterrupt:
+                    pass
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        if not online.wait(30):
+            print("  flood: the meter did not come online")
+            return None
+        time.sleep(2)
+        forged = bytes(32)
+        t0 = time.monotonic()
+        infos = [client.publish(f"meters/{meter}/cmd", encode_command(forged, meter, 5 + i,
+                                                                     "disconnect"), qos=1)
+                 for i in range(flood)]
+        for info in infos:
+            info.wait_for_publish(60)
+        sent = time.monotonic()
+        client.publish(f"meters/{meter}/cmd", encode_command(key, meter, 1, "status"), qos=1)
+        while "genuine" not in got and time.monotonic() - sent < 300:
+            time.sleep(0.01)
+        time.sleep(1)
+        stop.set()
+        thread.join(30)
+        client.loop_stop()
+        client.disconnect()
+    finally:
+        broker.stop()
+    n = len(rejected)
+    rate = (n - 1) / (rejected[-1] - rejected[0]) if n > 1 else 0.0
+    where = f"max_queued_messages {queue}" if queue is not None else "mosquitto's defaults"
+    held = got.get("genuine")
+    print(f"  flood of {flood} forged commands (published in {sent - t0:.1f} s) on {runtime}, "
+          f"{where}: {n} rejected ({flood - n} dropped by the broker), drained at "
+          f"{rate:.0f}/s; the genuine command after it "
+          + (f"answered {held - sent:.1f} s after its publish" if held else
+             "NOT answered within 300 s"))
+    return None if held is None else held - sent
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ readers, and checked:
   or reordered);
 - the event logs read back without error;
 - with a CommandFeed of signed remote commands: the relay, the control record and the
-  command counter are as last commanded (see ControlChecks below).
+  command counter are as last commanded, the control log has one transition event per state
+  change, and /cmd.ctr names the command it counts and whether it completed (see
+  ControlChecks below).
 
 A sample of cut points is also booted for real (`reboot_from`) to show the firmware runs on.
 """
@@ -212,20 +214,39 @@ def _forget_meter() -> None:
 #   state write had not completed counts as not commanded;
 # - the counter on flash is never below a counter the meter has acted on (persisted before
 #   acting: checked the moment the control is called) or acknowledged, and never lower than
-#   at any earlier cut point (it never goes backwards).
+#   at any earlier cut point (it never goes backwards);
+# - every state change on flash has exactly one transition event, logged or to be logged by
+#   boot (the intent record carries it, meter/ctlboot.py missing()), the last one naming the
+#   persisted state;
+# - /cmd.ctr with the in-flight counter carries that message's digest, and "done" only once
+#   the handler has returned; between commands it holds the last answered command, done,
+#   with the code of its ack.
+
+
+def transitions(fs: Any, rec: Any = None) -> list:
+    """The supply-control transition events (CONTROL + cause * 3 + state) on this image in
+    order, with the one boot would log for a transition cut short (meter/ctlboot.py)."""
+    from meter import ctlboot, events, maint
+
+    codes = [c for _s, _t, c in sorted(maint.all_events(fs))
+             if events.CONTROL <= c < events.RELAY_FAULT]
+    lost = ctlboot.missing(fs, ctlboot.load(fs) if rec is None else rec)
+    return codes + [lost] if lost else codes
 
 
 def read_control_state(fs: Any, default_mode: int = 1) -> dict:
     """What boot restores of supply control and the command counter on this image, read with
     the firmware's own readers: meter/ctlboot.py's slot reader (no record: Connected, the
-    configured mode) and meter/commands.py's counter reader (None: unreadable)."""
+    configured mode), meter/commands.py's counter reader (None: unreadable) and the last
+    accepted command's record (digest, done, ack code), and the transition events."""
     from meter import ctlboot
     from meter.commands import Commands
 
     rec = ctlboot.load(fs)
     state, mode = (rec[1], rec[2]) if rec else (1, default_mode)
-    counter = Commands(fs, "", None, None, None, b"-").last  # a key given: /cmd.key unread
-    return {"state": state, "mode": mode, "counter": counter}
+    cmds = Commands(fs, "", None, None, None, b"-")  # a key given: /cmd.key unread
+    return {"state": state, "mode": mode, "counter": cmds.last,
+            "outcome": getattr(cmds, "rec", None), "transitions": transitions(fs, rec)}
 
 
 class _Watched:
@@ -243,7 +264,9 @@ class _Watched:
 
         def act(args: dict) -> Any:
             self._acting()
-            return method(args)
+            result = method(args)
+            self._acting(True)
+            return result
 
         return act
 
@@ -255,7 +278,8 @@ class CommandFeed:
     Control. They are signed by the head-end's code (host_tools/headend.py) with the key the
     scenario provisions (`command_key`). A command whose time has come is delivered at the
     meter's next poll (one per poll), as the link would between its sleeps; one cut short by a
-    power cut is delivered again after the reboot (MQTT QoS 1 redelivers an unacked message).
+    power cut is delivered again, the very same bytes, after the reboot (MQTT QoS 1 redelivers
+    an unacked message).
 
     It also checks, at the first poll of every boot (after boot's relay re-assertion), that
     the relay's contact in the World matches the persisted commanded state."""
@@ -277,6 +301,10 @@ class CommandFeed:
         self.commanded = (1, default_mode)  # (state, mode) as last acked
         self.used = 0  # highest counter the meter acted on or acked
         self.in_flight: int | None = None
+        self.digest = b""  # the in-flight message's (its ack's "for")
+        self.acted = False  # its handler has returned
+        self.outcome: tuple | None = None  # (n, digest, code) of the last command answered
+        # by the handler: what /cmd.ctr must hold between commands
         self.on_done: Any = None  # callable(previous (state, mode), new) after each command
 
     def attach(self, world: Any) -> None:
@@ -313,8 +341,7 @@ class CommandFeed:
             self.booted = True
             self.check_boot(ctl, meter)
         if self.due:
-            n, cmd = self.due.pop(0)
-            self.deliver(ctl, meter, n, cmd)
+            self.deliver(ctl, meter, *self.due.pop(0))
 
     def check_boot(self, ctl: Any, meter: Any) -> None:
         from meter import ctlboot
@@ -331,10 +358,14 @@ class CommandFeed:
     def publish(self, topic: Any, msg: bytes, *more: Any) -> None:  # the link's MQTT client
         self.ack = bytes(msg)
 
-    def _acting(self) -> None:
+    def _acting(self, returned: bool = False) -> None:
         self.used = max(self.used, self.in_flight or 0)
+        self.acted = returned
 
-    def deliver(self, ctl: Any, meter: Any, n: int, cmd: str) -> None:
+    def deliver(self, ctl: Any, meter: Any, n: int, cmd: str, msg: bytes = b"") -> None:
+        """msg: the very bytes delivered before, when the broker delivers them again."""
+        import hashlib
+
         from host_tools.headend import decode_ack, encode_command
 
         world = self.world
@@ -344,14 +375,17 @@ class CommandFeed:
             self.link = Link(meter.cfg, meter.clock, None, meter.hw.fs, meter.log)
             self.link.client = self
         self.link.handler = _Watched(ctl, self._acting)
-        msg = encode_command(self.key, meter.cfg["meter_id"], n, cmd, issued=world.now_unix())
+        msg = msg or encode_command(self.key, meter.cfg["meter_id"], n, cmd,
+                                    issued=world.now_unix())
         first = world.flash.ops + 1
         self.in_flight = n
+        self.digest = hashlib.sha256(msg).digest()[:16]
+        self.acted = False
         self.ack = None
         try:
             self.link._received(b"cmd", msg)
         except BaseException:
-            self.due.insert(0, (n, cmd))  # the broker delivers it again after the reboot
+            self.due.insert(0, (n, cmd, msg))  # the broker delivers it again after the reboot
             self.in_flight = None
             raise
         finally:
@@ -366,6 +400,8 @@ class CommandFeed:
             self.used = max(self.used, n)
             if "state" in ack:
                 self.commanded = (ack["state"], ack["mode"])
+        if ack is not None and "state" in ack:  # the handler's answer (or its record's)
+            self.outcome = (n, self.digest, ack["code"])
             if world.relays[0].closed != (self.commanded[0] == 1):
                 self.failures.append(f"command {n} at {t_s} s: acked state "
                                      f"{self.commanded[0]}, relay closed="
@@ -385,6 +421,8 @@ class ControlChecks:
         self.in_command = 0  # of which while a command was being handled
         self.open = 0  # of which with the relay commanded open
         self.counter_max = 0
+        self.state = 1  # the persisted state at the last cut point
+        self.changes = 0  # state changes on flash so far: each must have its one event
         self.window: list[tuple] = []  # (cut, (state, mode)) while a command is handled
         feed.on_done = self.command_done
 
@@ -411,6 +449,8 @@ class ControlChecks:
                 self.failures.append(f"cut {cut}: counter went back from {self.counter_max} "
                                      f"to {counter}")
             self.counter_max = max(self.counter_max, counter)
+        self._events(cut, got)
+        self._outcome(cut, got)
         pair = (got["state"], got["mode"])
         closed = feed.world.relays[0].closed  # the contact as the cut would leave it
         if feed.in_flight is not None:
@@ -425,6 +465,41 @@ class ControlChecks:
                                      f"state {feed.commanded[0]}")
         if feed.commanded[0] != 1:
             self.open += 1
+
+    def _events(self, cut: int, got: dict) -> None:
+        """Every state change on flash has exactly one transition event (logged, or logged
+        by boot for one cut short), and the last one names the persisted state."""
+        if got["state"] != self.state:
+            self.changes += 1
+            self.state = got["state"]
+        codes = got["transitions"]
+        if len(codes) != self.changes:
+            self.failures.append(f"cut {cut}: {len(codes)} transition events (with boot's) "
+                                 f"for {self.changes} state changes on flash: {codes}")
+        elif codes and (codes[-1] - 150) % 3 != got["state"]:
+            self.failures.append(f"cut {cut}: the last transition event {codes[-1]} is not "
+                                 f"to the persisted state {got['state']}")
+
+    def _outcome(self, cut: int, got: dict) -> None:
+        """/cmd.ctr names the command it counts and says whether it completed."""
+        feed = self.feed
+        rec = got["outcome"]
+        counter = got["counter"]
+        last = feed.outcome
+        if (feed.in_flight is not None and counter == feed.in_flight
+                and not (last and (counter, rec) == (last[0], (last[1], 1, last[2])))):
+            # (the record of an earlier command with that counter stays: a replay)
+            if rec is None or rec[0] != feed.digest:
+                self.failures.append(f"cut {cut}: counter {counter} on flash without the "
+                                     f"digest of the command it counts: {rec}")
+            elif rec[1] and not feed.acted:
+                self.failures.append(f"cut {cut}: command {counter} recorded done before "
+                                     f"its handler returned")
+        elif feed.in_flight is None and feed.outcome is not None:
+            n, digest, code = feed.outcome
+            if (counter, rec) != (n, (digest, 1, code)):
+                self.failures.append(f"cut {cut}: /cmd.ctr holds {counter} {rec}, the last "
+                                     f"command answered was {n} code {code}")
 
     def command_done(self, before: tuple, after: tuple) -> None:
         seen_new = False

@@ -3,6 +3,8 @@ process (real MicroPython), restarting that process at every power cut."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
 import subprocess
 from collections.abc import Callable
@@ -22,40 +24,50 @@ class DeviceServer:
         self.env = env
 
     def run(self) -> None:
-        """Boot the device again and again until the scenario is over."""
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        port = listener.getsockname()[1]
-        try:
-            while True:
-                proc = subprocess.Popen(self.command(port), env=self.env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True)
-                try:
-                    listener.settimeout(30)
-                    conn, _ = listener.accept()
-                except OSError:
-                    proc.kill()
-                    out = proc.communicate()[0]
-                    raise RuntimeError(
-                        f"the device process did not connect:\n{out[-3000:]}") from None
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                try:
-                    with conn:
+        """Boot the device again and again until the scenario is over.
+
+        Each boot gets one end of a fresh socket pair, inherited as a file descriptor: the
+        wire has no port, so nothing else on the machine can reach it. The device process
+        runs in a session of its own, so a terminal's Ctrl-C (sent to the whole foreground
+        process group) reaches only the host, which then ends it; the device also ends by
+        itself at its next wire call once the host's end is closed (the host is gone)."""
+        while True:
+            conn, device_end = socket.socketpair()
+            try:
+                with conn:
+                    try:
+                        proc = subprocess.Popen(
+                            self.command(device_end.fileno()), env=self.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            pass_fds=(device_end.fileno(),), start_new_session=True)
+                    finally:
+                        device_end.close()
+                    served = False
+                    try:
                         self.serve(conn)
-                finally:
-                    proc.kill()  # power is gone: the process dies wherever it is
-                    out = proc.communicate()[0]
-                world = self.world
-                if world.finished or (world.ending and not world.powered):
-                    break
-                if world.powered and not world.reset_requested:
-                    # The firmware stopped on its own (a crash): that is a failed run.
-                    raise RuntimeError(f"the firmware exited by itself:\n{out[-3000:]}")
-                world.power_restored()
-        finally:
-            listener.close()
+                        served = True
+                    finally:
+                        conn.close()  # the device's next wire call sees the power gone
+                        if served and self._crashed():
+                            # it closed its end of the wire: let it finish saying why
+                            with contextlib.suppress(subprocess.TimeoutExpired):
+                                proc.wait(5)
+                        proc.kill()  # power is gone: the process dies wherever it is
+                        out = proc.communicate()[0]
+            finally:
+                device_end.close()
+            world = self.world
+            if world.finished or (world.ending and not world.powered):
+                break
+            if self._crashed():
+                # The firmware stopped on its own (a crash): that is a failed run.
+                raise RuntimeError(device_failure(out, proc.returncode))
+            world.power_restored()
+
+    def _crashed(self) -> bool:
+        world = self.world
+        return not (world.finished or (world.ending and not world.powered)) and (
+            world.powered and not world.reset_requested)
 
     def serve(self, conn: socket.socket) -> None:
         recv = conn.recv_into
@@ -82,7 +94,10 @@ class DeviceServer:
             if status != OK:
                 # The firmware stops here: what it sent over the network settles first.
                 self.world.halted()
-            conn.sendall(bytes((status, len(reply) & 0xFF, len(reply) >> 8)) + reply)
+            try:
+                conn.sendall(bytes((status, len(reply) & 0xFF, len(reply) >> 8)) + reply)
+            except ConnectionError:
+                return  # the device process is gone
             if status != OK:
                 # Nothing the firmware does from here on can touch the world; at the end it
                 # still reports its link's counts (op Y).
@@ -119,10 +134,28 @@ class DeviceServer:
         return self.world.call(bytes((op,)), payload)
 
 
+def device_failure(out: str, returncode: int | None) -> str:
+    """One line saying why the device process stopped on its own: its last words (the
+    exception MicroPython printed) or how it exited."""
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    if returncode is not None and returncode < 0:
+        try:
+            how = f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            how = f"killed by signal {-returncode}"
+    else:
+        how = f"exit status {returncode}"
+    said = f": {lines[-1][:200]}" if lines else " without a word"
+    return f"the firmware's process stopped by itself ({how}){said}"
+
+
 def _recv_exact(recv: Callable, view: memoryview) -> bool:
     got = 0
     while got < len(view):
-        n = recv(view[got:])
+        try:
+            n = recv(view[got:])
+        except ConnectionError:
+            return False  # the device process is gone
         if not n:
             return False
         got += n

@@ -15,11 +15,14 @@ import json
 import logging
 import os
 import queue
+import signal
 import socket
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +113,7 @@ class Console:
         self.relay_closed = True  # the emulated relay starts closed (as last shown)
         self.state = 1  # a new meter starts Connected (meter/ctlboot.py)
         self.cover_open = False
+        self.events_shown: set = set()  # seqs: the meter sends an event again after a reboot
         self.saved: Any = None  # the terminal's settings while in cbreak mode
 
     def say(self, text: str) -> None:
@@ -208,6 +212,9 @@ class Console:
         code = e.get("code")
         if not isinstance(code, int):
             return
+        if e.get("seq") in self.events_shown:
+            return  # delivered again (its cursor was saved before the reboot): shown once
+        self.events_shown.add(e.get("seq"))
         name = self.names.get(code, "unknown")
         offset = code - 150  # supply control: 150 + cause * 3 + the resulting state
         if 0 <= offset < 12:
@@ -255,26 +262,73 @@ def print_readings(host: str, port: int, meter_id: str, console: Console) -> Any
     return client
 
 
-def main(args: argparse.Namespace) -> int:
-    broker = None
-    if args.broker:
-        host, _, port_text = args.broker.rpartition(":")
-        host, port = host or "127.0.0.1", int(port_text)
-    else:
-        broker = EmbeddedBroker()
-        broker.start()
-        host, port = "127.0.0.1", broker.port
-        print(f"embedded MQTT broker on {host}:{port}")
+def live_scenario(args: argparse.Namespace, host: str, port: int, start_unix: int) -> dict:
+    """The live run as a scenario, checked like any other (meter id, period, duration)."""
     hours = args.duration / 3600 if args.duration else 24 * 365
-    # the live meter lives in the present: its clock starts at the wall clock's now
-    start_unix = int(time.time())
-    scenario = sc.normalise({
+    return sc.normalise({
         "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start_unix)),
         "duration_s": args.duration or hours * 3600,
         "load": household_load(min(hours, 24)),
         "config": {"meter_id": args.meter_id, "mqtt_host": host, "mqtt_port": port,
                    "telemetry_period_s": args.period},
     })
+
+
+@contextmanager
+def own_terminal() -> Iterator[None]:
+    """On a terminal, the live meter takes the foreground process group for itself while it
+    runs, so that a terminal's Ctrl-C reaches it alone: `make sim` then ends with the
+    simulator's own status 0 (GNU make, when it gets the SIGINT too, kills itself by it once
+    its child is done: 130, however cleanly the child stopped). Ctrl-Z is ignored meanwhile:
+    a meter in real time does not pause, and a group the shell does not know of could not be
+    resumed by `fg`. Given back on every way out."""
+    try:
+        fd = sys.stdin.fileno()
+        mine = os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp()
+    except (OSError, ValueError):
+        mine = False
+    if not mine or os.getpgrp() == os.getpid() or os.getsid(0) == os.getpid():
+        yield  # not in the terminal's foreground, or already a job of its own (a shell's)
+        return
+    group = os.getpgrp()
+    ttou = signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # tcsetpgrp from the background
+    tstp = signal.signal(signal.SIGTSTP, signal.SIG_IGN)
+    try:
+        os.setpgid(0, 0)
+        os.tcsetpgrp(fd, os.getpgrp())
+        yield
+    finally:
+        with suppress(OSError):
+            os.tcsetpgrp(fd, group)
+            os.setpgid(0, group)
+        signal.signal(signal.SIGTSTP, tstp)
+        signal.signal(signal.SIGTTOU, ttou)
+
+
+def main(args: argparse.Namespace) -> int:
+    with own_terminal():
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from simulator.mqttpath import parse_broker
+
+    # the live meter lives in the present: its clock starts at the wall clock's now
+    start_unix = int(time.time())
+    try:
+        host, port = parse_broker(args.broker) if args.broker else ("127.0.0.1", 1883)
+        live_scenario(args, host, port, start_unix)  # bad options: said before anything starts
+    except (ValueError, sc.ScenarioError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    broker = None
+    if not args.broker:
+        broker = EmbeddedBroker()
+        broker.start()
+        host, port = "127.0.0.1", broker.port
+        print(f"embedded MQTT broker on {host}:{port}")
+    hours = args.duration / 3600 if args.duration else 24 * 365
+    scenario = live_scenario(args, host, port, start_unix)
     if hours > 24:
         # Repeat the day's pattern: shift the first day's steps for the whole run.
         day = scenario["load"]

@@ -266,6 +266,7 @@ class ScenarioNetwork:
     def attach(self, world: Any) -> None:
         self.world = world
         world.on_halt = self.settle
+        world.on_power_cut = self.proxy.power_cut
         proxy = self.proxy
 
         def step() -> None:
@@ -327,9 +328,11 @@ class ScenarioNetwork:
         self.settle()
         self.proxy.set_up(False)
 
-    def finish(self) -> dict:
-        """The head-end's view for the report: verified acks, messages received per topic."""
-        self.settle()
+    def finish(self, settle: bool = True) -> dict:
+        """The head-end's view for the report: verified acks, messages received per topic.
+        settle=False: take what has arrived, waiting for nothing (an interrupted run)."""
+        if settle:
+            self.settle()
         # The meter answers the messages it gets one by one, in order: the i-th ack answers
         # the i-th command delivered, unless one went unanswered (a power cut, a message too
         # big for the heap); each ack names the exact message it answers ("for":

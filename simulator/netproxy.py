@@ -13,12 +13,15 @@ meter has sent, which is what keeps scenario runs deterministic (see simulator/m
 
 from __future__ import annotations
 
+import os
 import queue
 import select
 import selectors
 import socket
+import struct
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 
 class _Framer:
@@ -84,6 +87,52 @@ def _pending(sock: socket.socket) -> bool:
     return bool(poller.poll(0))
 
 
+def _socket_inodes(pid: int | str) -> set[str]:
+    inodes = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return inodes
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def from_this_run(peer: tuple) -> bool:
+    """Whether a loopback connection comes from the meter: a socket of this process (the
+    firmware on CPython) or of one of its children (the MicroPython device process), found
+    through /proc. Where there is no /proc (not Linux), every connection is taken."""
+    if not os.path.exists("/proc/net/tcp"):
+        return True
+    host, port = peer[0], peer[1]
+    try:
+        ip = struct.unpack("=I", socket.inet_aton(host))[0]
+        address = f"{ip:08X}:{port:04X}"
+        rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    inode = next((r.split()[9] for r in rows if r.split()[1] == address), None)
+    if inode is None:
+        return False
+    if inode in _socket_inodes("self"):
+        return True
+    me = str(os.getpid())
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if stat.rpartition(")")[2].split()[1] == me and inode in _socket_inodes(entry):
+                return True
+    return False
+
+
 class _Pair:
     def __init__(self, proxy: NetProxy, down: socket.socket, up: socket.socket) -> None:
         self.down = down  # the meter's side
@@ -101,11 +150,13 @@ class NetProxy:
         self.listener: socket.socket | None = None
         self.sel = selectors.DefaultSelector()
         self.pairs: list[_Pair] = []
+        self.dead: list[socket.socket] = []  # see power_cut()
         self.lock = threading.Condition()
         self.to_meter: list[bytes] = []  # PUBLISH payloads forwarded to the meter
         self.from_meter: dict[str, int] = {}  # topic -> PUBLISH packets forwarded
         self.connections = 0
         self.refused = 0
+        self.strangers = 0  # connections from outside this run, closed at once
         self.jobs: queue.Queue = queue.Queue()
         self.wake_r, self.wake_w = socket.socketpair()
         self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
@@ -123,6 +174,13 @@ class NetProxy:
     def flush(self) -> None:
         """Forward whatever the meter has already written (it is asleep: nothing more comes)."""
         self._do(self._drain_meters)
+
+    def power_cut(self) -> None:
+        """The meter lost power this instant: what it wrote before goes on to the broker,
+        then its connections die with it (the broker sees them drop). Anything its code
+        writes while unwinding from the cut stays unread, as it would on the board: a
+        command it was handling is not acknowledged, so the broker delivers it again."""
+        self._do(self._cut)
 
     def quiet(self) -> bool:
         """Nothing in flight: the proxy has read all the meter wrote, and every request of
@@ -210,6 +268,17 @@ class NetProxy:
     def _drain_meters(self) -> None:
         with self.lock:
             self._drain_locked()
+        for s in self.dead:  # the powerless meter's side of connections cut earlier
+            s.close()
+        self.dead = []
+
+    def _cut(self) -> None:
+        self._drain_meters()
+        for pair in list(self.pairs):
+            self.sel.unregister(pair.down)  # left unread until the meter's process is gone
+            self.dead.append(pair.down)
+            pair.down = pair.up  # _drop closes the broker's side only
+            self._drop(pair)
 
     def _drain_locked(self) -> None:
         for pair in list(self.pairs):
@@ -258,8 +327,12 @@ class NetProxy:
 
     def _accept(self) -> None:
         try:
-            down, _ = self.listener.accept()
+            down, peer = self.listener.accept()
         except OSError:
+            return
+        if not from_this_run(peer):
+            down.close()  # not the meter: refused, nothing counted, nothing forwarded
+            self.strangers += 1
             return
         try:
             up = socket.create_connection(self.broker, timeout=5)

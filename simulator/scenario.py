@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import calendar
+import importlib
 import json
+import math
 import os
+import string
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -52,25 +57,373 @@ def device_layer_bytes() -> int:
         _layer_bytes.append(int(out.stdout.strip()))
     return _layer_bytes[0]
 
-SCENARIO_KEYS = {"duration_s", "start", "board", "config", "load", "outages", "faults",
-                 "commands", "button", "cover_open", "chip", "calibrate", "power_fail_input",
-                 "command_key", "files", "port_commands", "network_outages", "broker"}
-LOAD_KEYS = {"at_s", "volts", "amps", "pf", "hz", "neutral_amps", "lead"}
-OUTAGE_KEYS = {"at_s", "for_s"}
-RELAY_FAULTS = {"relay_weld_at_s", "relay_coil_open_at_s", "relay_shock_at_s"}
-FAULT_KEYS = {"power_cut_at_write", "spi_bit_error_rate", "seed", "ic_resets_at_s",
-              "watchdog_resets_at_s", "stuck_bus"} | RELAY_FAULTS
-PORT_COMMAND_KEYS = {"at_s", "cmd", "args"}
+# The scenario schema: every key with its type and range, in one table (SCHEMA below).
+# README "Scenarios" states the same ranges; tests/test_scenario_schema.py keeps them in step.
+MAX_DURATION_S = 366 * 86400  # a leap year of virtual time
+# start: any clock reading the meter copes with (a lost RTC reads 2000; 2106 is past 32-bit
+# Unix time: meter/clock.py takes both as lost), from Unix time 0 to ISO-8601's last year
+START_MIN = "1970-01-01T00:00:00Z"
+END_MAX = "9999-12-31T23:59:59Z"
+MAX_VOLTS = 480.0  # twice a 240 V supply: a lost neutral puts line voltage on the meter
+AMPS_PER_IMAX = 2  # current (line or neutral) up to this many times config imax_a
+FILES_MAX_BYTES = 64 * 1024  # all `files` together: a quarter of the data partition
+MAX_ITEMS = 10_000  # entries in any one list
+BIG = 2**30 - 1  # the firmware's small ints
+_END = "duration_s"  # a bound that is the scenario's own duration
+_AMPS = "amps"  # a bound that is AMPS_PER_IMAX * config imax_a
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _join(where: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{where}[{key}]"
+    return f"{where}.{key}" if where else key
+
+
+class Num:
+    """A finite number (or whole number) in [lo, hi]; lo/hi may be _END or _AMPS, the
+    scenario's duration and current limit; hi_open excludes hi."""
+
+    def __init__(self, lo: float | str, hi: float | str, unit: str = "", whole: bool = False,
+                 hi_open: bool = False) -> None:
+        self.lo, self.hi, self.unit, self.whole = lo, hi, unit, whole
+        self.hi_open = hi_open
+
+    def _bound(self, bound: float | str, ctx: dict) -> float:
+        return ctx[bound] if isinstance(bound, str) else bound
+
+    def describe(self, ctx: dict | None = None) -> str:
+        """E.g. 'from 0 to 480 V', 'from 0 s to less than duration_s' (with ctx: 'from 0 to
+        less than 3600 s (duration_s)')."""
+        notes = []
+
+        def name(bound: float | str) -> str:
+            if isinstance(bound, str):
+                note = "duration_s" if bound == _END else f"{AMPS_PER_IMAX} x config.imax_a"
+                if ctx is None:
+                    return note
+                notes.append(note)
+                bound = ctx[bound]
+            return _num(bound)
+
+        lo, hi = name(self.lo), name(self.hi)
+        unit = f" {self.unit}" if self.unit else ""
+        if ctx is None and isinstance(self.hi, str):  # 'from 0 s to less than duration_s'
+            lo, unit = lo + unit, ""
+        text = f"from {lo} to {'less than ' if self.hi_open else ''}{hi}"
+        text += unit
+        text += f" ({', '.join(notes)})" if notes else ""
+        return ("a whole number " if self.whole else "") + text
+
+    def check(self, value: Any, where: str, ctx: dict) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int if self.whole else (int, float)):
+            kind = "a whole number" if self.whole else "a number"
+            raise ScenarioError(f"{where}: must be {kind}, not {_show(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ScenarioError(f"{where}: must be a finite number, not {_show(value)}")
+        lo, hi = self._bound(self.lo, ctx), self._bound(self.hi, ctx)
+        if value < 0 <= lo:
+            raise ScenarioError(f"{where}: must not be negative (got {_show(value)})")
+        if value < lo or value > hi or (self.hi_open and value == hi):
+            raise ScenarioError(f"{where}: must be {self.describe(ctx)} (got {_show(value)})")
+        return value
+
+
+class DayPart(Num):
+    """A period that lines up with midnight: a whole division of a day."""
+
+    def describe(self, ctx: dict | None = None) -> str:
+        return super().describe(ctx) + " dividing a day (86400 s)"
+
+    def check(self, value: Any, where: str, ctx: dict) -> Any:
+        super().check(value, where, ctx)
+        if 86_400 % value:
+            raise ScenarioError(f"{where}: must be {self.describe(ctx)} (got {value})")
+        return value
+
+
+class Flag:
+    def describe(self, ctx: dict | None = None) -> str:
+        return "true or false"
+
+    def check(self, value: Any, where: str, ctx: dict) -> Any:
+        if not isinstance(value, bool):
+            raise ScenarioError(f"{where}: must be true or false, not {_show(value)}")
+        return value
+
+
+class OneOf:
+    def __init__(self, *values: Any) -> None:
+        self.values = values
+
+    def describe(self, ctx: dict | None = None) -> str:
+        return "one of " + ", ".join(str(v) for v in self.values)
+
+    def check(self, value: Any, where: str, ctx: dict) -> Any:
+        if isinstance(value, bool) or value not in self.values:
+            raise ScenarioError(f"{where}: must be {self.describe()}, not {_show(value)}")
+        return value
+
+
+class Text:
+    """A string of lo..hi characters, each in chars (when given), then test(value): None or
+    what is wrong with it."""
+
+    def __init__(self, lo: int, hi: int, chars: str = "", about: str = "",
+                 test: Callable | None = None) -> None:
+        self.lo, self.hi, self.chars, self.about, self.test = lo, hi, chars, about, test
+
+    def describe(self, ctx: dict | None = None) -> str:
+        return self.about or f"a string of up to {self.hi} characters"
+
+    def check(self, value: Any, where: str, ctx: dict) -> Any:
+        if not isinstance(value, str):
+            raise ScenarioError(f"{where}: must be a string, not {_show(value)}")
+        if not self.lo <= len(value) <= self.hi or (
+                self.chars and any(c not in self.chars for c in value)):
+            raise ScenarioError(f"{where}: must be {self.describe()}, not {_show(value)}")
+        problem = self.test(value) if self.test else None
+        if problem:
+            raise ScenarioError(f"{where}: {problem}")
+        return value
+
+
+class Obj:
+    """A JSON object of these fields (None: any JSON object, e.g. a command's args)."""
+
+    def __init__(self, fields: dict | None, required: tuple = ()) -> None:
+        self.fields, self.required = fields, required
+
+    def describe(self, ctx: dict | None = None) -> str:
+        return "a JSON object"
+
+    def check(self, value: Any, where: str, ctx: dict) -> Any:
+        if not isinstance(value, dict):
+            raise ScenarioError(f"{where or 'the scenario'}: must be a JSON object, "
+                                f"not {_show(value)}")
+        if self.fields is None:
+            return value
+        for key in value:
+            if key not in self.fields:
+                known = ", ".join(sorted(self.fields))
+                raise ScenarioError(f"{_join(where, key)}: unknown key (known: {known})")
+        for key in self.required:
+            if key not in value:
+                raise ScenarioError(f"{_join(where, key)}: missing (required"
+                                    + (f" in {where})" if where else ")"))
+        for key, spec in self.fields.items():
+            if key in value and spec is not None:
+                spec.check(value[key], _join(where, key), ctx)
+        return value
+
+
+class Items:
+    def __init__(self, item: Any) -> None:
+        self.item = item
+
+    def describe(self, ctx: dict | None = None) -> str:
+        return f"a list of up to {MAX_ITEMS}"
+
+    def check(self, value: Any, where: str, ctx: dict) -> Any:
+        if not isinstance(value, list):
+            raise ScenarioError(f"{where}: must be a list, not {_show(value)}")
+        if len(value) > MAX_ITEMS:
+            raise ScenarioError(f"{where}: at most {MAX_ITEMS} entries (got {len(value)})")
+        for i, item in enumerate(value):
+            self.item.check(item, _join(where, i), ctx)
+        return value
+
+
+class Files:
+    """`files`: absolute path -> hex contents, written to the data partition before boot.
+    A path is /NAME or /FOLDER/NAME (the folder is made), names of letters, digits, . _ -."""
+
+    def describe(self, ctx: dict | None = None) -> str:
+        return (f"/NAME or /FOLDER/NAME (names of 1 to 32 letters, digits, . _ -) -> hex, "
+                f"{FILES_MAX_BYTES} bytes in all")
+
+    def check(self, value: Any, where: str, ctx: dict) -> Any:
+        if not isinstance(value, dict):
+            raise ScenarioError(f"{where}: must be a JSON object of path -> hex")
+        total = 0
+        for path, data in value.items():
+            at = f"{where}[{json.dumps(path)}]"
+            parts = path.split("/")
+            if (parts[0] or len(parts) not in (2, 3)
+                    or not all(0 < len(p) <= 32 and p.strip(".") and
+                               all(c in self.NAME for c in p) for p in parts[1:])):
+                raise ScenarioError(f"{at}: the path must be /NAME or /FOLDER/NAME, names of "
+                                    "1 to 32 letters, digits, '.', '_' or '-'")
+            if not isinstance(data, str):
+                raise ScenarioError(f"{at}: must be a hex string")
+            try:
+                total += len(bytes.fromhex(data))
+            except ValueError:
+                raise ScenarioError(f"{at}: is not hex") from None
+        folders = {path.rpartition("/")[0] for path in value} & set(value)
+        if folders:
+            raise ScenarioError(f"{where}[{json.dumps(min(folders))}]: is a folder of another "
+                                "entry, so cannot be a file")
+        if total > FILES_MAX_BYTES:
+            raise ScenarioError(f"{where}: {total} bytes in all, at most {FILES_MAX_BYTES}")
+        return value
+
+
+_ID_CHARS = string.ascii_letters + string.digits + "-_"
+Files.NAME = _ID_CHARS + "."  # a file's or folder's name
+
+
+def _start_problem(text: str) -> str | None:
+    try:
+        unix = parse_iso(text)
+    except ValueError as exc:
+        return str(exc).removeprefix("start ")
+    if not parse_iso(START_MIN) <= unix <= parse_iso(END_MAX):
+        return f"must be from {START_MIN} to {END_MAX} (got {text})"
+    if int(text[8:10]) > calendar.monthrange(int(text[0:4]), int(text[5:7]))[1]:
+        return f"has no such day (got {text})"
+    return None
+
+
+def _broker_problem(text: str) -> str | None:
+    from simulator.mqttpath import parse_broker
+
+    try:
+        parse_broker(text)
+    except ValueError as exc:
+        return str(exc).removeprefix("broker ")
+    return None
+
+
+def _wifi_key_problem(text: str) -> str | None:
+    if text and not (8 <= len(text) <= 63 or (len(text) == 64 and all(
+            c in string.hexdigits for c in text))):
+        return "must be empty, a WPA passphrase of 8 to 63 characters or 64 hex digits"
+    return None
+
+
+def _path_problem(text: str) -> str | None:
+    return None if text.startswith("/") else "must be an absolute path on the data partition"
+
+
+AT = Num(0, _END, "s", hi_open=True)  # when something happens: within the run
+SPAN = Num(0.001, _END, "s")  # how long: a millisecond (virtual time's step) to the run
+WINDOW = Obj({"at_s": AT, "for_s": SPAN}, ("at_s", "for_s"))
+LIMITER_SPEC = Num(0, BIG, whole=True)
+# firmware/meter/config.py's keys: the type is its default's; the range is here.
+CONFIG_SCHEMA = {
+    "meter_id": Text(1, 32, _ID_CHARS, "1 to 32 letters, digits, '-' or '_'"),
+    "poll_ms": Num(100, 60_000, "ms", whole=True),
+    "meter_constant": Num(100, 100_000, "imp/kWh", whole=True),
+    "telemetry_period_s": Num(1, 86_400, "s", whole=True),
+    "mqtt_host": Text(0, 253, string.ascii_letters + string.digits + "-.:",
+                      "a host name or address (up to 253 characters)"),
+    "mqtt_port": Num(1, 65_535, whole=True),
+    "mqtt_keepalive_s": Num(10, 65_535, "s", whole=True),
+    "mqtt_timeout_s": Num(1, 60, "s", whole=True),
+    "mqtt_user": Text(0, 128), "mqtt_password": Text(0, 128),
+    "mqtt_tls": Flag(),
+    "mqtt_ca": Text(1, 64, about="an absolute path of up to 64 characters", test=_path_problem),
+    "wifi_ssid": Text(0, 32),
+    "wifi_key": Text(0, 64, about="empty, 8 to 63 characters or 64 hex digits",
+                     test=_wifi_key_problem),
+    "checkpoint_s": Num(1, 86_400, "s", whole=True),
+    "checkpoint_wh": Num(1, 1000, "Wh", whole=True),
+    "checkpoint_min_s": Num(0, 3600, "s", whole=True),
+    "profile_period_s": DayPart(60, 86_400, "s", whole=True),
+    "control_mode": Num(0, 6, whole=True),
+    "relay_retries": Num(0, 10, whole=True),
+    "relay_ops_per_min": Num(1, 60, whole=True),
+    "load_limit_w": Num(0, 100_000, "W", whole=True),
+    "tamper_disconnect": Flag(),
+    "load_limiter": None,  # firmware/meter/ctlboot.py's own check, below
+    "vref_v": Num(100, 300, "V", whole=True),
+    "imax_a": Num(1, 200, "A", whole=True),
+    "import_only": Flag(),
+}
+CHIP_SCHEMA = {
+    "u_gain_error": Num(-0.5, 0.5), "i_gain_error": Num(-0.5, 0.5),
+    "n_gain_error": Num(-0.5, 0.5), "phase_error_deg": Num(-10, 10, "deg"),
+    "power_offset_w": Num(-100, 100, "W"),
+}
+CHIP_KEYS = set(CHIP_SCHEMA)
+RELAY_FAULTS = ("relay_weld_at_s", "relay_coil_open_at_s", "relay_shock_at_s")
+FAULT_SCHEMA = {
+    "power_cut_at_write": Num(0, BIG, whole=True), "seed": Num(0, 2**32 - 1, whole=True),
+    "spi_bit_error_rate": Num(0, 0.01), "ic_resets_at_s": Items(AT),
+    "watchdog_resets_at_s": Items(AT),
+    "stuck_bus": Items(Obj({"at_s": AT, "for_s": SPAN, "level": OneOf(0, 255)},
+                           ("at_s", "for_s"))),
+    **dict.fromkeys(RELAY_FAULTS, AT),
+}
 PORT_COMMANDS = ("disconnect", "reconnect")  # the local command port's (meter/cmdport.py)
-COMMAND_KEYS = {"at_s", "cmd", "args", "ttl_s", "raw", "qos"}
-BUTTON_KEYS = {"at_s", "hold_s"}
-# Configuration values with a range beyond their type.
-CONFIG_RANGES = {"control_mode": (0, 6), "relay_retries": (0, 10), "relay_ops_per_min": (1, 60)}
-CHIP_KEYS = {"u_gain_error", "i_gain_error", "n_gain_error", "phase_error_deg",
-             "power_offset_w"}
-STUCK_KEYS = {"at_s", "for_s", "level"}
-BOARDS = {"sim", "sim_hbridge", "sim-ade7953"}
+SCHEMA = {
+    "duration_s": Num(1, MAX_DURATION_S, "s"),
+    "start": Text(0, 64, test=_start_problem, about=f"ISO-8601 with offset, from {START_MIN}; "
+                  f"the run ends by {END_MAX}"),
+    "board": OneOf("sim", "sim-ade7953", "sim_hbridge"),
+    "config": None,  # CONFIG_SCHEMA, over firmware/meter/config.py's keys: check()
+    # a load profile may run past the end (a day's profile for a shorter run); events not
+    "load": Items(Obj({"at_s": Num(0, MAX_DURATION_S, "s"), "volts": Num(0, MAX_VOLTS, "V"),
+                       "amps": Num(0, _AMPS, "A"), "pf": Num(-1, 1), "hz": Num(45, 65, "Hz"),
+                       "neutral_amps": Num(0, _AMPS, "A"), "lead": Flag()}, ("at_s",))),
+    "outages": Items(WINDOW),
+    "faults": Obj(FAULT_SCHEMA),
+    "commands": Items(Obj({"at_s": AT, "cmd": None, "args": Obj(None),
+                           "ttl_s": Num(0, BIG, "s", whole=True), "raw": Text(0, 1 << 20),
+                           "qos": OneOf(0, 1)},  # qos: how a raw payload is published
+                          ("at_s",))),
+    "button": Items(Obj({"at_s": AT, "hold_s": Num(0, 3600, "s")}, ("at_s", "hold_s"))),
+    "cover_open": Items(WINDOW),
+    "chip": Obj(CHIP_SCHEMA),
+    "calibrate": Flag(),
+    "power_fail_input": Flag(),
+    "command_key": Text(0, 64, string.hexdigits, "empty or 64 hex digits (the meter's key)",
+                        lambda t: t and len(t) != 64 and "must be 64 hex digits"),
+    "files": Files(),
+    "port_commands": Items(Obj({"at_s": AT, "cmd": OneOf(*PORT_COMMANDS), "args": Obj(None)},
+                               ("at_s", "cmd"))),
+    "network_outages": Items(WINDOW),
+    "broker": Text(0, 300, about="HOST:PORT", test=lambda t: t and _broker_problem(t)),
+}
+SCENARIO_KEYS = set(SCHEMA)
+BOARDS = set(SCHEMA["board"].values)
 RUNTIMES = ("cpython", "micropython")
+
+
+def _rows(fields: dict, where: str) -> Iterator[tuple[str, str]]:
+    for key, spec in fields.items():
+        path = _join(where, key)
+        if key == "config" and spec is None:
+            yield from _rows(CONFIG_SCHEMA, "config")
+        elif isinstance(spec, Obj) and spec.fields:
+            yield from _rows(spec.fields, path)
+        elif isinstance(spec, Items):
+            if isinstance(spec.item, Obj):
+                yield from _rows(spec.item.fields, path + "[]")
+            else:
+                yield path + "[]", spec.item.describe()
+        elif isinstance(spec, (Num, OneOf, Text, Files)):
+            yield path, spec.describe()
+        elif spec is None and key == "load_limiter":
+            yield path + ".*", LIMITER_SPEC.describe()
+
+
+def ranges_table() -> list[str]:
+    """The schema's ranges as README's table: keys with the same range share a row."""
+    rows: dict[str, list[str]] = {}
+    for path, text in _rows(SCHEMA, ""):
+        rows.setdefault(text, []).append(f"`{path}`")
+    return ["| keys | range |", "|---|---|"] + [
+        f"| {', '.join(keys)} | {text} |" for text, keys in rows.items()]
 
 
 class ScenarioError(ValueError):
@@ -84,223 +437,132 @@ def ensure_paths() -> None:
             sys.path.insert(0, str(path))
 
 
-def _number(value: Any, where: str, minimum: float | None = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ScenarioError(f"{where} must be a number, not {json.dumps(value)}")
-    if minimum is not None and value < minimum:
-        raise ScenarioError(f"{where} must not be negative (got {value})")
-    return float(value)
-
-
-def _object(value: Any, where: str, allowed: set[str]) -> dict:
-    if not isinstance(value, dict):
-        raise ScenarioError(f"{where} must be a JSON object")
-    unknown = sorted(set(value) - allowed)
-    if unknown:
-        raise ScenarioError(f"unknown key {unknown[0]!r} in {where}")
-    return value
-
-
-def _windows(scenario: dict, name: str, length_key: str = "for_s",
-             keys: set = OUTAGE_KEYS) -> list[list[int]]:
-    """A scenario list of {"at_s", length_key} objects as sorted [at_ms, length_ms] pairs."""
-    items = scenario.get(name, [])
-    if not isinstance(items, list):
-        raise ScenarioError(f"{name} must be a list")
-    windows = []
-    for i, item in enumerate(items):
-        item = _object(item, f"{name}[{i}]", keys)
-        if "at_s" not in item or length_key not in item:
-            raise ScenarioError(f"{name}[{i}] needs 'at_s' and '{length_key}'")
-        windows.append([int(_number(item["at_s"], f"{name}[{i}].at_s") * 1000),
-                        int(_number(item[length_key], f"{name}[{i}].{length_key}") * 1000)])
-    windows.sort()
-    return windows
-
-
-def normalise(raw: Any) -> dict:
-    """Check a scenario and turn it into the compact form the device runner reads."""
-    scenario = _object(raw, "the scenario", SCENARIO_KEYS)
-    if "duration_s" not in scenario:
-        raise ScenarioError("missing required key 'duration_s'")
-    duration = _number(scenario["duration_s"], "duration_s")
-    if duration <= 0:
-        raise ScenarioError("duration_s must be greater than zero")
-    start_text = scenario.get("start", DEFAULT_START)
-    if not isinstance(start_text, str):
-        raise ScenarioError("start must be an ISO-8601 string")
-    try:
-        start_unix = parse_iso(start_text)
-    except ValueError as exc:
-        raise ScenarioError(str(exc)) from None
-    board = scenario.get("board", "sim")
-    if board not in BOARDS:
-        raise ScenarioError(f"unknown board {board!r} (known: {', '.join(sorted(BOARDS))})")
-    config = scenario.get("config", {})
-    if not isinstance(config, dict):
-        raise ScenarioError("config must be a JSON object")
-    _check_config(config)
-    load = []
-    items = scenario.get("load", [])
-    if not isinstance(items, list):
-        raise ScenarioError("load must be a list")
-    for i, item in enumerate(items):
-        item = _object(item, f"load[{i}]", LOAD_KEYS)
-        if "at_s" not in item:
-            raise ScenarioError(f"load[{i}] needs 'at_s'")
-        pf = _number(item.get("pf", 1.0), f"load[{i}].pf", None)
-        if not -1.0 <= pf <= 1.0:
-            raise ScenarioError(f"load[{i}].pf must be between -1 and 1")
-        load.append([
-            int(_number(item["at_s"], f"load[{i}].at_s") * 1000),
-            _number(item.get("volts", 240.0), f"load[{i}].volts"),
-            _number(item.get("amps", 0.0), f"load[{i}].amps"),
-            pf,
-            _number(item.get("hz", 50.0), f"load[{i}].hz"),
-        ])
-        if "neutral_amps" in item or "lead" in item:
-            lead = item.get("lead", False)
-            if not isinstance(lead, bool):
-                raise ScenarioError(f"load[{i}].lead must be true or false")
-            neutral = item.get("neutral_amps", load[-1][2])
-            load[-1] += [_number(neutral, f"load[{i}].neutral_amps"), lead]
-    load.sort(key=lambda p: p[0])
-    if not load or load[0][0] > 0:
-        volts = load[0][1] if load else 240.0
-        load.insert(0, [0, volts, 0.0, 1.0, 50.0])
-    outages = _windows(scenario, "outages")
-    faults = _check_faults(_object(scenario.get("faults", {}), "faults", FAULT_KEYS))
-    port_commands = []
-    items = scenario.get("port_commands", [])
-    if not isinstance(items, list):
-        raise ScenarioError("port_commands must be a list")
-    for i, item in enumerate(items):
-        item = _object(item, f"port_commands[{i}]", PORT_COMMAND_KEYS)
-        if "at_s" not in item or "cmd" not in item:
-            raise ScenarioError(f"port_commands[{i}] needs 'at_s' and 'cmd'")
-        if item["cmd"] not in PORT_COMMANDS:
-            raise ScenarioError(
-                f"port_commands[{i}].cmd must be one of {', '.join(PORT_COMMANDS)}")
-        args = item.get("args", {})
-        if not isinstance(args, dict):
-            raise ScenarioError(f"port_commands[{i}].args must be a JSON object")
-        line = item["cmd"] + (" " + json.dumps(args, separators=(",", ":")) if args else "")
-        port_commands.append([int(_number(item["at_s"], f"port_commands[{i}].at_s") * 1000),
-                              (line + "\n").encode()])
-    port_commands.sort(key=lambda c: c[0])
-    commands = _check_commands(scenario.get("commands", []))
-    network_outages = _windows(scenario, "network_outages")
-    for (a, fa), (b, _fb) in zip(network_outages, network_outages[1:], strict=False):
-        if b < a + fa:
-            raise ScenarioError("network_outages must not overlap")
-    broker = scenario.get("broker", "")
-    if not isinstance(broker, str):
-        raise ScenarioError("broker must be a string HOST:PORT")
-    if broker:
-        from simulator.mqttpath import parse_broker
-
-        try:
-            parse_broker(broker)
-        except ValueError as exc:
-            raise ScenarioError(str(exc)) from None
-    if (commands or network_outages or broker) and (
-            config.get("mqtt_host") or config.get("mqtt_tls")):
-        raise ScenarioError("config.mqtt_host/mqtt_tls are set by the run when the scenario "
-                            "has commands, network_outages or a broker (give 'broker')")
-    button = _windows(scenario, "button", "hold_s", BUTTON_KEYS)
-    cover = _windows(scenario, "cover_open")
-    chip = _object(scenario.get("chip", {}), "chip", CHIP_KEYS)
-    for key, value in chip.items():
-        _number(value, f"chip.{key}", None)
-        if key.endswith("gain_error") and abs(value) > 0.5:
-            raise ScenarioError(f"chip.{key} must be within +/-0.5")
-        if key == "phase_error_deg" and abs(value) > 10:
-            raise ScenarioError("chip.phase_error_deg must be within +/-10")
-    calibrate = scenario.get("calibrate", False)
-    if not isinstance(calibrate, bool):
-        raise ScenarioError("calibrate must be true or false")
-    power_fail_input = scenario.get("power_fail_input", True)
-    if not isinstance(power_fail_input, bool):
-        raise ScenarioError("power_fail_input must be true or false")
-    command_key = scenario.get("command_key", "")
-    hexdigits = "0123456789abcdefABCDEF"
-    if not isinstance(command_key, str) or (command_key and (
-            len(command_key) != 64 or any(c not in hexdigits for c in command_key))):
-        raise ScenarioError("command_key must be 64 hex digits (the meter's 32-byte key)")
-    files = scenario.get("files", {})
-    if not isinstance(files, dict) or not all(
-            isinstance(k, str) and k.startswith("/") and isinstance(v, str) for k, v in
-            files.items()):
-        raise ScenarioError("files must map absolute paths to hex strings")
-    for path, data in files.items():
-        try:
-            bytes.fromhex(data)
-        except ValueError:
-            raise ScenarioError(f"files[{path!r}] is not hex") from None
-    return {
-        "power_fail_input": power_fail_input,
-        "files": files,
-        "command_key": command_key.lower(),
-        "duration_ms": int(duration * 1000),
-        "start_unix": start_unix,
-        "board": board,
-        "config": config,
-        "load": load,
-        "outages": outages,
-        "faults": faults,
-        "commands": commands,
-        "port_commands": port_commands,
-        "network_outages": network_outages,
-        "broker": broker,
-        "button": button,
-        "cover_open": cover,
-        "chip": chip,
-        "calibrate": calibrate,
-    }
-
-
-def _check_commands(items: Any) -> list:
-    """Remote commands, sent over MQTT by the run's head-end: [at_ms, item] sorted by time.
-    item: {"cmd", "args", "ttl_s"} signed with the meter's key, or {"raw"}: the exact text
-    published (hostile input: forged, replayed, truncated, oversized...)."""
+def _firmware(module: str) -> Any:
     ensure_paths()
     from simulator.device.shim import micropython
 
     sys.modules.setdefault("micropython", micropython)
-    from meter.commands import _KNOWN
+    return importlib.import_module(module)
 
-    known = _KNOWN.split()
-    if not isinstance(items, list):
-        raise ScenarioError("commands must be a list")
-    commands = []
-    for i, item in enumerate(items):
-        item = _object(item, f"commands[{i}]", COMMAND_KEYS)
-        if "at_s" not in item or ("cmd" not in item and "raw" not in item):
-            raise ScenarioError(f"commands[{i}] needs 'at_s' and 'cmd' (or 'raw')")
-        at_ms = int(_number(item["at_s"], f"commands[{i}].at_s") * 1000)
+
+def check(raw: Any) -> dict:
+    """Check a scenario against SCHEMA and the rules across keys; raise ScenarioError with
+    one line naming the key, or return the context (duration, current limit)."""
+    top = Obj({"duration_s": SCHEMA["duration_s"]}, ("duration_s",))
+    if isinstance(raw, dict):
+        top.check({"duration_s": raw["duration_s"]} if "duration_s" in raw else {}, "", {})
+    else:
+        top.check(raw, "", {})
+    config = raw.get("config", {})
+    defaults = _firmware("meter.config").DEFAULTS
+    # the firmware's keys; one without a range here gets its type checked only (a test
+    # insists that every key has one)
+    Obj({key: CONFIG_SCHEMA.get(key) for key in defaults}).check(config, "config", {})
+    for key, value in config.items():
+        if type(value) is not type(defaults[key]):
+            raise ScenarioError(f"config.{key}: must be of type {type(defaults[key]).__name__}"
+                                f", not {_show(value)}")
+    problem = _firmware("meter.ctlboot").check_limiter(config.get("load_limiter", {}))
+    if problem:
+        raise ScenarioError(f"config.{problem.replace(' must', ': must')}")
+    for key, value in config.get("load_limiter", {}).items():
+        LIMITER_SPEC.check(value, f"config.load_limiter.{key}", {})
+    ctx = {_END: raw["duration_s"],
+           _AMPS: AMPS_PER_IMAX * config.get("imax_a", defaults["imax_a"])}
+    Obj(SCHEMA).check(raw, "", ctx)
+    known = _firmware("meter.commands")._KNOWN.split()
+    for i, item in enumerate(raw.get("commands", [])):
+        where = f"commands[{i}]"
         if "raw" in item:
-            if set(item) - {"qos"} != {"at_s", "raw"} or not isinstance(item["raw"], str):
-                raise ScenarioError(f"commands[{i}]: 'raw' is a string, sent as it is, "
-                                    "alone with 'at_s' (and 'qos')")
-            qos = item.get("qos", 1)
-            if qos not in (0, 1) or isinstance(qos, bool):
-                raise ScenarioError(f"commands[{i}].qos must be 0 or 1")
-            commands.append([at_ms, {"raw": item["raw"], "qos": qos} if qos != 1
-                             else {"raw": item["raw"]}])
-            continue
-        if "qos" in item:
-            raise ScenarioError(f"commands[{i}]: 'qos' is for 'raw' payloads only")
-        if item["cmd"] not in known:
-            raise ScenarioError(f"commands[{i}].cmd must be one of {', '.join(known)}")
+            if set(item) - {"qos"} != {"at_s", "raw"}:
+                raise ScenarioError(f"{where}.raw: is sent as it is, alone with 'at_s' (and "
+                                    "'qos'; no cmd, args or ttl_s)")
+        elif "qos" in item:
+            raise ScenarioError(f"{where}.qos: is for 'raw' payloads only")
+        elif "cmd" not in item:
+            raise ScenarioError(f"{where}.cmd: missing (needs 'cmd' or 'raw')")
+        else:
+            OneOf(*known).check(item["cmd"], f"{where}.cmd", ctx)
+    start_unix = parse_iso(raw.get("start", DEFAULT_START))
+    if start_unix + raw["duration_s"] > parse_iso(END_MAX):
+        raise ScenarioError(f"duration_s: the run would end after {END_MAX}")
+    for name in ("outages", "network_outages", "cover_open", "button"):
+        length = "hold_s" if name == "button" else "for_s"
+        spans = sorted((item["at_s"], item[length], i) for i, item in
+                       enumerate(raw.get(name, [])))
+        for (a, fa, i), (b, _fb, j) in zip(spans, spans[1:], strict=False):
+            if b < a + fa:
+                raise ScenarioError(f"{name}[{j}]: overlaps {name}[{i}] (at_s {a:g}, "
+                                    f"{length} {fa:g})")
+    if ((raw.get("commands") or raw.get("network_outages") or raw.get("broker"))
+            and (config.get("mqtt_host") or config.get("mqtt_tls"))):
+        raise ScenarioError("config.mqtt_host: set by the run when the scenario has commands, "
+                            "network_outages or a broker (give 'broker'; also mqtt_tls)")
+    return ctx
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+def _windows(items: list, length_key: str = "for_s") -> list[list[int]]:
+    return sorted([_ms(item["at_s"]), _ms(item[length_key])] for item in items)
+
+
+def normalise(raw: Any) -> dict:
+    """Check a scenario (check()) and turn it into the compact form the device runner reads."""
+    check(raw)
+    load = []
+    for item in raw.get("load", []):
+        load.append([_ms(item["at_s"]), float(item.get("volts", 240.0)),
+                     float(item.get("amps", 0.0)), float(item.get("pf", 1.0)),
+                     float(item.get("hz", 50.0))])
+        if "neutral_amps" in item or "lead" in item:
+            load[-1] += [float(item.get("neutral_amps", load[-1][2])),
+                         item.get("lead", False)]
+    load.sort(key=lambda p: p[0])
+    if not load or load[0][0] > 0:
+        volts = load[0][1] if load else 240.0
+        load.insert(0, [0, volts, 0.0, 1.0, 50.0])
+    port_commands = []
+    for item in raw.get("port_commands", []):
         args = item.get("args", {})
-        if not isinstance(args, dict):
-            raise ScenarioError(f"commands[{i}].args must be a JSON object")
-        ttl = item.get("ttl_s", 300)
-        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl < 2**30:
-            raise ScenarioError(f"commands[{i}].ttl_s must be a whole number of seconds")
-        commands.append([at_ms, {"cmd": item["cmd"], "args": args, "ttl_s": ttl}])
+        line = item["cmd"] + (" " + json.dumps(args, separators=(",", ":")) if args else "")
+        port_commands.append([_ms(item["at_s"]), (line + "\n").encode()])
+    port_commands.sort(key=lambda c: c[0])
+    commands = []
+    # Remote commands, sent over MQTT by the run's head-end: [at_ms, item] sorted by time.
+    # item: {"cmd", "args", "ttl_s"} signed with the meter's key, or {"raw"}: the exact text
+    # published (hostile input: forged, replayed, truncated, oversized...).
+    for item in raw.get("commands", []):
+        if "raw" in item:
+            qos = item.get("qos", 1)
+            commands.append([_ms(item["at_s"]), {"raw": item["raw"], "qos": qos} if qos != 1
+                             else {"raw": item["raw"]}])
+        else:
+            commands.append([_ms(item["at_s"]), {"cmd": item["cmd"],
+                             "args": item.get("args", {}), "ttl_s": item.get("ttl_s", 300)}])
     commands.sort(key=lambda c: c[0])
-    return commands
+    return {
+        "power_fail_input": raw.get("power_fail_input", True),
+        "files": raw.get("files", {}),
+        "command_key": raw.get("command_key", "").lower(),
+        "duration_ms": _ms(raw["duration_s"]),
+        "start_unix": parse_iso(raw.get("start", DEFAULT_START)),
+        "board": raw.get("board", "sim"),
+        "config": raw.get("config", {}),
+        "load": load,
+        "outages": _windows(raw.get("outages", [])),
+        "faults": raw.get("faults", {}),
+        "commands": commands,
+        "port_commands": port_commands,
+        "network_outages": _windows(raw.get("network_outages", [])),
+        "broker": raw.get("broker", ""),
+        "button": _windows(raw.get("button", []), "hold_s"),
+        "cover_open": _windows(raw.get("cover_open", [])),
+        "chip": raw.get("chip", {}),
+        "calibrate": raw.get("calibrate", False),
+    }
 
 
 def uses_broker(scenario: dict) -> bool:
@@ -309,71 +571,22 @@ def uses_broker(scenario: dict) -> bool:
                 or scenario.get("broker"))
 
 
-def _check_faults(faults: dict) -> dict:
-    for key in ("power_cut_at_write", "seed"):
-        value = faults.get(key, 0)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ScenarioError(f"faults.{key} must be a whole number >= 0")
-    for key in RELAY_FAULTS & set(faults):
-        _number(faults[key], f"faults.{key}")
-    ber = _number(faults.get("spi_bit_error_rate", 0.0), "faults.spi_bit_error_rate")
-    if ber > 0.01:
-        raise ScenarioError("faults.spi_bit_error_rate must be at most 0.01")
-    for key in ("ic_resets_at_s", "watchdog_resets_at_s"):
-        resets = faults.get(key, [])
-        if not isinstance(resets, list):
-            raise ScenarioError(f"faults.{key} must be a list of times")
-        for i, t in enumerate(resets):
-            _number(t, f"faults.{key}[{i}]")
-    stuck = faults.get("stuck_bus", [])
-    if not isinstance(stuck, list):
-        raise ScenarioError("faults.stuck_bus must be a list")
-    for i, item in enumerate(stuck):
-        item = _object(item, f"faults.stuck_bus[{i}]", STUCK_KEYS)
-        if "at_s" not in item or "for_s" not in item:
-            raise ScenarioError(f"faults.stuck_bus[{i}] needs 'at_s' and 'for_s'")
-        _number(item["at_s"], f"faults.stuck_bus[{i}].at_s")
-        _number(item["for_s"], f"faults.stuck_bus[{i}].for_s")
-        if item.get("level", 0xFF) not in (0x00, 0xFF):
-            raise ScenarioError(f"faults.stuck_bus[{i}].level must be 0 or 255")
-    return faults
-
-
-def _check_config(config: dict) -> None:
-    ensure_paths()
-    from simulator.device.shim import micropython
-
-    sys.modules.setdefault("micropython", micropython)
-    from meter.config import DEFAULTS
-
-    for key, value in config.items():
-        if key not in DEFAULTS:
-            raise ScenarioError(f"unknown config key {key!r}")
-        if type(value) is not type(DEFAULTS[key]):
-            kind = type(DEFAULTS[key]).__name__
-            raise ScenarioError(f"config.{key} must be of type {kind}")
-        if key == "load_limiter":
-            from meter.ctlboot import check_limiter
-
-            problem = check_limiter(value)
-            if problem:
-                raise ScenarioError(f"config.{problem}")
-            continue
-        low, high = CONFIG_RANGES.get(key, (0, None))
-        if isinstance(value, int) and (value < low or (high is not None and value > high)):
-            bound = f"between {low} and {high}" if high is not None else f">= {low}"
-            raise ScenarioError(f"config.{key} must be {bound} (got {value})")
-
-
 def load_file(path: str | Path) -> dict:
+    """A scenario file, checked and normalised; ScenarioError names the problem without
+    the path (the caller prints it once)."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_bytes().decode("utf-8")
     except OSError as exc:
-        raise ScenarioError(f"cannot read {path}: {exc.strerror}") from None
+        raise ScenarioError(f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"not UTF-8 text (byte {exc.start})") from None
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ScenarioError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+        raise ScenarioError(f"not valid JSON: {exc.msg} at line {exc.lineno} column "
+                            f"{exc.colno}") from None
+    except RecursionError:
+        raise ScenarioError("not valid JSON: nested too deeply") from None
     return normalise(raw)
 
 
@@ -422,8 +635,48 @@ def _network_results(raw: dict, net: Any) -> dict:
     keys = ("published", "delivered", "backlog")
     raw["telemetry"] = dict(zip(keys, counts, strict=True)) if counts else dict.fromkeys(keys)
     if net is not None:
-        raw.update(net.finish())
+        # an interrupted run waits for nothing more (its broker may have had the Ctrl-C too)
+        raw.update(net.finish(settle="interrupted_at_s" not in raw))
     return raw
+
+
+_STOP = threading.Event()  # Ctrl-C seen: a run stops at its next tick (see interrupt())
+
+
+def interrupt(clear: bool = False) -> None:
+    """Ctrl-C (simulator.cli's SIGINT handler): raises KeyboardInterrupt where the program
+    is, and marks the run stopped, so that it also stops at the firmware's next sleep when
+    that KeyboardInterrupt is lost (raised inside a callback from C, e.g. littlefs's, which
+    only prints it). clear: a new command starts, nothing is stopped."""
+    if clear:
+        _STOP.clear()
+        return
+    _STOP.set()
+    raise KeyboardInterrupt
+
+
+def _stoppable(tick: Callable | None) -> Callable:
+    """The world's on_tick, raising KeyboardInterrupt once Ctrl-C was seen."""
+    def checked(now_ms: int) -> None:
+        if _STOP.is_set():
+            raise KeyboardInterrupt
+        if tick is not None:
+            tick(now_ms)
+    return checked
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C mid-run, carrying the raw results so far (run() makes the partial report)."""
+
+    def __init__(self, raw: dict) -> None:
+        super().__init__()
+        self.raw = raw
+
+
+def _interrupted(world: Any, raw: dict, net: Any) -> Interrupted:
+    """Ctrl-C mid-run: the results so far, marked with the virtual time the run reached."""
+    raw["interrupted_at_s"] = world.now_ms / 1000
+    return Interrupted(_network_results(raw, net))
 
 
 def run_cpython(scenario: dict, flash_path: str, progress: Callable | None,
@@ -440,13 +693,24 @@ def run_cpython(scenario: dict, flash_path: str, progress: Callable | None,
         def tick(now_ms: int) -> None:
             progress(min(now_ms, duration) / duration)
     with network(scenario, broker) as (device_scenario, net):
+        built = []
+
         def attach(world: Any) -> None:
+            built.append(world)
             if net is not None:
                 net.attach(world)
             if on_world is not None:
                 on_world(world)
 
-        raw = runner.run(device_scenario, flash_path, tick, measure_loss, attach)
+        try:
+            raw = runner.run(device_scenario, flash_path, _stoppable(tick), measure_loss,
+                             attach)
+        except KeyboardInterrupt:
+            if not built:
+                raise
+            runner.forget_firmware()  # stopped wherever it was, as by a power cut
+            world = built[0]
+            raise _interrupted(world, runner.results(world, world.heap_peak), net) from None
         return _network_results(raw, net)
 
 
@@ -473,18 +737,25 @@ def run_micropython(scenario: dict, flash_path: str, progress: Callable | None,
         world.on_restore = measure_loss
         if progress is not None:
             world.on_tick = lambda now_ms: progress(min(now_ms, duration) / duration)
+        world.on_tick = _stoppable(world.on_tick)
 
         layer = device_layer_bytes()
         total = str(heap_bytes(heapsize) + layer)
 
-        def command(port: int) -> list[str]:
-            return micropython_command("-m", "romstart", str(port),
+        def command(wire_fd: int) -> list[str]:
+            return micropython_command("-m", "romstart", str(wire_fd),
                                        board_module, heapsize=total)
 
         server = DeviceServer(world, command, micropython_env())
-        server.run()
+        interrupted = False
+        try:
+            server.run()  # on Ctrl-C, it has ended the device process
+        except KeyboardInterrupt:
+            interrupted = True
         raw = runner.results(world, max(world.heap_peak - layer, 0))
         raw["heap_device_layer_bytes"] = layer
+        if interrupted:
+            raise _interrupted(world, raw, net)
         return _network_results(raw, net)
 
 
@@ -502,13 +773,23 @@ def run(scenario: dict, runtime: str = "cpython", progress: Callable | None = No
         if os.path.exists(flash_path) and not keep_flash:
             os.remove(flash_path)
         started = time.monotonic()
-        if runtime == "cpython":
-            raw = run_cpython(scenario, flash_path, progress, broker=broker)
-        else:
-            raw = run_micropython(scenario, flash_path, progress, heapsize, broker=broker)
+        try:
+            if runtime == "cpython":
+                raw = run_cpython(scenario, flash_path, progress, broker=broker)
+            else:
+                raw = run_micropython(scenario, flash_path, progress, heapsize, broker=broker)
+        except Interrupted as stop:
+            raw = stop.raw
         raw["runtime"] = runtime
         wall = time.monotonic() - started
-        return build_report(scenario, raw, flash_path, wall)
+        report = build_report(scenario, raw, flash_path, wall)
+        if "interrupted_at_s" in raw:
+            # Ctrl-C: what the run had when stopped (no end-of-run readout, so no meter
+            # registers); a complete run's report has no such keys
+            report["interrupted"] = True
+            report["interrupted_at_s"] = raw["interrupted_at_s"]
+            report["sim_s_per_wall_s"] = round(raw["interrupted_at_s"] / max(wall, 1e-9), 1)
+        return report
 
 
 @contextmanager
@@ -660,7 +941,7 @@ def read_control(flash_path: str) -> tuple | None:
         from meter.ctlboot import load
 
         rec = load(fs)
-    return rec[1:] if rec else None
+    return rec[1:3] if rec else None
 
 
 def build_report(scenario: dict, raw: dict, flash_path: str, wall_s: float) -> dict:

@@ -139,11 +139,16 @@ def test_accepts_and_persists_counter_before_acting(tmp_path):
     ack = ack_of(cmds.handle(cmd(5)))
     assert ack["code"] == 0 and ack["n"] == 5 and ack["relay"] == "open"
     assert handler.calls == [("disconnect", {})]
-    # a new boot reads the counter back: the same command is a replay
+    # a new boot reads the counter back: another message with that counter is a replay
     again, handler2, _ = make(tmp_path)
     assert again.last == 5
-    assert ack_of(again.handle(cmd(5)))["reason"] == "replay"
+    assert ack_of(again.handle(cmd(5, issued=NOW - 20)))["reason"] == "replay"
     assert handler2.calls == []
+    # and the very same bytes (a redelivery, its ack lost) get its recorded answer, with the
+    # supply's state now, and do not act again
+    ack = ack_of(again.handle(cmd(5)))
+    assert (ack["code"], ack["n"], ack["repeat"], ack["relay"]) == (0, 5, True, "closed")
+    assert handler2.calls == [("status", {})]
 
 
 def test_check_order_and_reasons(tmp_path):
@@ -163,7 +168,7 @@ def test_check_order_and_reasons(tmp_path):
     assert handler.calls == []
     assert cmds.last == 0  # nothing rejected moved the counter
     # once one is accepted, older and equal counters are replays
-    assert ack_of(cmds.handle(cmd(10)))["code"] == 0
+    assert ack_of(cmds.handle(cmd(10, issued=NOW - 20)))["code"] == 0
     for n in (10, 9, 1):
         assert ack_of(cmds.handle(cmd(n)))["reason"] == "replay"
     assert len(handler.calls) == 1
@@ -221,7 +226,10 @@ def test_counter_file_survives_and_rejects_tampering(tmp_path):
         assert ack_of(cmds.handle(cmd(n)))["code"] == 0
     assert make(tmp_path)[0].last == 12
     path = tmp_path / "cmd.ctr"
-    path.write_bytes(path.read_bytes().replace(b"12", b"02"))  # rolled back, CRC now wrong
+    data = bytearray(path.read_bytes())
+    assert data[0] == 12
+    data[0] = 2  # rolled back, CRC now wrong
+    path.write_bytes(bytes(data))
     again, handler, _ = make(tmp_path)
     assert again.last is None
     assert ack_of(again.handle(cmd(13)))["reason"] == "counter_lost"
@@ -249,9 +257,17 @@ def test_every_ack_names_the_exact_message_and_only_a_verified_counter(tmp_path)
     ack = ack_of(cmds.handle(genuine))
     assert (ack["v"], ack["code"], ack["n"], ack["for"]) == (2, 0, 7, ack_for(genuine))
     # refused after the MAC check: the counter is the sender's, verified
+    # an exact copy (its ack lost, a redelivery): the recorded answer, marked a repeat
     again = ack_of(cmds.handle(genuine))
-    assert (again["code"], again["n"], again["for"]) == (5, 7, ack_for(genuine))
-    assert handler.calls == [("disconnect", {})]
+    assert (again["code"], again["n"], again["for"], again["repeat"]) == (
+        0, 7, ack_for(genuine), True)
+    # any other message with that counter is refused after the MAC check: the counter is
+    # the sender's, verified
+    other = cmd(7, issued=NOW - 20)
+    again = ack_of(cmds.handle(other))
+    assert (again["code"], again["n"], again["for"]) == (5, 7, ack_for(other))
+    assert "repeat" not in again
+    assert handler.calls == [("disconnect", {}), ("status", {})]
     # dropped unread by the link (too large for the heap): bound to nothing
     ack = ack_of(cmds.handle(None))
     assert (ack["code"], ack["n"], ack["for"]) == (9, None, None)
@@ -357,3 +373,63 @@ def test_a_flood_of_rejections_cannot_evict_the_transaction_log(tmp_path):
     clock.t += 600  # and the back-off starts over: the next one waits an hour
     cmds.handle(cmd(1, key=bytes(32), issued=clock.t - 10))
     assert len(log.entries) == 25
+
+
+class Cut(BaseException):
+    """Power gone in the middle of the handler (not an Exception: nothing catches it)."""
+
+
+def test_a_command_cut_short_is_completed_by_its_redelivery_and_only_by_it(tmp_path):
+    """Issue 18: the counter reaches flash before the command acts, with the command's
+    digest and "not done"; a cut then leaves that record. The redelivery of the very same
+    bytes runs it (once: its record is then done), any other message with that counter is
+    a replay, and the recorded outcome answers every later copy."""
+    cmds, handler, _ = make(tmp_path)
+    genuine = cmd(9)
+
+    def cut(args):
+        handler.calls.append(("disconnect", args))
+        raise Cut
+
+    handler.disconnect = cut
+    with pytest.raises(Cut):
+        cmds.handle(genuine)
+    again, handler2, _ = make(tmp_path)  # the reboot
+    assert again.last == 9 and again.rec == (bytes.fromhex(ack_for(genuine)), 0, 0)
+    other = cmd(9, issued=NOW - 20)
+    assert ack_of(again.handle(other))["reason"] == "replay"
+    ack = ack_of(again.handle(genuine))
+    assert (ack["code"], ack["n"], ack["repeat"], ack["relay"]) == (0, 9, True, "open")
+    assert handler2.calls == [("disconnect", {})]
+    third, handler3, _ = make(tmp_path)
+    assert third.rec[1:] == (1, 0)  # done, code 0
+    ack = ack_of(third.handle(genuine))
+    assert (ack["code"], ack["repeat"]) == (0, True) and handler3.calls == [("status", {})]
+    assert ack_of(third.handle(other))["reason"] == "replay"
+
+
+def test_a_cut_short_command_out_of_its_time_or_one_that_must_not_run_twice(tmp_path):
+    clock = FakeClock()
+    cmds, handler, _ = make(tmp_path, clock)
+    msgs = {}
+    for n, name, args in ((1, "disconnect", None), (2, "billing_snapshot", None)):
+        msgs[n] = cmd(n, name, args=args)
+        # the record a cut leaves: counter and digest on flash, not done
+        cmds._save(n, bytes.fromhex(ack_for(msgs[n])), 0, 0)
+        if n == 1:
+            clock.t = NOW + 400  # past its expiry when it comes again
+            ack = ack_of(make(tmp_path, clock)[0].handle(msgs[1]))
+            assert (ack["code"], ack["reason"], ack["repeat"]) == (6, "expired", True)
+            clock.t = NOW
+    ack = ack_of(make(tmp_path, clock)[0].handle(msgs[2]))
+    assert (ack["code"], ack["reason"], ack["repeat"]) == (2, "cut_short", True)
+    assert handler.calls == []
+
+
+def test_counter_file_of_earlier_firmware_is_read(tmp_path):
+    (tmp_path / "cmd.ctr").write_bytes(b"%d %08x" % (41, __import__("binascii").crc32(b"41")))
+    cmds, handler, _ = make(tmp_path)
+    assert (cmds.last, cmds.rec) == (41, None)
+    assert ack_of(cmds.handle(cmd(41)))["reason"] == "replay"
+    assert ack_of(cmds.handle(cmd(42)))["code"] == 0
+    assert len((tmp_path / "cmd.ctr").read_bytes()) == 26  # the new record, inline-sized

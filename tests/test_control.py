@@ -124,10 +124,13 @@ def test_transition_table_and_driver_on_micropython(mpy_build):
 def test_remote_disconnect_and_reconnect(board):
     report = run(board=board, config={"control_mode": 2}, commands=[
         {"at_s": 100, "cmd": "disconnect"}, {"at_s": 300, "cmd": "reconnect"},
-        {"at_s": 500, "cmd": "disconnect", "args": {"reason": "unpaid"}}])
-    assert codes(report) == [(0, "ok")] * 3
-    assert [(a["state"], a["output"]) for a in report["acks"]] == [(0, False), (1, True),
-                                                                  (0, False)]
+        {"at_s": 400, "cmd": "disconnect", "args": {"reason": "unpaid"}},
+        {"at_s": 500, "cmd": "disconnect"}])
+    # none of them takes an argument: one given is refused, the relay left alone (issue 18)
+    assert codes(report) == [(0, "ok"), (0, "ok"), (250, "bad args: unknown argument reason"),
+                             (0, "ok")]
+    assert [(a.get("state"), a.get("output")) for a in report["acks"]] == [
+        (0, False), (1, True), (None, None), (0, False)]
     assert names(report) == ["control_remote_disconnected", "control_remote_connected",
                              "control_remote_disconnected"]
     assert report["relay_operations"] == 3 and report["relay_pulses"] == 3
@@ -278,17 +281,17 @@ def test_pulses_are_exact_while_the_broker_is_unreachable():
 
 
 @pytest.mark.parametrize("raw, words", [
-    ({"port_commands": [{"at_s": 1, "cmd": "explode"}]}, "port_commands[0].cmd must be one"),
+    ({"port_commands": [{"at_s": 1, "cmd": "explode"}]}, "port_commands[0].cmd: must be one"),
     ({"port_commands": [{"at_s": 1, "cmd": "status"}]}, "one of disconnect, reconnect"),
-    ({"port_commands": [{"cmd": "disconnect"}]}, "needs 'at_s' and 'cmd'"),
-    ({"port_commands": [{"at_s": 1, "cmd": "reconnect", "args": 3}]}, "args must be a JSON"),
-    ({"button": [{"at_s": 1}]}, "needs 'at_s' and 'hold_s'"),
+    ({"port_commands": [{"cmd": "disconnect"}]}, "port_commands[0].at_s: missing"),
+    ({"port_commands": [{"at_s": 1, "cmd": "reconnect", "args": 3}]}, "args: must be a JSON"),
+    ({"button": [{"at_s": 1}]}, "button[0].hold_s: missing"),
     ({"button": [{"at_s": 1, "hold_s": -2}]}, "must not be negative"),
-    ({"config": {"control_mode": 7}}, "config.control_mode must be between 0 and 6"),
-    ({"config": {"load_limit_w": -1}}, "config.load_limit_w must be >= 0"),
-    ({"config": {"load_limiter": {"over_s": -1}}}, "load_limiter.over_s must be a whole"),
+    ({"config": {"control_mode": 7}}, "config.control_mode: must be a whole number from 0 to 6"),
+    ({"config": {"load_limit_w": -1}}, "config.load_limit_w: must not be negative"),
+    ({"config": {"load_limiter": {"over_s": -1}}}, "config.load_limiter.over_s: must be a whole"),
     ({"config": {"load_limiter": {"bogus": 1}}}, "unknown load_limiter key bogus"),
-    ({"faults": {"relay_weld_at_s": "soon"}}, "faults.relay_weld_at_s must be a number"),
+    ({"faults": {"relay_weld_at_s": "soon"}}, "faults.relay_weld_at_s: must be a number"),
 ])
 def test_bad_control_input_is_rejected(raw, words):
     with pytest.raises(sc.ScenarioError, match=words.replace("[", r"\[").replace("]", r"\]")):
@@ -348,3 +351,27 @@ def test_cover_open_disconnects_when_configured(enabled):
     else:
         assert names(report) == [] and report["relay_pulses"] == 0
     assert report["relay_closed"]
+
+
+def test_control_record_of_earlier_firmware_is_read(tmp_path):
+    """Issue 18 made the control record (state, mode, transition event, control log head);
+    a meter updated in the field still finds its (state, mode) record: a disconnected
+    consumer stays disconnected across the update."""
+    sc.ensure_paths()
+    from meter import ctlboot
+    from meter.store import Slots
+
+    class DirFS:
+        def open(self, path, mode="r"):
+            return open(tmp_path / path.lstrip("/"), mode)
+
+    fs = DirFS()
+    old = Slots(fs, "/control", "<BB")
+    for state, mode in ((1, 2), (0, 2)):  # the newest: Disconnected
+        old.save(state, mode)
+    assert ctlboot.load(fs) == (2, 0, 2, 0, 0)
+    assert ctlboot.missing(fs, ctlboot.load(fs)) == 0  # no event to complete
+    new = Slots(fs, "/control", "<BBBI")
+    new.seq = 2
+    new.save(1, 2, 151, 0)  # a reconnect's intent, written over the older slot
+    assert ctlboot.load(fs) == (3, 1, 2, 151, 0)

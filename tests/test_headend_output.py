@@ -141,9 +141,10 @@ def test_rejections_and_unknown_fields_are_not_lost(meter, capsys):
     rig, base, _acks = meter
     rig.n = 10
     run(capsys, base, "status")
-    rig.n = 10  # the same counter again: a replay
-    code, out = run(capsys, base, "status")
-    assert code == 1 and out.endswith("status: refused, code 5 replay\n")
+    rig.n = 10  # the same counter again, another message: a replay (the very same bytes
+    # would get the recorded answer, "repeat": README "Wire format")
+    code, out = run(capsys, base, "reconnect")
+    assert code == 1 and out.endswith("reconnect: refused, code 5 replay\n")
     from host_tools import readable
 
     ack = {"id": METER, "n": 3, "code": 0, "t": START, "extra": [1]}

@@ -173,3 +173,33 @@ def test_single_keys_on_a_terminal_and_the_terminal_restored_after_ctrl_c(tmp_pa
             os.kill(pid, 9)
             os.waitpid(pid, 0)
         os.close(fd)
+
+
+@pytest.mark.parametrize("option, key", [
+    (["--meter-id", "a/b"], "config.meter_id"), (["--meter-id", "x" * 70_000], "config.meter_id"),
+    (["--broker", "nohost"], "HOST:PORT"), (["--broker", "localhost:0"], "HOST:PORT"),
+    (["--period", "0"], "telemetry_period_s"), (["--duration", "1e400"], "duration_s")])
+def test_bad_options_are_one_line_before_anything_starts(tmp_path, option, key) -> None:
+    out = subprocess.run([sys.executable, "-m", "simulator", "live", "--keys",
+                          str(tmp_path / "keys.json"), *option], cwd=ROOT, timeout=60,
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and key in out.stderr and "Traceback" not in out.stderr
+    assert "broker on" not in out.stdout  # nothing was started
+    assert not (tmp_path / "keys.json").exists()
+
+
+def test_an_event_sent_again_after_a_reboot_is_shown_once(capsys) -> None:
+    from simulator.live import Console
+
+    console = Console(stdin=open(os.devnull))
+    event = {"id": "m", "seq": 4, "code": 154, "t": 1_790_000_000}
+    console.event(event)
+    console.event(dict(event))  # the same record, forwarded again with its own seq
+    console.event({**event, "seq": 5, "code": 150})
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("  ")[2:4] for line in lines] == [
+        ["event #4", "control_manual_connected (154) at " + time.strftime(
+            "%H:%M:%S", time.localtime(1_790_000_000))],
+        ["event #5", "control_remote_disconnected (150) at " + time.strftime(
+            "%H:%M:%S", time.localtime(1_790_000_000))]]

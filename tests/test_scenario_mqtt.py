@@ -32,7 +32,7 @@ def run(runtime="cpython", heapsize=sc.HEAPSIZE, **keys):
 def mode_scenario(mode: int) -> dict:
     return dict(
         duration_s=45, config={"control_mode": mode, "telemetry_period_s": 10},
-        commands=[{"at_s": 10, "cmd": "disconnect", "args": {"reason": "unpaid"}},
+        commands=[{"at_s": 10, "cmd": "disconnect"},
                   {"at_s": 20, "cmd": "reconnect"}, {"at_s": 40, "cmd": "status"}],
         button=[{"at_s": 30, "hold_s": 4}] if mode in ARMING_MODES else [])
 
@@ -171,12 +171,13 @@ def test_hostile_commands_never_switch_the_relay(runtime, mpy_build):
         signed(51, meter="meter-0002"),  # another meter's
         signed(52, ttl=-10),  # malformed: exp before t
         signed(53, issued=start - 1000, ttl=10),  # expired
-        good,  # replayed (accepted once first)
+        signed(1, issued=start + 4),  # replayed: counter 1 (accepted first), other bytes
         good[:90],  # truncated
         "x" * 1100,  # oversized
         good.replace('"n":1', '"n":"1"'),  # wrong type (and so a bad MAC too)
         signed(54, "self_destruct"),  # unknown command
         "",
+        good,  # an exact copy of the accepted one (its ack lost): its recorded answer
     ]
     report = run(runtime, sc.HEAPSIZE, duration_s=40,
                  config={"control_mode": 2}, command_key=key.hex(),
@@ -186,12 +187,14 @@ def test_hostile_commands_never_switch_the_relay(runtime, mpy_build):
     assert reasons[0] is None and report["acks"][0]["code"] == 0
     assert reasons[1:] == ["bad_mac", "wrong_meter", "malformed", "expired", "replay",
                            "malformed", "too_large", "malformed", "unknown_command",
-                           "malformed"]
+                           "malformed", None]
+    assert [a.get("repeat") for a in report["acks"]] == [None] * 11 + [True]
+    assert report["acks"][-1]["code"] == 0
     assert all(a["mac_ok"] for a in report["acks"])
     # each ack attributed to the message it names ("for"); no counter unless MAC-verified
     assert [a["at_s"] for a in report["acks"]] == [5] + [6 + i for i in range(len(hostile))]
     assert [a["n"] for a in report["acks"]] == [1, None, None, None, 53, 1, None, None, None,
-                                                54, None]
+                                                54, None, 1]
     assert report["relay_pulses"] == 0 and report["relay_closed"]
 
 
@@ -268,20 +271,21 @@ def test_local_port_commands_still_work():
 
 
 @pytest.mark.parametrize("raw, words", [
-    ({"commands": [{"at_s": 1, "cmd": "explode"}]}, "commands[0].cmd must be one of"),
-    ({"commands": [{"cmd": "status"}]}, "needs 'at_s' and 'cmd'"),
-    ({"commands": [{"at_s": 1, "cmd": "status", "args": []}]}, "args must be a JSON object"),
-    ({"commands": [{"at_s": 1, "cmd": "status", "ttl_s": 1.5}]}, "ttl_s must be a whole"),
-    ({"commands": [{"at_s": 1, "raw": 5}]}, "'raw' is a string"),
-    ({"commands": [{"at_s": 1, "raw": "x", "cmd": "status"}]}, "alone with 'at_s'"),
-    ({"commands": {"at_s": 1}}, "commands must be a list"),
-    ({"network_outages": [{"at_s": 1}]}, "network_outages[0] needs 'at_s' and 'for_s'"),
-    ({"network_outages": [{"at_s": 1, "for_s": -1}]}, "must not be negative"),
-    ({"network_outages": [{"at_s": 1, "for_s": 5, "x": 1}]}, "unknown key 'x'"),
-    ({"network_outages": [{"at_s": 1, "for_s": 5}, {"at_s": 3, "for_s": 1}]}, "not overlap"),
-    ({"broker": "nowhere"}, "broker must be HOST:PORT"),
+    ({"commands": [{"at_s": 1, "cmd": "explode"}]}, "commands[0].cmd: must be one of"),
+    ({"commands": [{"cmd": "status"}]}, "commands[0].at_s: missing"),
+    ({"commands": [{"at_s": 1, "cmd": "status", "args": []}]}, "args: must be a JSON object"),
+    ({"commands": [{"at_s": 1, "cmd": "status", "ttl_s": 1.5}]}, "ttl_s: must be a whole"),
+    ({"commands": [{"at_s": 1, "raw": 5}]}, "commands[0].raw: must be a string"),
+    ({"commands": [{"at_s": 1, "raw": "x", "cmd": "status"}]}, "raw: is sent as it is, alone"),
+    ({"commands": {"at_s": 1}}, "commands: must be a list"),
+    ({"network_outages": [{"at_s": 1}]}, "network_outages[0].for_s: missing"),
+    ({"network_outages": [{"at_s": 1, "for_s": -1}]}, "for_s: must not be negative"),
+    ({"network_outages": [{"at_s": 1, "for_s": 5, "x": 1}]}, "network_outages[0].x: unknown key"),
+    ({"network_outages": [{"at_s": 1, "for_s": 5}, {"at_s": 3, "for_s": 1}]},
+     "network_outages[1]: overlaps network_outages[0]"),
+    ({"broker": "nowhere"}, "broker: must be HOST:PORT"),
     ({"commands": [{"at_s": 1, "cmd": "status"}], "config": {"mqtt_host": "h"}},
-     "set by the run"),
+     "config.mqtt_host: set by the run"),
 ])
 def test_bad_network_input_is_rejected(raw, words):
     with pytest.raises(sc.ScenarioError) as err:

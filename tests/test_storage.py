@@ -115,22 +115,37 @@ MUTANTS = {
     "none": [],  # the firmware as it is: the same run finds nothing
     "acts before its counter is on flash": [(
         "meter/commands.py",
-        '                with self._fs.open(_PATH, "wb") as f:  # persisted before acting\n',
+        "                self._save(n, dig, 0, 0)  # persisted before acting, with what it is\n",
         '                getattr(self.handler, obj["cmd"], print)(obj.get("args", {}))\n'
-        '                with self._fs.open(_PATH, "wb") as f:\n')],
+        "                self._save(n, dig, 0, 0)\n")],
     "moves the relay before its intent is on flash": [
-        ("meter/transition.py", "        save(ctl)\n        ctl.old = old\n",
+        ("meter/transition.py",
+         "        save(ctl, events.CONTROL + cause * 3 + target)\n        ctl.old = old\n",
          "        ctl.old = old\n"),
         ("meter/transition.py", "    ctl.log.log(ctl.clock.now(), events.CONTROL + cause",
          "    save(ctl)\n    ctl.log.log(ctl.clock.now(), events.CONTROL + cause")],
     "takes a counter file cut at its creation for a lost one": [(
         "meter/commands.py", "            if not d:\n", "            if False:\n")],
+    # issue 18: the intent without its event, so boot cannot complete a transition cut short
+    "keeps the intent without its transition event": [(
+        "meter/transition.py",
+        "        save(ctl, events.CONTROL + cause * 3 + target)\n        ctl.old = old\n",
+        "        save(ctl)\n        ctl.old = old\n")],
+    "keeps the counter without the command's digest": [(
+        "meter/commands.py", "self._save(n, dig, 0, 0)  # persisted",
+        "self._save(n, bytes(16), 0, 0)  #")],
+    "records a command done before it acts": [(
+        "meter/commands.py", "self._save(n, dig, 0, 0)  # persisted",
+        "self._save(n, dig, 1, 0)  #")],
 }
 MUTANT_FINDINGS = {
     "none": None,
     "acts before its counter is on flash": "already acted on",
     "moves the relay before its intent is on flash": "relay already moved",
     "takes a counter file cut at its creation for a lost one": "counter unreadable",
+    "keeps the intent without its transition event": "transition events (with boot's)",
+    "keeps the counter without the command's digest": "without the digest",
+    "records a command done before it acts": "recorded done before",
 }
 
 
@@ -193,19 +208,22 @@ def test_sampled_cuts_reboot_and_run_on(tmp_path, runtime, cuts, request):
 def test_cuts_while_signed_commands_are_handled_reboot_as_last_commanded(tmp_path):
     """Real power cuts (CPython) at every flash write of the first two signed commands'
     handling: after the reboot the relay's contact matches the persisted state (checked at
-    the first poll, after boot's re-assertion), the command cut short is redelivered and
-    either acted on (its counter had not reached flash) or refused as a replay (it had), and
-    every later command is acted on."""
+    the first poll, after boot's re-assertion), the very bytes cut short are redelivered and
+    the meter completes them (issue 18): acked 0, with "repeat" if their counter had reached
+    flash, and the control log ends with exactly the uncut run's transitions."""
     scenario, schedule = _command_hour(1500)
     total = len(schedule)
     feed = command_feed(scenario, schedule)
     faultsweep.run_with_commands(scenario, str(tmp_path / "uncut.img"), feed)
     assert feed.failures == [] and [a[2]["code"] for a in feed.acks] == [0] * total == [0] * 4
+    with mounted(tmp_path / "uncut.img") as fs:
+        uncut = faultsweep.transitions(fs)
+    assert uncut == [150, 151, 150]  # (the first, a reconnect, changes nothing)
     windows = {n: (first, last) for n, first, last in feed.windows}
     cases = set()
-    for n in (1, 2):  # a disconnect, then a reconnect
+    for n in (2, 3):  # a disconnect, then a reconnect
         first, last = windows[n]
-        assert last - first >= 3, windows  # counter, control record, event log
+        assert last - first >= 4, windows  # counter, control record, event log, done
         for cut in range(first, last + 1):
             cut_scenario = dict(scenario, faults={"power_cut_at_write": cut})
             feed = command_feed(scenario, schedule)
@@ -214,20 +232,111 @@ def test_cuts_while_signed_commands_are_handled_reboot_as_last_commanded(tmp_pat
             assert raw["reboots"] == 1, cut
             assert feed.failures == [], (cut, feed.failures)
             assert len(feed.boots) == 2, cut
-            before, after = n % 2, 1 - n % 2  # Connected before a disconnect, and back
+            before, after = 1 - n % 2, n % 2  # Connected before the disconnect, and back
             after_boot = feed.boots[1][1]
             assert after_boot in (before, after), (cut, feed.boots)
-            codes = [ack["code"] for _t, _n, ack in feed.acks]
-            again = codes[n - 1]  # the redelivered command
-            assert again in (0, 5) and codes[n:] == [0] * (total - n), (cut, codes)
-            cases.add((after_boot == after, again))
+            acks = [ack for _t, _n, ack in feed.acks]
+            assert [a["code"] for a in acks] == [0] * total, (cut, acks)
+            again = acks[n - 1]  # the redelivered command, completed
+            assert again["state"] == after, (cut, again)
+            assert [a.get("repeat", False) for a in acks] == [i == n - 1 and again.get(
+                "repeat", False) for i in range(total)], (cut, acks)
+            cases.add((after_boot == after, again.get("repeat", False)))
             state, _mode = sc.read_control(str(flash))
             with mounted(flash) as fs:
-                counter = faultsweep.read_control_state(fs)["counter"]
-            assert (state, counter) == (feed.acks[-1][2]["state"], total), cut
+                got = faultsweep.read_control_state(fs)
+            assert (state, got["counter"]) == (acks[-1]["state"], total), cut
+            # the last command: done, code 0
+            assert got["outcome"] and got["outcome"][1:] == (1, 0), (cut, got["outcome"])
+            assert got["transitions"] == uncut, (cut, got["transitions"])
             assert raw["relay_closed"] == (state == 1), cut
     # cut before the counter reached flash, after it but before the state, and after both
-    assert cases >= {(False, 0), (False, 5), (True, 5)}, cases
+    assert cases == {(False, False), (False, True), (True, True)}, cases
+
+
+def _cut_short(**more):
+    """A disconnect at 10 s and a reconnect at 20 s (control mode 2: the remote reconnect
+    closes the relay), then a status query, over the run's own mosquitto."""
+    return sc.normalise(dict({
+        "duration_s": 40, "config": {"meter_id": "m", "control_mode": 2},
+        "power_fail_input": False, "load": [{"at_s": 0, "volts": 240, "amps": 10, "pf": 1.0}],
+        "commands": [{"at_s": 10, "cmd": "disconnect"}, {"at_s": 20, "cmd": "reconnect"},
+                     {"at_s": 30, "cmd": "status"}]}, **more))
+
+
+def _transitions(report):
+    return [e["name"] for e in report["events"] if 150 <= e["code"] < 170]
+
+
+def _check_cut_short(report, what):
+    """Relay, control state, event log and the head-end's acks agree: each command acted
+    exactly once and its last ack says so; no ack is a replay."""
+    acks = report["acks"]
+    assert all(a["mac_ok"] for a in acks), (what, acks)
+    assert [a["code"] for a in acks] == [0] * len(acks), (what, acks)  # never "replay"
+    last = {a["cmd"]: (a["n"], a["state"], a["output"]) for a in acks}
+    assert last == {"disconnect": (1, 0, False), "reconnect": (2, 1, True),
+                    "status": (3, 1, True)}, (what, acks)
+    assert _transitions(report) == ["control_remote_disconnected", "control_remote_connected"
+                                    ], (what, report["events"])
+    assert report["relay_operations"] == 2, what  # nothing acted twice
+    assert (report["control_state"], report["relay_closed"]) == (1, True), what
+    assert report.get("network_late", 0) == 0, what
+    return tuple(a["cmd"] for a in acks if a.get("repeat"))
+
+
+@pytest.mark.parametrize("runtime", ["cpython",
+                                     pytest.param("micropython", marks=pytest.mark.micropython)])
+def test_a_command_cut_short_at_every_flash_operation_is_completed_on_redelivery(
+        tmp_path, runtime, request):
+    """Issue 18: a power cut at every flash program or erase of a signed disconnect's and a
+    reconnect's handling (every operation while the meter handles the command, the relay
+    pulse and the event log included), and a mains cut at a command's arrival. The command
+    cut short is not acknowledged, so the broker (kept session, QoS 1) delivers the very same
+    bytes again when the meter is back, and the meter completes it or answers its recorded
+    result ("repeat"): the relay, the control state, the event log and the head-end's last
+    ack agree, and no ack is a replay."""
+    if runtime == "micropython":
+        request.getfixturevalue("mpy_build")
+    from simulator.device import runner
+
+    ops = []
+    provision = runner.provision
+
+    def provision_and_count(world, config, *more):
+        provision(world, config, *more)
+        world.flash.on_op = lambda *_: ops.append((world.flash.ops + 1, world.now_ms))
+
+    runner.provision = provision_and_count
+    try:
+        report = sc.run(_cut_short(), runtime, workdir=str(tmp_path))
+    finally:
+        runner.provision = provision
+    assert _check_cut_short(report, "uncut") == ()
+    # the handling: every flash operation from the command's arrival to the next second
+    cuts = [n for n, t in ops if 10000 <= t < 11000 or 20000 <= t < 21000]
+    assert len(cuts) >= 10, ops  # counter, intent, event, done, for each of the two
+    repeats = set()
+    started = time.monotonic()
+    for cut in cuts:
+        work = tmp_path / str(cut)
+        work.mkdir()
+        report = sc.run(_cut_short(faults={"power_cut_at_write": cut}), runtime,
+                        workdir=str(work))
+        assert report["reboots"] == 1, cut
+        repeats.add(_check_cut_short(report, cut))
+    wall = time.monotonic() - started
+    # redelivered before its counter reached flash (acted as new), and after (a repeat)
+    assert {(), ("disconnect",), ("reconnect",)} <= repeats, repeats
+    for at_s in (10, 20):  # mains cut exactly at a command's arrival
+        work = tmp_path / f"outage{at_s}"
+        work.mkdir()
+        report = sc.run(_cut_short(outages=[{"at_s": at_s, "for_s": 2}]), runtime,
+                        workdir=str(work))
+        assert report["reboots"] == 1, at_s
+        _check_cut_short(report, f"outage at {at_s} s")
+    print(f"\n{runtime}: {len(cuts)} cut points of a disconnect's and a reconnect's handling "
+          f"in {wall:.1f} s")
 
 
 def _button_minutes():

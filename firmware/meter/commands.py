@@ -3,11 +3,16 @@
 # Commands are MAC'd over the exact body bytes, acks over b"ack " + body (so an ack never
 # passes as a command). Command body: {"id", "n" (counter), "cmd", "args", "t", "exp"} (Unix
 # s). Checks in order: size, well-formedness, meter id, MAC, counter > last accepted, expiry.
+# Well-formed means canonical (README "Wire format"): lowercase hex MAC, and a body that is
+# byte for byte what canonical() writes of what json.loads read (so both runtimes' parsers
+# take exactly the same bodies: no duplicate key, whitespace, trailing byte, leading zero,
+# escape, float), with every field in its range.
 # Ack body (v 2): {"v", "id", "for", "n", "code", "t"} + extras; "for" binds it to the exact
 # message it answers (the first 16 bytes of SHA-256 of all its bytes, hex), and "n" is null
 # unless the MAC verified: a rejection at or before the MAC check carries no counter.
 # The README ("Remote commands", "Wire format") documents the codes and the clock-unset rule.
 import json
+import struct
 from binascii import crc32, hexlify, unhexlify
 from hashlib import sha256
 
@@ -18,6 +23,9 @@ from meter.events import CMD_REJECTED
 from meter.store import unload
 
 MAX_SIZE = const(1024)
+_T0 = const(1577836800)  # meter/clock.py METER_EPOCH_UNIX (2020-01-01) and MAX_S: the
+_MAX_S = const(0x3EFFFFFF)  # meter's clock range, 2020-01-01 ... 2053-06-29, for t and exp
+_TTL = const(86400)  # exp - t: a command lives a day at most
 TEMPORARY = const(2)
 TOO_LARGE = const(9)
 # Ack codes: 0 success, 1 hardware fault, 2 temporary failure, 3 denied, 4 bad MAC, 5 replay,
@@ -25,7 +33,12 @@ TOO_LARGE = const(9)
 # Their names live host-side (host_tools/headend.py REASONS); some acks add a "reason".
 _KNOWN = (" disconnect reconnect status set_control_mode set_load_limit read_profile"
           " read_events billing_snapshot time_sync set_telemetry_period reboot ")
-_PATH = "/cmd.ctr"  # last accepted counter and its CRC; LittleFS replaces a file atomically
+# The last accepted command: counter, digest (its ack's "for"), done (0 while it is handled),
+# its ack code, CRC32: 26 bytes, inline in LittleFS's metadata, replaced atomically.
+_PATH = "/cmd.ctr"
+_REC = "<I16sBB"
+# A cut short one of these is not run again: a second run would act twice.
+_ONCE = " time_sync billing_snapshot "
 
 
 def hmac_sha256(key, msg, prefix=b""):
@@ -55,6 +68,34 @@ def equal(a, b):
     return d == 0
 
 
+def _text(v):
+    """A JSON string as the head-end writes it: printable ASCII, no escape (so no " or \\)."""
+    if type(v) is not str:
+        raise ValueError
+    for c in v.encode():
+        if c < 32 or c > 126 or c == 34 or c == 92:
+            raise ValueError
+    return '"' + v + '"'
+
+
+def canonical(obj):
+    """The one accepted form of a command body (host_tools/headend.py writes it): keys id, n,
+    cmd, args, t, exp in this order, args' keys sorted, no whitespace. Raises on a value
+    outside the grammar; json.dumps cannot be used: MicroPython's keeps no key order."""
+    a = obj["args"]
+    if type(a) is not dict:
+        raise ValueError
+    s = []
+    for k in sorted(a):
+        v = a[k]
+        # a string, a whole number within +/-(2^32 - 1), true, false or null
+        ok = type(v) is int and -0xFFFFFFFF <= v <= 0xFFFFFFFF or type(v) is bool or v is None
+        s.append(_text(k) + ":" + (json.dumps(v) if ok else _text(v)))
+    return ('{"id":%s,"n":%d,"cmd":%s,"args":{%s},"t":%d,"exp":%d}' % (
+        _text(obj["id"]), obj["n"], _text(obj["cmd"]), ",".join(s), obj["t"], obj["exp"]
+    )).encode()
+
+
 class Commands:
     def __init__(self, fs, meter_id, clock, log, handler=None, key=None, state=None,
                  link=None):
@@ -76,6 +117,7 @@ class Commands:
             pass  # not provisioned: every command is denied
         self._key = key if key and len(key) == 32 else None
         self.last = 0  # no counter file: a fresh meter
+        self.rec = None  # the last accepted command's (digest, done, code), if known
         try:
             with fs.open(_PATH, "rb") as f:
                 d = f.read()
@@ -85,10 +127,20 @@ class Commands:
                 # replaces it whole): empty means power went during the very first write,
                 # before anything acted on it.
                 self.last = 0
-            elif d[-8:] == b"%08x" % crc32(d[:-9]):
+            elif len(d) == 26 and struct.unpack("<I", d[22:])[0] == crc32(d[:22]):
+                self.last, dig, done, code = struct.unpack(_REC, d[:22])
+                self.rec = (dig, done, code)
+            elif d[-8:] == b"%08x" % crc32(d[:-9]):  # earlier firmware's: "n crc"
                 self.last = int(d[:-9])
-        except OSError:
+        except (OSError, ValueError):
             pass
+
+    def _save(self, n, dig, done, code):
+        r = struct.pack(_REC, n, dig, done, code)
+        with self._fs.open(_PATH, "wb") as f:
+            f.write(r + struct.pack("<I", crc32(r)))
+        self.last = n
+        self.rec = (dig, done, code)
 
     def check(self, p):
         """(code, counter (None unless the MAC verified), the body if code is 0, else a
@@ -98,25 +150,28 @@ class Commands:
         try:
             if p[64] != 0x20:
                 raise ValueError
-            obj = json.loads(p[65:])
+            body = p[65:]
+            obj = json.loads(body)
             mac = unhexlify(p[:64])
             n = obj["n"]
+            cmd = obj["cmd"]
+            t = obj["t"]
+            e = obj["exp"]
+            # n 1 ... 2^30 - 1; t and exp within the meter's clock (2020-01-01 ... 2053-06-29,
+            # meter/clock.py), t <= exp <= t + 1 day; all whole numbers (type(True) is bool)
+            if (type(n) is not int or type(t) is not int or type(e) is not int
+                    or not 0 < n < 0x40000000 or not 0 <= t - _T0 <= _MAX_S
+                    or not t <= e <= t + _TTL or e - _T0 > _MAX_S
+                    or hexlify(mac) != p[:64] or canonical(obj) != body):
+                raise ValueError
         except Exception:  # hostile bytes: whatever fails to parse is "malformed"
-            return 7, None, None
-        if type(n) is not int or not 0 < n < 0x40000000:
-            return 7, None, None
-        cmd = obj.get("cmd")
-        t = obj.get("t")
-        e = obj.get("exp")
-        if (type(cmd) is not str or type(obj.get("id")) is not str or type(t) is not int
-                or type(e) is not int or e < t or type(obj.get("args", {})) is not dict):
             return 7, None, None
         # Up to here the counter is only what the sender wrote: no ack may carry it.
         if obj["id"] != self._id:
             return 8, None, None
         if self._key is None:
             return 3, None, "no_key"
-        if not equal(hmac_sha256(self._key, memoryview(p)[65:]), mac):
+        if not equal(hmac_sha256(self._key, body), mac):
             return 4, None, None
         if self.last is None:
             return 1, n, "counter_lost"
@@ -142,24 +197,56 @@ class Commands:
             x = None
             unload("cmdx")
 
+    def _again(self, p, rec):
+        """The very same bytes as the last accepted command (its ack lost, or redelivered
+        after a power cut): (code, extra, body to run again or None). Done: its recorded
+        code, with the supply's state now for a supply command. Cut short: run it again
+        (what it had done already stays done: a second run of a state-setting command
+        changes nothing), unless it would act twice or is out of its time now."""
+        obj = json.loads(p[65:])  # the MAC verified: well-formed
+        cmd = obj["cmd"]
+        if not rec[1]:
+            clock = self._clock
+            if " " + cmd + " " in _ONCE:
+                return TEMPORARY, {"reason": "cut_short"}, None
+            if not clock.valid() and cmd != "status":
+                return TEMPORARY, {"reason": "clock_unset"}, None
+            if clock.valid() and clock.unix() > obj["exp"]:
+                return 6, None, None
+            return 0, None, obj
+        extra = None
+        if getattr(self.handler, cmd, None) is not None:
+            try:
+                extra = self.handler.status({})[1]
+            except Exception:  # noqa: S110 - the recorded code is the answer
+                pass
+        return rec[2], extra, None
+
     def handle(self, p):
         """Verify and run one command (p None: oversized, dropped unread); returns the signed
         ack. Never raises on bad input; a rejected command never reaches the handler."""
         code, n, obj = (TOO_LARGE, None, None) if p is None else self.check(p)
         extra = {"reason": obj} if code and obj else None
-        if code == 0:
+        dig = None if p is None else sha256(p).digest()[:16]
+        rec = self.rec
+        repeat = code == 5 and n == self.last and rec is not None and rec[0] == dig
+        if repeat:
+            code, extra, obj = self._again(p, rec)
+        elif code == 0:
             try:
-                with self._fs.open(_PATH, "wb") as f:  # persisted before acting
-                    f.write(b"%d %08x" % (n, crc32(b"%d" % n)))
-                self.last = n
+                self._save(n, dig, 0, 0)  # persisted before acting, with what it is
             except OSError:
                 code, extra = TEMPORARY, {"reason": "flash"}
-        if code == 0:
+        if code == 0 and obj is not None:
             try:
                 cmd = obj["cmd"]
                 m = getattr(self.handler, cmd, None)
-                if m is not None:
-                    code, extra = m(obj.get("args", {}))
+                args = obj["args"]
+                if args and cmd in ("disconnect", "reconnect", "status"):
+                    # none takes an argument (checked here, not in the resident control: RAM)
+                    code, extra = 250, {"reason": "bad args: unknown argument " + list(args)[0]}
+                elif m is not None:
+                    code, extra = m(args)
                     if type(code) is not int or not (extra is None or type(extra) is dict):
                         raise TypeError
                 elif cmd != "status":
@@ -172,7 +259,11 @@ class Commands:
                     extra["reason"] = "handler_error"
                 except Exception:  # noqa: S110 - no supply control, or no room even for that
                     pass
-        else:
+            try:
+                self._save(n, dig, 1, code)  # done, and how: a redelivery gets this answer
+            except OSError:
+                pass  # the command took effect: its ack says so all the same
+        elif not repeat:
             # Rate limit, so a flood neither wears the flash nor evicts real events from the
             # transaction log: the first rejection is logged; while they go on, the next event
             # comes after 1 h, then 2, 4 ... 24 h (about 5 events the first day, then one a
@@ -193,9 +284,11 @@ class Commands:
                 except OSError:
                     pass
         ack = dict(extra) if extra else {}
+        if repeat:
+            ack["repeat"] = True
         # set last: no handler's extra can stand in for the fields that bind the ack
         ack.update({"v": 2, "id": self._id, "n": n, "code": code, "t": self._clock.unix(),
-                    "for": None if p is None else hexlify(sha256(p).digest()[:16]).decode()})
+                    "for": None if dig is None else hexlify(dig).decode()})
         body = json.dumps(ack).encode()
         key = self._key
         return (hexlify(hmac_sha256(key, body, b"ack ")) if key else b"0" * 64) + b" " + body

@@ -2,10 +2,12 @@
 # against them (pulse only if it is elsewhere; without feedback re-assert once), and wire
 # the button, the command port and the load limiter. Runs once, then unloads itself.
 from meter import events
+from meter.clock import MAX_S
 from meter.control import Control
 from meter.store import Slots, unload  # Slots: /control.a|b, written by meter/transition.py
 
-# config "load_limiter": {key: whole number >= 0}; anything else is refused.
+# config "load_limiter": {key: whole number 0 ... 2^24 (194 days in s: timers stay small ints),
+# emergency_at 0 ... MAX_S (meter seconds)}; anything else is refused.
 LIMITER = {
     "emergency_w": 0,  # the emergency profile's threshold
     "emergency_at": 0,  # meter seconds it starts (0: no profile)
@@ -24,16 +26,33 @@ def check_limiter(settings):
         value = settings[key]
         if key not in LIMITER:
             return "unknown load_limiter key " + key
-        if type(value) is not int or value < 0:
-            return "load_limiter." + key + " must be a whole number >= 0"
+        hi = MAX_S if key == "emergency_at" else 0x1000000
+        if type(value) is not int or not 0 <= value <= hi:
+            return "load_limiter.%s must be a whole number 0-%d" % (key, hi)
     return None
 
 
 def load(fs):
-    """(seq, state, mode) of the newest valid record, or None."""
-    slots = Slots(fs, "/control", "<BB")
-    rec = slots.load()[0]
-    return None if rec is None else (slots.seq, rec[0], rec[1])
+    """(seq, state, mode, event code, control log head) of the newest valid record, or None.
+    A record of the firmware before transition events were kept with it: (seq, state, mode,
+    0, 0)."""
+    for fmt in ("<BBBI", "<BB"):
+        slots = Slots(fs, "/control", fmt)
+        rec = slots.load()[0]
+        if rec is not None:
+            rec = tuple(rec) + (0, 0)
+            return (slots.seq, rec[0], rec[1], rec[2], rec[3])
+    return None
+
+
+def missing(fs, rec):
+    """The event of the transition the record rec commits if the control log has nothing
+    after it (the cut came between the intent and its event), else 0."""
+    if not rec or not rec[3]:
+        return 0
+    n = events.ring(fs, events.CAT_CONTROL).n
+    unload("ring")
+    return rec[3] if n <= rec[4] else 0
 
 
 def setup(meter, hw):
@@ -48,10 +67,16 @@ def setup(meter, hw):
     ctl.retries = cfg["relay_retries"]
     ctl.ring = [0] * (2 + max(1, cfg["relay_ops_per_min"]))
     close = ctl.state == 1  # Connected
+    # a transition cut short before its event: completed now (the relay below), logged once
+    lost = missing(hw.fs, rec)
     fb = hw.relay[2]
+    code = -1  # not pulsed
     if fb is None or fb.value() != close:
         code = Relay(ctl.clock, hw.relay, ctl.ring, ctl.retries).switch(close, False)[0]
-        t = meter.clock.now()
+    t = meter.clock.now()
+    if lost and code <= 0:
+        meter.log.log(t, lost)
+    if code >= 0:
         meter.log.log(t, events.RELAY_REASSERTED)
         if code:
             meter.log.log(t, events.RELAY_FAULT)

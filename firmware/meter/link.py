@@ -3,7 +3,7 @@
 # last will "offline"), telemetry (QoS 0, every telemetry_period_s), profile and events
 # (QoS 1, store-and-forward from flash: meter/forward.py). Every socket operation
 # has a timeout, connect included; a failed broker is retried after a back-off doubling from
-# 1 s to 5 min, with jitter; at most 4 incoming messages are handled per duty cycle.
+# 1 s to 5 min, with jitter; at most 32 incoming messages (100 ms) are handled per look.
 # Imported only when MQTT is configured.
 import json
 import sys
@@ -19,6 +19,8 @@ from meter.store import unload
 # umqtt raises IndexError reading a closed socket, AssertionError on a bad reply.
 ERRORS = (OSError, IndexError, AssertionError, TypeError, MemoryError, simple.MQTTException)
 _timeout = [5, None]  # the socket timeout, the last plain socket opened
+_PER_LOOK = const(32)  # incoming messages handled at most per look (_poll)
+_LOOK_MS = const(100)  # and for at most this long
 _MAX_CMD = const(1024)  # meter/commands.py MAX_SIZE: the largest command read into RAM
 
 
@@ -238,13 +240,19 @@ class Link:
             self.failed(now, exc)
 
     def _poll(self, c):
-        for _ in range(4):  # at most 4 incoming messages at a time
+        # Incoming messages are handled while they come, up to 32 or 100 ms a look (5 looks
+        # a second): a flood of rejected ones drains in seconds, not minutes, and a genuine
+        # command behind it is answered (README "Wire format", issue 18).
+        clock = self._clock
+        t0 = clock.ticks_ms()
+        for _ in range(_PER_LOOK):
             c.check_msg()
             if self.reboot:  # acked (and PUBACKed) first, then the reset
                 overlay("meter.cmdtime").reboot(self)
-            if not self._got:
+            if not self._got or clock.ticks_diff(clock.ticks_ms(), t0) >= _LOOK_MS:
                 break
             self._got = False
+        self._got = False
 
     def idle(self, ms):
         """The duty cycle's sleep, looking for commands every 200 ms meanwhile, so that a

@@ -2,7 +2,7 @@
 from micropython import const
 
 from meter import events
-from meter.store import Slots
+from meter.store import Slots, unload
 
 _CONNECTED = const(1)
 # Transitions a..h as (trigger * 2 + reconnect, from, to).
@@ -47,13 +47,14 @@ def run(ctl, who, reconnect, cause):
     if close != (old == _CONNECTED):
         if busy(ctl):
             return 2, "rate limit: %d operations per minute" % (len(ctl.ring) - 2)
-        # Intent first: a power cut mid-pulse is finished at boot, not undone.
+        # Intent first, with its event: a power cut mid-pulse is finished at boot, not undone,
+        # and boot logs the event if the cut came before it (meter/ctlboot.py).
         ctl.state = target
-        save(ctl)
+        save(ctl, events.CONTROL + cause * 3 + target)
         ctl.old = old
         return -1, close  # the relay must move: Control.trigger pulses it, then finish()
     ctl.state = target
-    save(ctl)
+    save(ctl, events.CONTROL + cause * 3 + target)
     return finish(ctl, 0, "ok", cause)
 
 
@@ -77,10 +78,18 @@ def busy(ctl):
     return clock.ticks_diff(clock.ticks_ms(), ring[2 + ring[1]]) < 60000
 
 
-def save(ctl):
+def save(ctl, code=0):
+    """Persist state and mode. code: the event of the transition this record commits (the
+    intent), kept with the control log's head before it: boot logs it if that log has
+    nothing newer, so a cut between the two writes loses no event and logs none twice."""
     if ctl.fs is None:
         return
-    slots = Slots(ctl.fs, "/control", "<BB")  # (seq, state, mode, CRC); meter/ctlboot.py
+    head = 0
+    if code:
+        head = events.ring(ctl.fs, events.CAT_CONTROL).n
+        unload("ring")
+    # (seq, state, mode, event code or 0, the log's head, CRC): 15 bytes; meter/ctlboot.py
+    slots = Slots(ctl.fs, "/control", "<BBBI")
     slots.seq = ctl.seq
-    slots.save(ctl.state, ctl.mode)
+    slots.save(ctl.state, ctl.mode, code, head)
     ctl.seq = slots.seq

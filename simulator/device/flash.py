@@ -77,12 +77,16 @@ class FlashChip:
         """The hold-up ran out during this operation: the rest of the outage passes."""
         self.fh.flush()
         self.world.holdup_runs_out()
+        if self.world.on_power_cut is not None:
+            self.world.on_power_cut()
         raise PowerCut()
 
     def cut_power(self):
         self.fh.flush()
         if self.world is not None:
             self.world.powered = False
+            if self.world.on_power_cut is not None:
+                self.world.on_power_cut()
         raise PowerCut()
 
     # --- block device protocol ----------------------------------------------------

@@ -1,8 +1,8 @@
 # Boots the firmware in its own process (real MicroPython), wired to a world served by the
-# host over a loopback socket. One process is one boot: a power cut ends the process and
+# host over an inherited socket. One process is one boot: a power cut ends the process and
 # the host starts a new one, so nothing in RAM survives, as on the board.
 # Started by simulator/device/romstart.py, once the firmware image is mounted at /rom.
-import socket
+import socket  # noqa: F401 - part of the measured device layer (scenario.DEVICE_LAYER)
 import sys
 
 from simulator.device import shim
@@ -10,10 +10,9 @@ from simulator.device.shim import PowerCut, ScenarioEnd
 from simulator.device.wire import RemoteWorld
 
 
-def main(port, board_module):
-    sock = socket.socket()
-    sock.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
-    sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: every call is a round trip
+def main(fd, board_module):
+    # the host's socket pair, inherited: a stream on its file descriptor (no port to find)
+    sock = open(fd, "r+b")
     shim.WORLD[0] = RemoteWorld(sock)
     for name in ("machine", "esp32", "network"):
         sys.modules[name] = shim

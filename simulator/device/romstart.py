@@ -4,7 +4,7 @@
 # the image; ESP32 builds map the partition and mount it at boot). Here the host's launcher
 # (simulator/romboot.py) puts the image in memory and passes its address and size.
 # This is the one module the device process loads from the file system.
-# Usage: micropython -X heapsize=N -m romstart PORT BOARD_MODULE  (the device process), or
+# Usage: micropython -X heapsize=N -m romstart WIRE_FD BOARD_MODULE  (the device process), or
 # `import romstart` first thing (a probe).
 import os
 import sys

@@ -74,6 +74,10 @@ class World:
         # Called when the firmware stops (power cut, the end) before its sockets close: the
         # scenario's network settles what the meter had sent (simulator/mqttpath.py).
         self.on_halt = None
+        # Called the instant power goes in the middle of the firmware's code (a cut at a
+        # flash operation), before it unwinds: a real board sends nothing more, so whatever
+        # the unwinding writes to a socket (a `finally` sending a PUBACK) must not get out.
+        self.on_power_cut = None
         # Called before virtual time moves on: lets the network catch up in wall time.
         self.on_step = None
         self.meter_counts = None  # the live meter's link at the end: published, delivered,
