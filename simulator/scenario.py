@@ -303,6 +303,13 @@ def _broker_problem(text: str) -> str | None:
     return None
 
 
+def _id_problem(text: str) -> str | None:
+    """The firmware's one rule for meter ids (firmware/meter/cfgcheck.py valid_id)."""
+    if _firmware("meter.cfgcheck").valid_id(text):
+        return None
+    return "must be 1 to 32 letters, digits, '-' or '_'"
+
+
 def _wifi_key_problem(text: str) -> str | None:
     if text and not (8 <= len(text) <= 63 or (len(text) == 64 and all(
             c in string.hexdigits for c in text))):
@@ -320,7 +327,7 @@ WINDOW = Obj({"at_s": AT, "for_s": SPAN}, ("at_s", "for_s"))
 LIMITER_SPEC = Num(0, BIG, whole=True)
 # firmware/meter/config.py's keys: the type is its default's; the range is here.
 CONFIG_SCHEMA = {
-    "meter_id": Text(1, 32, _ID_CHARS, "1 to 32 letters, digits, '-' or '_'"),
+    "meter_id": Text(0, BIG, about="1 to 32 letters, digits, '-' or '_'", test=_id_problem),
     "poll_ms": Num(100, 60_000, "ms", whole=True),
     "meter_constant": Num(100, 100_000, "imp/kWh", whole=True),
     "telemetry_period_s": Num(1, 86_400, "s", whole=True),
