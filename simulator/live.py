@@ -315,10 +315,18 @@ def _main(args: argparse.Namespace) -> int:
 
     # the live meter lives in the present: its clock starts at the wall clock's now
     start_unix = int(time.time())
+    from host_tools.headend import KeyFile, KeyFileError, command_line
+
+    keys = KeyFile(getattr(args, "keys", None) or sc.ROOT / "build" / "demo_keys.json")
     try:
         host, port = parse_broker(args.broker) if args.broker else ("127.0.0.1", 1883)
         live_scenario(args, host, port, start_unix)  # bad options: said before anything starts
-    except (ValueError, sc.ScenarioError) as exc:
+        keys.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            key = keys.key(args.meter_id)
+        except KeyFileError:
+            key = keys.new_key(args.meter_id)  # refused, as it should, if the file is damaged
+    except (ValueError, OSError, sc.ScenarioError, KeyFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     broker = None
@@ -334,14 +342,6 @@ def _main(args: argparse.Namespace) -> int:
         day = scenario["load"]
         scenario["load"] = [[p[0] + d * 86_400_000] + p[1:] for d in range(int(hours // 24) + 1)
                             for p in day]
-    from host_tools.headend import KeyFile, KeyFileError, command_line
-
-    keys = KeyFile(getattr(args, "keys", None) or sc.ROOT / "build" / "demo_keys.json")
-    keys.path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        key = keys.key(args.meter_id)
-    except KeyFileError:
-        key = keys.new_key(args.meter_id)
     scenario["command_key"] = key.hex()
     console = Console()
     viewer = print_readings(host, port, args.meter_id, console)

@@ -178,15 +178,22 @@ def test_single_keys_on_a_terminal_and_the_terminal_restored_after_ctrl_c(tmp_pa
 @pytest.mark.parametrize("option, key", [
     (["--meter-id", "a/b"], "config.meter_id"), (["--meter-id", "x" * 70_000], "config.meter_id"),
     (["--broker", "nohost"], "HOST:PORT"), (["--broker", "localhost:0"], "HOST:PORT"),
-    (["--period", "0"], "telemetry_period_s"), (["--duration", "1e400"], "duration_s")])
+    (["--period", "0"], "telemetry_period_s"), (["--duration", "1e400"], "duration_s"),
+    (["--keys"], "key file")])
 def test_bad_options_are_one_line_before_anything_starts(tmp_path, option, key) -> None:
+    if option == ["--keys"]:  # a damaged key file: said, and left as it is
+        (tmp_path / "keys.json").write_text('{"meters": {"demo-meter-0001": []}}')
+        option = []
     out = subprocess.run([sys.executable, "-m", "simulator", "live", "--keys",
                           str(tmp_path / "keys.json"), *option], cwd=ROOT, timeout=60,
                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and key in out.stderr and "Traceback" not in out.stderr
     assert "broker on" not in out.stdout  # nothing was started
-    assert not (tmp_path / "keys.json").exists()
+    if key == "key file":
+        assert (tmp_path / "keys.json").read_text() == '{"meters": {"demo-meter-0001": []}}'
+    else:
+        assert not (tmp_path / "keys.json").exists()
 
 
 def test_an_event_sent_again_after_a_reboot_is_shown_once(capsys) -> None:
