@@ -228,6 +228,34 @@ def heap_floor(budgets_k: tuple[int, ...] = (64, 60, 56, 52, 48)) -> int | None:
     return floor
 
 
+def paced_meter(scenario: dict, runtime: str, stop: threading.Event) -> threading.Thread:
+    """The meter running in real time in a thread (the whole firmware with its command path,
+    README: heap), until `stop` is set: the measurement is then complete."""
+    started = time.monotonic()
+
+    def pace(now_ms: int) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt  # ends the run
+        ahead = now_ms / 1000 - (time.monotonic() - started)
+        if ahead > 0:
+            time.sleep(ahead)
+
+    def run() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                if runtime == "cpython":
+                    sc.run_cpython(scenario, str(Path(tmp) / "f.img"), None, on_tick=pace)
+                else:
+                    sc.run_micropython(scenario, str(Path(tmp) / "f.img"), None,
+                                       sc.HEAPSIZE, on_tick=pace)
+            except KeyboardInterrupt:
+                pass
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
 def command_latency(count: int = 100, runtime: str = "micropython") -> list[float]:
     """Publish-to-ack latency of `count` commands through a fresh mosquitto, in seconds:
     disconnect and reconnect in turn (control mode 2: a remote reconnect closes the relay),
@@ -268,30 +296,8 @@ def command_latency(count: int = 100, runtime: str = "micropython") -> list[floa
                        "relay_ops_per_min": 60},  # the most the rate limit allows
             "command_key": key.hex(),
         })
-        started = time.monotonic()
         stop = threading.Event()
-
-        def pace(now_ms: int) -> None:
-            if stop.is_set():
-                raise KeyboardInterrupt  # ends the run: the measurement is complete
-            ahead = now_ms / 1000 - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
-
-        def run() -> None:
-            with tempfile.TemporaryDirectory() as tmp:
-                try:
-                    if runtime == "cpython":
-                        sc.run_cpython(scenario, str(Path(tmp) / "f.img"), None, on_tick=pace)
-                    else:
-                        # the whole firmware with its command path (README: heap)
-                        sc.run_micropython(scenario, str(Path(tmp) / "f.img"), None,
-                                           sc.HEAPSIZE, on_tick=pace)
-                except KeyboardInterrupt:
-                    pass
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
+        thread = paced_meter(scenario, runtime, stop)
         if not online.wait(30):
             print("  command latency: the meter did not come online")
             return []
@@ -375,29 +381,8 @@ def flood_holdup(flood: int = 2000, runtime: str = "micropython",
                        "telemetry_period_s": 60},
             "command_key": key.hex(),
         })
-        started = time.monotonic()
         stop = threading.Event()
-
-        def pace(now_ms: int) -> None:
-            if stop.is_set():
-                raise KeyboardInterrupt
-            ahead = now_ms / 1000 - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
-
-        def run() -> None:
-            with tempfile.TemporaryDirectory() as tmp:
-                try:
-                    if runtime == "cpython":
-                        sc.run_cpython(scenario, str(Path(tmp) / "f.img"), None, on_tick=pace)
-                    else:
-                        sc.run_micropython(scenario, str(Path(tmp) / "f.img"), None,
-                                           sc.HEAPSIZE, on_tick=pace)
-                except KeyboardInterrupt:
-                    pass
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
+        thread = paced_meter(scenario, runtime, stop)
         if not online.wait(30):
             print("  flood: the meter did not come online")
             return None

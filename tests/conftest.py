@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import time
@@ -22,6 +23,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def read_pty_until(fd: int, out: bytearray, pattern: bytes, timeout: float = 40) -> None:
+    """Read a pseudo-terminal's output into `out` until `pattern` is in it (a regex)."""
+    import re
+    import select
+
+    deadline = time.monotonic() + timeout
+    while not re.search(pattern, out) and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                out.extend(os.read(fd, 4096))
+            except OSError:  # the child has gone
+                break
+    assert re.search(pattern, out), out.decode(errors="replace")
 
 
 def subscribe(host: str, port: int, topics: list[tuple[str, int]], on_message, name: str):

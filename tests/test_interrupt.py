@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import read_pty_until
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
@@ -161,7 +163,6 @@ def test_make_sim_on_a_terminals_ctrl_c_exits_0(runtime):
     the meter with one line, Ctrl-Z does not stop it, and make exits 0 (the live meter takes
     the terminal's foreground group, so make never sees the SIGINT), nothing left running."""
     import pty
-    import select
 
     pid, fd = pty.fork()
     if pid == 0:  # the child: make with the pty as its controlling terminal
@@ -171,14 +172,7 @@ def test_make_sim_on_a_terminals_ctrl_c_exits_0(runtime):
     out = bytearray()
 
     def read_until(pattern: bytes, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not re.search(pattern, out) and time.monotonic() < deadline:
-            if select.select([fd], [], [], 0.2)[0]:
-                try:
-                    out.extend(os.read(fd, 4096))
-                except OSError:  # the child has gone
-                    break
-        assert re.search(pattern, out), out.decode(errors="replace")
+        read_pty_until(fd, out, pattern, timeout)
 
     try:
         read_until(rb"#2 .* kWh")

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from simulator import scenario as sc
+from tests.conftest import read_pty_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -132,7 +133,6 @@ def test_single_keys_on_a_terminal_and_the_terminal_restored_after_ctrl_c(tmp_pa
     """On a terminal a key acts at once (cbreak: no Enter, no echo); Ctrl-C still stops the
     run (SIGINT), and the terminal is back in its own mode afterwards."""
     import pty
-    import select
     import termios
 
     pid, fd = pty.fork()
@@ -144,14 +144,7 @@ def test_single_keys_on_a_terminal_and_the_terminal_restored_after_ctrl_c(tmp_pa
     out = bytearray()
 
     def read_until(pattern: bytes, timeout: float = 40) -> None:
-        deadline = time.monotonic() + timeout
-        while not re.search(pattern, out) and time.monotonic() < deadline:
-            if select.select([fd], [], [], 0.2)[0]:
-                try:
-                    out.extend(os.read(fd, 4096))
-                except OSError:  # the child has gone
-                    break
-        assert re.search(pattern, out), out.decode(errors="replace")
+        read_pty_until(fd, out, pattern, timeout)
 
     try:
         read_until(rb"#1 .* kWh  relay closed, connected")
