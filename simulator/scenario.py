@@ -58,7 +58,8 @@ def device_layer_bytes() -> int:
     return _layer_bytes[0]
 
 # The scenario schema: every key with its type and range, in one table (SCHEMA below).
-# README "Scenarios" states the same ranges; tests/test_scenario_schema.py keeps them in step.
+# docs/scenarios.md "Ranges" states the same ranges; tests/test_scenario_schema.py keeps them
+# in step.
 MAX_DURATION_S = 366 * 86400  # a leap year of virtual time
 # start: any clock reading the meter copes with (a lost RTC reads 2000; 2106 is past 32-bit
 # Unix time: meter/clock.py takes both as lost), from Unix time 0 to ISO-8601's last year
@@ -425,7 +426,7 @@ def _rows(fields: dict, where: str) -> Iterator[tuple[str, str]]:
 
 
 def ranges_table() -> list[str]:
-    """The schema's ranges as README's table: keys with the same range share a row."""
+    """The schema's ranges as docs/scenarios.md's table: keys with the same range share a row."""
     rows: dict[str, list[str]] = {}
     for path, text in _rows(SCHEMA, ""):
         rows.setdefault(text, []).append(f"`{path}`")

@@ -1,5 +1,5 @@
-"""Every command the README and the simulator print runs as printed on a machine set up by
-`make` (the venv in .venv, never activated): with the venv's python, from the checkout."""
+"""Every command the README, docs/ and the simulator print runs as printed on a machine set up
+by `make` (the venv in .venv, never activated): with the venv's python, from the checkout."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ VENV_PY = ".venv/bin/python"
 # A fresh login's environment: no venv activated, only the system's own PATH.
 CLEAN = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8"}
 MODULE = re.compile(r"([^\s`\"'=(]+) -m (host_tools\.\w+|simulator\b)")
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def commands_in(text: str) -> list[tuple[str, str]]:
@@ -28,9 +29,10 @@ def commands_in(text: str) -> list[tuple[str, str]]:
     return MODULE.findall(text)
 
 
-def test_readme_and_host_tools_print_the_venv_python():
-    found = commands_in((ROOT / "README.md").read_text())
-    assert len(found) >= 14  # the head-end's 12, the simulator's, calibration's
+def test_readme_docs_and_host_tools_print_the_venv_python():
+    assert len(commands_in((ROOT / "README.md").read_text())) >= 5  # each user's tour
+    found = [hit for page in PAGES for hit in commands_in(page.read_text())]
+    assert len(found) >= 20  # the head-end's 12 and the tour's, the simulator's, calibration's
     for source in ("host_tools/headend.py", "host_tools/calibrate.py"):
         found += commands_in((ROOT / source).read_text())
     bad = [f"{py} -m {mod}" for py, mod in found if py != VENV_PY]
