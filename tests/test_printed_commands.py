@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -101,3 +102,54 @@ def test_the_command_make_sim_prints_runs_as_printed(mosquitto, tmp_path):
     assert printed.startswith(f"cd {ROOT} && {VENV_PY} -m host_tools.headend ")
     assert printed == headend.command_line(["--broker", f"{host}:{port}", "--keys",
                                             str(tmp_path / "keys.json"), "status", meter_id])
+
+
+def printed_lines(module: str) -> list[str]:
+    """Every `.venv/bin/python -m MODULE ...` line of the code blocks in README and docs/,
+    continuation lines joined and comments dropped, in page order."""
+    lines = []
+    for page in PAGES:
+        for block in re.findall(r"^```sh\n(.*?)^```", page.read_text(), re.S | re.M):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split(" #", 1)[0].strip()
+                if line.startswith(f"{VENV_PY} -m {module} "):
+                    lines.append(line)
+    return lines
+
+
+def refused_port() -> int:
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_every_printed_head_end_and_calibration_command_runs_as_printed(tmp_path):
+    """In a fresh folder holding only the venv and the tools (the commands' own files are
+    written there): calibration runs to the end; every head-end command passes all the
+    head-end's checks of its arguments and key file (exit 2 otherwise) and stops only at the
+    broker, here a refused loopback port instead of localhost:1883."""
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    (tmp_path / "host_tools").symlink_to(ROOT / "host_tools")
+    (tmp_path / "build").mkdir()
+    broker = f"127.0.0.1:{refused_port()}"
+    env = dict(CLEAN, B=f"--broker {broker} --keys keys.json")
+
+    def run(line: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["/bin/sh", "-c", line.replace("localhost:1883", broker)],
+                              cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    calibrations = printed_lines("host_tools.calibrate")
+    assert len(calibrations) >= 3
+    for line in calibrations:
+        result = run(line)
+        assert result.returncode == 0, (line, result.stderr)
+    headend_lines = printed_lines("host_tools.headend")
+    assert " newkey " in headend_lines[0] and len(headend_lines) >= 14
+    for line in headend_lines:
+        result = run(line)
+        if " newkey " in line:
+            assert result.returncode == 0, (line, result.stderr)
+            continue
+        assert result.returncode == 3, (line, result.stdout, result.stderr)
+        assert result.stderr.strip().endswith("Connection refused"), (line, result.stderr)
