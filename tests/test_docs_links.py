@@ -79,3 +79,57 @@ def test_every_printed_make_target_exists():
         printed += re.findall(r"(?:^|[`\s|])make ([a-z][\w-]*)", code, re.M)
     assert {"sim", "test", "bench"} <= set(printed)
     assert sorted(set(printed) - targets) == []
+
+
+def named_paths(page: Path) -> list[str]:
+    """The checkout's files a page names in code spans: `firmware/...`, `meter/...` (inside
+    firmware/), `simulator/...`, `host_tools/...`, `boards/...`, `tests/...`."""
+    top = r"(?:firmware|meter|simulator|host_tools|boards|tests)/"
+    return re.findall(rf"`({top}[\w./]*\w)`", page.read_text())
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_named_source_path_exists(page):
+    names = named_paths(page)
+    missing = [name for name in names
+               if not (ROOT / name).exists() and not (ROOT / "firmware" / name).exists()]
+    assert missing == []
+
+
+def resolves(name: str, firmware: Path) -> bool:
+    """A dotted firmware name (`meter.storage.ring`, `meter.app.current`) leads through its
+    packages to a module (what follows the module may be an attribute) or a package."""
+    where = firmware / "meter"
+    for part in name.split(".")[1:]:
+        if (where / part).is_dir():
+            where = where / part
+        else:
+            return (where / f"{part}.py").exists()
+    return True
+
+
+def missing_modules(text: str, firmware: Path) -> list[str]:
+    """Dotted firmware names in code spans that lead nowhere; and, in a table row for a
+    subpackage (| `meter/X/` | ...), each file named that is not in it."""
+    spans = INLINE.findall(FENCE.sub("", text))
+    missing = [name for span in spans for name in re.findall(r"\bmeter(?:\.\w+)+", span)
+               if not resolves(name, firmware)]
+    for folder, row in re.findall(r"^\| `(?:firmware/)?meter/(\w+)/` \|(.*)$", text, re.M):
+        missing += [f"meter/{folder}/{name}" for name in re.findall(r"`(\w+\.py)`", row)
+                    if not (firmware / "meter" / folder / name).exists()]
+    return missing
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_named_firmware_module_exists(page):
+    assert missing_modules(page.read_text(), ROOT / "firmware") == []
+
+
+def test_a_stale_module_name_is_found(tmp_path):
+    (tmp_path / "meter" / "storage").mkdir(parents=True)
+    (tmp_path / "meter" / "app.py").write_text("")
+    (tmp_path / "meter" / "storage" / "ring.py").write_text("")
+    text = ("`meter.app.current` `meter.storage.ring` `meter.storage` `meter.store` "
+            "`meter.storage.rings.unload`\n| `meter/storage/` | `ring.py`, `events.py` |\n")
+    assert missing_modules(text, tmp_path) == ["meter.store", "meter.storage.rings.unload",
+                                               "meter/storage/events.py"]
