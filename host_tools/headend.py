@@ -51,13 +51,12 @@ COMMANDS = (
     "read_events", "billing_snapshot", "time_sync", "set_telemetry_period", "reboot",
 )
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
-# The meter's ack codes (firmware/meter/remote/commands.py); the meter sends only the number, and
-# a "reason" of its own where one code has several causes (e.g. clock_unset, no_key).
-REASONS = {
-    0: "ok", 1: "hardware_fault", 2: "temporary_failure", 3: "denied", 4: "bad_mac",
-    5: "replay", 6: "expired", 7: "malformed", 8: "wrong_meter", 9: "too_large",
-    10: "unknown_command", 250: "other",
-}
+if str(ROOT / "firmware") not in sys.path:
+    sys.path.append(str(ROOT / "firmware"))  # after everything else: it shadows nothing
+# The meter's ack codes by name (firmware/meter/storage/event_names.py, the firmware's table;
+# the meter sends only the number, and a "reason" of its own where one code has several causes,
+# e.g. clock_unset, no_key).
+from meter.storage.event_names import REASONS  # noqa: E402
 
 
 class KeyFileError(Exception):

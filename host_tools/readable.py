@@ -5,12 +5,12 @@ ack reports (state and relay in words, event codes with their names); a read-bac
 indented line per record. Times are ISO 8601 in UTC ("Z"): the meter keeps UTC and reports
 no offset of its own.
 
-The names are the firmware's own, not a copy: the event codes, profile flags, billing
-triggers and event categories come from the firmware's modules (imported on CPython with the
-simulator's `micropython` shim, as the simulator runs them), the event and control-state
-names from the simulator's host-side tables that its reports use (`simulator/scenario.py`
-event_name, STATES), and the ack codes from `host_tools/headend.py` REASONS. Nothing here
-runs on the meter, so its heap is untouched.
+The names are the firmware's own, not a copy: the profile flags, billing triggers and event
+categories come from the firmware's modules (imported on CPython with the simulator's
+`micropython` shim, as the simulator runs them), the event, control-state and ack-code names
+from its one table of names, `firmware/meter/storage/event_names.py` (which the simulator's
+reports read too, and the meter never loads). Nothing here runs on the meter, so its heap is
+untouched.
 """
 
 from __future__ import annotations
@@ -37,17 +37,17 @@ def names() -> SimpleNamespace:
     from simulator.device.shim import micropython as shim
 
     sys.modules.setdefault("micropython", shim)
-    from meter.remote import read_commands as cmdread
     from meter.remote import time_commands as cmdtime
+    from meter.storage import event_names, profile_rings
     from meter.storage import profiles as profile
-
-    from simulator import scenario
+    from meter.storage.layout import CATEGORIES
 
     flags = {profile.POWER_FAILED: "power_failed", profile.PARTIAL: "partial",
              profile.NO_SAMPLES: "no_samples", cmdtime._CLOCK_SET: "clock_set"}
     return SimpleNamespace(
-        event=scenario.event_name, states=scenario.STATES, categories=cmdread._CATEGORIES,
-        flags=flags, triggers={profile.BILL_MONTHLY: "monthly", profile.BILL_COMMAND: "command"})
+        event=event_names.name, states=event_names.STATES, categories=CATEGORIES,
+        flags=flags,
+        triggers={profile_rings.BILL_MONTHLY: "monthly", profile_rings.BILL_COMMAND: "command"})
 
 
 def iso(unix: Any) -> str:

@@ -98,13 +98,12 @@ class Console:
 
     def __init__(self, stdin: Any = None) -> None:
         sc.ensure_paths()
-        # names from the firmware's own tables (meter/storage/events.py via scenario.event_name),
-        # built before the firmware runs: the MQTT thread never imports firmware modules
-        self.names = {}
-        for code in range(1, 250):
-            name = sc.event_name(code)
-            if name != "unknown":
-                self.names[code] = name
+        # names from the firmware's one table (meter/storage/event_names.py), read before the
+        # firmware runs: the MQTT thread never imports firmware modules
+        from meter.storage import event_names
+
+        self.event_name = event_names.name
+        self.states = event_names.STATES
         self.stdin = stdin if stdin is not None else sys.stdin
         self.actions: queue.Queue = queue.Queue()
         self.lock = threading.Lock()
@@ -124,7 +123,7 @@ class Console:
         """The relay's contact as it is now (the World's), the control state as last logged."""
         world = self.world
         closed = world.relays[0].closed if world is not None and world.relays else True
-        return f"relay {'closed' if closed else 'open'}, {sc.STATES[self.state]}"
+        return f"relay {'closed' if closed else 'open'}, {self.states[self.state]}"
 
     # --- keys -------------------------------------------------------------------------
     def __enter__(self) -> Console:
@@ -215,7 +214,7 @@ class Console:
         if e.get("seq") in self.events_shown:
             return  # delivered again (its cursor was saved before the reboot): shown once
         self.events_shown.add(e.get("seq"))
-        name = self.names.get(code, "unknown")
+        name = self.event_name(code)
         offset = code - 150  # supply control: 150 + cause * 3 + the resulting state
         if 0 <= offset < 12:
             self.state = offset % 3

@@ -880,15 +880,6 @@ def kwh_text_to_wh(text: str | None) -> float | None:
     return (int(whole) * 1_000_000 + int(frac)) / 1000
 
 
-# Names of the metering events (codes 120-128), kept host-side to spare the meter's heap.
-METERING_EVENT_NAMES = {
-    120: "read_rejected", 121: "bus_fault", 122: "bus_restored", 123: "tamper_neutral",
-    124: "tamper_neutral_end", 125: "reverse_flow", 126: "reverse_flow_end",
-    127: "calibration_loaded", 128: "calibration_bad",
-    130: "backlog_lost",  # store-and-forward (meter/remote/forward.py)
-}
-
-
 def read_events(flash_path: str, start_unix: int) -> list[dict]:
     """The firmware's event log, read from the flash image with the firmware's own reader."""
     with image_fs(flash_path) as fs:
@@ -896,9 +887,10 @@ def read_events(flash_path: str, start_unix: int) -> list[dict]:
             return []
         from meter.runtime.clock import METER_EPOCH_UNIX
         from meter.storage import reader as maint
+        from meter.storage.layout import CATEGORIES
 
         # by sequence: the order logged; flag 1: stamped while the clock was invalid
-        records = sorted(rec for cat in range(len(maint.CATEGORY_NAMES))
+        records = sorted(rec for cat in range(len(CATEGORIES))
                          for _n, rec in maint.read_events(fs, cat))
     events = []
     for _seq, t, code, _cat, flags, *_rest in records:
@@ -910,38 +902,11 @@ def read_events(flash_path: str, start_unix: int) -> list[dict]:
     return events
 
 
-# Accepted configuration commands (firmware/meter/remote/dispatch.py), named host-side like the
-# above.
-COMMAND_EVENT_NAMES = {
-    220: "control_mode_set", 221: "load_limit_set", 222: "telemetry_period_set",
-    223: "time_set_old", 224: "time_set_new", 225: "billing_snapshot", 226: "remote_reboot",
-}
-CAUSES = ("remote", "manual", "limiter", "tamper")
-STATES = ("disconnected", "connected", "ready_for_reconnection")
-
-
 def event_name(code: int) -> str:
-    """Names of the firmware's event codes; supply control's are composed from the code."""
-    from meter.storage import events
+    """The firmware's name for an event code (its one table: meter/storage/event_names.py)."""
+    from meter.storage.event_names import name
 
-    if code in events.NAMES:
-        return events.NAMES[code]
-    if code in METERING_EVENT_NAMES:
-        return METERING_EVENT_NAMES[code]
-    extra = {events.RELAY_FAULT: "relay_fault", events.RELAY_REASSERTED: "relay_reasserted",
-             events.LIMITER_LOCKOUT: "limiter_lockout"}
-    if code in extra:
-        return extra[code]
-    offset = code - events.CONTROL
-    if 0 <= offset < len(CAUSES) * 3:
-        return f"control_{CAUSES[offset // 3]}_{STATES[offset % 3]}"
-    if code in COMMAND_EVENT_NAMES:
-        return COMMAND_EVENT_NAMES[code]
-    if events.CMD_REJECTED < code < events.CMD_REJECTED + 50:
-        from host_tools.headend import REASONS
-
-        return "cmd_rejected_" + REASONS.get(code - events.CMD_REJECTED, "other")
-    return "unknown"
+    return name(code)
 
 
 def read_control(flash_path: str) -> tuple | None:

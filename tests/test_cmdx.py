@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from meter.metering.energy import Register
 from meter.remote import commands
 from meter.runtime.clock import METER_EPOCH_UNIX, Clock
-from meter.storage import config, events
+from meter.storage import config, events, profile_rings
 from meter.storage import profiles as profile
 from meter.storage import reader as maint
 from meter.supply import startup as ctlboot
@@ -408,29 +408,18 @@ def test_billing_snapshot(tmp_path):
     assert rig.meter.imp.on_flash()
     now = rig.clock.now()
     assert ack["code"] == 0
-    assert ack["record"] == [1, START, 12345, 0, 4200, START - 600, profile.BILL_COMMAND]
-    ring = profile.billing(rig.fs)
+    assert ack["record"] == [1, START, 12345, 0, 4200, START - 600, profile_rings.BILL_COMMAND]
+    ring = profile_rings.billing(rig.fs)
     assert ring.n == 1 and ring.get(1) == (now, 12345, 0, 4200, now - 600, 1)
     assert rig.meter.store.demand == [4200, now - 600]  # a command snapshot keeps the month
     assert rig.codes()[-1][1:] == (225, 1)
     assert rig.send("billing_snapshot")["record"][0] == 2
     ack = rig.send("billing_snapshot", {"reset": True})
     assert (ack["code"], ack["reason"]) == (250, "bad args: unknown argument reset")
-    assert profile.billing(rig.fs).n == 2
+    assert profile_rings.billing(rig.fs).n == 2
 
 
 # --- read_profile / read_events ----------------------------------------------------------------
-def test_ring_layouts_agree_with_the_profile_module(tmp_path):
-    from meter.remote import read_commands as cmdread
-
-    fs = DirFS(tmp_path)
-    for layout, ring in ((cmdread.BLOCK, profile.block), (cmdread.DAILY, profile.daily),
-                         (cmdread.BILLING, profile.billing)):
-        a, b = cmdread._ring(fs, layout), ring(fs)
-        assert (a._path, a._fmt, a.capacity, a._per_file, a._rolls) == (
-            b._path, b._fmt, b.capacity, b._per_file, b._rolls)
-
-
 def fill_block(rig: Rig, count: int, first_end: int, period: int = 900):
     ring = profile.block(rig.fs)
     for i in range(count):

@@ -53,6 +53,7 @@ def stored(flash: str) -> dict[str, dict[int, tuple]]:
         from meter.storage import checkpoint as store
         from meter.storage import profiles as profile
         from meter.storage import reader as maint
+        from meter.storage.layout import CATEGORIES
 
         energy = store.EnergyStore(fs)
         from meter.metering.energy import Register
@@ -60,7 +61,7 @@ def stored(flash: str) -> dict[str, dict[int, tuple]]:
         energy.load(Register(1000), Register(1000))
         profile_recs = dict(maint.read(profile.block(fs, energy.profile_head)))
         event_recs = {}
-        for cat in range(len(maint.CATEGORY_NAMES)):
+        for cat in range(len(CATEGORIES)):
             for _n, rec in maint.read_events(fs, cat):
                 event_recs[rec[0]] = rec
     return {"profile": profile_recs, "events": event_recs}
@@ -253,24 +254,6 @@ def test_three_day_broker_outage_loses_no_profile_record_micropython(mosquitto, 
         col.close()
     check_three_days(report, held, col)
     assert report["heap_peak_bytes"] < sc.heap_bytes(sc.HEAPSIZE)
-
-
-def test_forwarder_reads_the_rings_as_they_are_written():
-    """meter/remote/forward.py reads the block profile and the event logs straight from their ring
-    files (no ring module in RAM): its layout constants follow the writers'."""
-    import struct
-
-    from meter.remote import forward
-    from meter.runtime import clock
-    from meter.storage import events
-    from meter.storage import profiles as profile
-
-    assert forward._P_FMT == profile.BLOCK_FMT
-    assert forward._P_SIZE == struct.calcsize(profile.BLOCK_FMT) + 8
-    assert (forward.P_CAPACITY, forward._P_PER_FILE) == (profile.BLOCK_CAPACITY,
-                                                         profile.BLOCK_PER_FILE)
-    assert forward._E_SIZE == struct.calcsize(events._FMT) + 8
-    assert forward._EPOCH == clock.METER_EPOCH_UNIX
 
 
 def test_backlog_counts_what_waits_and_follows_the_saved_cursor(tmp_path):

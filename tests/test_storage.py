@@ -455,7 +455,7 @@ def test_profiles_daily_billing_and_read_back(tmp_path):
         "outages": [{"at_s": 5000, "for_s": 100}],
     })
     sc.run(scenario, "cpython", workdir=str(tmp_path))
-    from meter.storage import events
+    from meter.storage import events, profile_rings
     from meter.storage import profiles as profile
     from meter.storage import reader as maint
 
@@ -484,10 +484,10 @@ def test_profiles_daily_billing_and_read_back(tmp_path):
         assert [rec[0] - start for _n, rec in got] == list(range(9000, 1799, -900))
         daily = list(maint.read(profile.daily(fs)))
         assert [rec[0] - start for _n, rec in daily] == [5400]  # 2026-02-01T00:00Z
-        bills = list(maint.read(profile.billing(fs)))
+        bills = list(maint.read(profile_rings.billing(fs)))
         assert len(bills) == 1
         _t, imp_wh, _exp, demand_w, demand_t, trigger = bills[0][1]
-        assert trigger == profile.BILL_MONTHLY and demand_w == 4800
+        assert trigger == profile_rings.BILL_MONTHLY and demand_w == 4800
         assert demand_t - start == 4500 and 2490 <= imp_wh <= 2510
         power = [rec for _n, rec in maint.read_events(fs, events.CAT_POWER)]
         assert [(r[2], r[1] - start, r[8]) for r in power] == [(events.POWER_FAIL, 5000, 100)]

@@ -13,18 +13,25 @@ from binascii import crc32
 
 from micropython import const
 
+from meter.runtime.clock import METER_EPOCH_UNIX
+from meter.runtime.overlays import unload
 from meter.storage import events
 from meter.storage.checkpoint import Slots
+from meter.storage.layout import (
+    BLOCK_CAPACITY,
+    BLOCK_FMT,
+    BLOCK_PATH,
+    BLOCK_PER_FILE,
+    BLOCK_SIZE,
+    EVENT_CAPACITY,
+    EVENT_DIR,
+    EVENT_FMT,
+    EVENT_SIZE,
+)
 
+unload("meter.storage.layout")  # (its names are copied: meter/storage/layout.py)
 _BATCH = const(4)  # records per duty cycle (both streams together)
 _BUDGET_MS = const(250)  # ... and no more wall time than this on them
-# The block profile's ring (meter/storage/profiles.py block(); kept in step by a test)
-_P_FMT = "<IHHHHH"  # period end, import Wh, export Wh, cV, mA, flags
-_P_SIZE = const(22)  # n(4) payload(14) crc(4)
-P_CAPACITY = const(5766)
-_P_PER_FILE = const(186)
-_E_SIZE = const(32)  # an event record (meter/storage/events.py)
-_EPOCH = const(1577836800)  # meter time 0 in Unix seconds (meter/runtime/clock.py)
 _KEEP_S = const(60)  # the cursor is saved at most this often
 # link.fwd, the state kept in RAM between loads (one list: the link is resident):
 # 0, 1 the cursor (block-profile n, event seq delivered up to; -1: not read from flash yet),
@@ -69,7 +76,7 @@ def backlog(link):
     if f[0] < 0:
         _load(f, m.hw.fs)
     head = m.store.profile_head
-    p = head - max(f[0], head - P_CAPACITY) if f[0] <= head else head
+    p = head - max(f[0], head - BLOCK_CAPACITY) if f[0] <= head else head
     head = m.log.seq
     return p + (head - f[1] if f[1] <= head else head)
 
@@ -94,13 +101,13 @@ def _next_profile(f, meter, buf):
         _moved(f)
     while f[0] < head:
         n = f[0] + 1
-        if n <= head - P_CAPACITY:  # overwritten before it could be delivered
-            f[_LOST] += head - P_CAPACITY - n + 1
-            f[0] = head - P_CAPACITY
+        if n <= head - BLOCK_CAPACITY:  # overwritten before it could be delivered
+            f[_LOST] += head - BLOCK_CAPACITY - n + 1
+            f[0] = head - BLOCK_CAPACITY
             continue
-        slot = (n - 1) % P_CAPACITY
-        path = "/p/block." + str(slot // _P_PER_FILE)
-        if _read(meter.hw.fs, path, (slot % _P_PER_FILE) * _P_SIZE, buf, _P_SIZE) and \
+        slot = (n - 1) % BLOCK_CAPACITY
+        path = BLOCK_PATH + "." + str(slot // BLOCK_PER_FILE)
+        if _read(meter.hw.fs, path, (slot % BLOCK_PER_FILE) * BLOCK_SIZE, buf, BLOCK_SIZE) and \
                 struct.unpack_from("<I", buf, 0)[0] == n:
             return n
         f[_LOST] += 1  # damaged: skipped (the damage was logged at boot)
@@ -119,14 +126,15 @@ def _next_event(f, meter, buf, scan):
         return 0
     best = 0
     fs = meter.hw.fs
-    for cat in range(len(events._CAPACITY)):
+    for cat in range(len(EVENT_CAPACITY)):
         try:
-            g = fs.open(events._DIR + "/" + str(cat) + ".0", "rb")  # one segment file each
+            g = fs.open(EVENT_DIR + "/" + str(cat) + ".0", "rb")  # one segment file each
         except OSError:
             continue
         try:
-            while g.readinto(scan) == _E_SIZE:
-                if crc32(memoryview(scan)[:28]) != struct.unpack_from("<I", scan, 28)[0]:
+            while g.readinto(scan) == EVENT_SIZE:
+                if crc32(memoryview(scan)[:EVENT_SIZE - 4]) != \
+                        struct.unpack_from("<I", scan, EVENT_SIZE - 4)[0]:
                     continue
                 seq = struct.unpack_from("<I", scan, 4)[0]
                 if f[1] < seq <= head and (not best or seq < best):
@@ -152,17 +160,17 @@ def send(link, meter, now):
     clock = meter.clock
     mid = link._cfg["meter_id"]
     lost = f[_LOST]
-    buf = bytearray(_E_SIZE)
-    scan = bytearray(_E_SIZE)
+    buf = bytearray(EVENT_SIZE)
+    scan = bytearray(EVENT_SIZE)
     started = clock.ticks_ms()
     sent = 0
     while sent < _BATCH and clock.ticks_diff(clock.ticks_ms(), started) < _BUDGET_MS:
         seq = _next_event(f, meter, buf, scan)
         if seq:
-            r = struct.unpack_from(events._FMT, buf, 4)
+            r = struct.unpack_from(EVENT_FMT, buf, 4)
             wh = r[7]
             _publish(link, "events", {
-                "id": mid, "seq": seq, "t": r[1] + _EPOCH, "code": r[2], "cat": r[3],
+                "id": mid, "seq": seq, "t": r[1] + METER_EPOCH_UNIX, "code": r[2], "cat": r[3],
                 "v": r[5] / 100, "i": r[6] / 1000,
                 "import_kwh": str(wh // 1000) + "." + ("00" + str(wh % 1000))[-3:],
                 "value": r[8]})
@@ -170,9 +178,9 @@ def send(link, meter, now):
             sent += 1
         n = _next_profile(f, meter, buf) if sent < _BATCH else 0
         if n:
-            r = struct.unpack_from(_P_FMT, buf, 4)
+            r = struct.unpack_from(BLOCK_FMT, buf, 4)
             _publish(link, "profile", {
-                "id": mid, "seq": n, "t": r[0] + _EPOCH, "import_wh": r[1],
+                "id": mid, "seq": n, "t": r[0] + METER_EPOCH_UNIX, "import_wh": r[1],
                 "export_wh": r[2], "v": r[3] / 100, "i": r[4] / 1000, "flags": r[5]})
             f[0] = n
             sent += 1

@@ -1,36 +1,26 @@
 # Read-back commands and the billing snapshot (see meter/remote/dispatch.py). The rings are opened
-# with meter/storage/ring.py directly: meter/storage/profiles.py is three times its size, and only
-# its ring layouts are needed (tests/test_cmdx.py checks they agree).
+# through meter/storage/profile_rings.py (which also takes the snapshot), not
+# meter/storage/profiles.py: that is about twice its size.
 from micropython import const
 
 from meter.remote.dispatch import Refused, bad, log, only, whole
-from meter.storage.ring import Ring
+from meter.runtime.clock import METER_EPOCH_UNIX
+from meter.runtime.overlays import unload
+from meter.storage.layout import CATEGORIES
+from meter.storage.profile_rings import bill, billing, block, daily
 
+# (their names are copied: meter/storage/layout.py, meter/storage/profile_rings.py)
+unload("meter.storage.layout")
+unload("meter.storage.profile_rings")
 PAGE = const(8)  # records per read_profile / read_events ack: the ack stays under ~800 B
-_EPOCH = const(1577836800)  # meter time 0 in Unix seconds (meter/runtime/clock.py)
-_CATEGORIES = ("voltage", "current", "power", "transaction", "other", "control", "cover")
-# (path, format, capacity, records per file) as in meter/storage/profiles.py
-BLOCK = ("/p/block", "<IHHHHH", 5766, 186)
-DAILY = ("/p/daily", "<III", 35, 35)
-BILLING = ("/p/bill", "<IIIIIB", 12, 12)
-
-
-def _ring(fs, layout, hint=0):
-    return Ring(fs, layout[0], layout[1], layout[2], layout[3], True, hint)
 
 
 def _billing_snapshot(cmds, args, body):
     only(args, ())
     meter = cmds.link.meter
-    imp = meter.imp
-    exp = meter.exp
-    demand = meter.store.demand
-    now = cmds._clock.now()
-    try:  # = meter/storage/profiles.py bill(meter, now, BILL_COMMAND): the month's demand is kept
+    try:
         meter.durable()  # registers on flash before a record shows them
-        ring = _ring(cmds._fs, BILLING)
-        ring.append(now, imp.kwh * 1000 + imp.wh, exp.kwh * 1000 + exp.wh, demand[0],
-                    demand[1], 1)
+        ring = bill(meter, cmds._clock.now())  # the month's demand is kept
         n = ring.n
         rec = ring.get(n)
     except OSError:
@@ -49,27 +39,28 @@ def _range(args):
         bad("newest_first must be true or false")
     start = whole(args, "start", 0, 0x3FFFFFFF, 0)
     # meter seconds; a bound before the meter's epoch is its epoch
-    return (since - _EPOCH if since > _EPOCH else 0,
-            until - _EPOCH if until >= _EPOCH else -1, newest, start)
+    return (since - METER_EPOCH_UNIX if since > METER_EPOCH_UNIX else 0,
+            until - METER_EPOCH_UNIX if until >= METER_EPOCH_UNIX else -1, newest, start)
 
 
 def _block_row(n, r):
-    return [n, r[0] + _EPOCH, r[1], r[2], r[3], r[4], r[5]]
+    return [n, r[0] + METER_EPOCH_UNIX, r[1], r[2], r[3], r[4], r[5]]
 
 
 def _daily_row(n, r):
-    return [n, r[0] + _EPOCH, r[1], r[2]]
+    return [n, r[0] + METER_EPOCH_UNIX, r[1], r[2]]
 
 
 def _billing_row(n, r):
     if r is None:
         return None
-    return [n, r[0] + _EPOCH, r[1], r[2], r[3], r[4] + _EPOCH if r[4] else 0, r[5]]
+    return [n, r[0] + METER_EPOCH_UNIX, r[1], r[2], r[3], r[4] + METER_EPOCH_UNIX if r[4] else 0,
+            r[5]]
 
 
 def _event_row(n, r):
     # (seq, time, code, category, pad, cV, mA, import Wh, value)
-    return [n, r[0], r[1] + _EPOCH, r[2], r[5], r[6], r[7], r[8]]
+    return [n, r[0], r[1] + METER_EPOCH_UNIX, r[2], r[5], r[6], r[7], r[8]]
 
 
 def _read_profile(cmds, args, body):
@@ -81,13 +72,13 @@ def _read_profile(cmds, args, body):
     fs = cmds._fs
     if which == "block":
         meter = cmds.link.meter if cmds.link is not None else None
-        ring = _ring(fs, BLOCK, meter.store.profile_head if meter is not None else 0)
+        ring = block(fs, meter.store.profile_head if meter is not None else 0)
         ack = _page(ring, rng, 0, True, _block_row)
     elif which == "daily":
-        ring = _ring(fs, DAILY)
+        ring = daily(fs)
         ack = _page(ring, rng, 0, True, _daily_row)
     else:
-        ring = _ring(fs, BILLING)
+        ring = billing(fs)
         ack = _page(ring, rng, 0, False, _billing_row)
     if not ring.n:  # an empty list alone would not say why
         ack[1]["reason"] = "no period closed yet"
@@ -97,10 +88,10 @@ def _read_profile(cmds, args, body):
 def _read_events(cmds, args, body):
     only(args, ("category", "since", "until", "newest_first", "start"))
     cat = args.get("category")
-    if type(cat) is str and cat in _CATEGORIES:
-        cat = _CATEGORIES.index(cat)
-    elif type(cat) is not int or not 0 <= cat < len(_CATEGORIES):
-        bad("category must be one of " + ", ".join(_CATEGORIES) + " (or 0-6)")
+    if type(cat) is str and cat in CATEGORIES:
+        cat = CATEGORIES.index(cat)
+    elif type(cat) is not int or not 0 <= cat < len(CATEGORIES):
+        bad("category must be one of " + ", ".join(CATEGORIES) + " (or 0-6)")
     rng = _range(args)
     from meter.storage import events
 

@@ -45,17 +45,6 @@ BACKLOG_LOST = const(130)
 # 223 time_set_old (at the old time), 224 time_set_new, 225 billing_snapshot, 226 remote_reboot.
 CMD_REJECTED = const(200)
 
-NAMES = {
-    POWER_UP: "power_up",
-    CONFIG_REJECTED: "config_rejected",
-    IC_REINIT: "ic_reinitialised",
-    STORE_CORRUPT: "store_corrupt",
-    IC_FAULT: "ic_fault",
-    POWER_FAIL: "power_fail",
-    FACTORY_RESET: "factory_reset",
-    COVER_OPEN: "cover_open",
-}
-
 CAT_VOLTAGE = const(0)
 CAT_CURRENT = const(1)
 CAT_POWER = const(2)
@@ -63,8 +52,8 @@ CAT_TRANSACTION = const(3)
 CAT_OTHER = const(4)
 CAT_CONTROL = const(5)
 CAT_COVER = const(6)  # never overwritten: once full, later openings are not recorded
-# (named CAT_* so they never clash with event codes such as a CONTROL base code)
-_CAPACITY = b"\x32\x32\x14\x32\x32\x32\x14"  # 50 50 20 50 50 50 20 records
+# (named CAT_* so they never clash with event codes such as a CONTROL base code; each one's
+# ring: meter/storage/layout.py)
 CATEGORY_OF = {
     POWER_FAIL: CAT_POWER,
     CONFIG_REJECTED: CAT_TRANSACTION,
@@ -72,12 +61,10 @@ CATEGORY_OF = {
     COVER_OPEN: CAT_COVER,
 }
 
-# ring n(4) | seq(4) time(4) code(2) category(1) flags(1) centivolts(2) milliamps(2)
-# import Wh(4) value(4) | crc(4): 32 bytes. Flag 1: stamped while the clock was invalid
-# (meter time before 2024: meter/runtime/clock.py), so that time says nothing about when it was.
+# A record (meter/storage/layout.py EVENT_FMT): seq, time, code, category, flags, centivolts,
+# milliamps, import Wh, value. Flag 1: stamped while the clock was invalid (meter time before
+# 2024: meter/runtime/clock.py), so that time says nothing about when it was.
 CLOCK_INVALID = const(1)
-_FMT = "<IIHBBHHII"
-_DIR = "/ev"
 
 
 def category(code):
@@ -97,10 +84,13 @@ def category(code):
 
 def ring(fs, cat):
     """One category's ring (meter.storage.ring; unload("meter.storage.ring") when done with it)."""
+    from meter.storage.layout import EVENT_CAPACITY, EVENT_DIR, EVENT_FMT
+
+    unload("meter.storage.layout")
     from meter.storage.ring import Ring
 
-    size = _CAPACITY[cat]
-    return Ring(fs, _DIR + "/" + str(cat), _FMT, size, size, cat != CAT_COVER)
+    size = EVENT_CAPACITY[cat]
+    return Ring(fs, EVENT_DIR + "/" + str(cat), EVENT_FMT, size, size, cat != CAT_COVER)
 
 
 class EventLog:

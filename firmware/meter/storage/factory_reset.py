@@ -11,7 +11,11 @@ def factory_reset(fs):
             fs.remove(path)
         except OSError:
             pass
-    for folder in ("/ev", "/p"):
+    from meter.runtime.overlays import unload
+    from meter.storage.layout import EVENT_DIR, PROFILE_DIR
+
+    unload("meter.storage.layout")
+    for folder in (EVENT_DIR, PROFILE_DIR):
         try:
             names = [entry[0] for entry in fs.ilistdir(folder)]
         except OSError:

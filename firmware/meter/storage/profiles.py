@@ -10,16 +10,13 @@
 from micropython import const
 
 from meter.runtime.clock import VALID_AFTER
-from meter.storage.ring import Ring
+from meter.runtime.overlays import unload
+from meter.storage.layout import PROFILE_DIR
+from meter.storage.profile_rings import BILL_MONTHLY, bill, block, daily
 
-# block payload: period end (meter s), import Wh, export Wh, cV, mA, flags (22 B a record)
-BLOCK_FMT = "<IHHHHH"
-BLOCK_PER_FILE = const(186)  # 186 x 22 B fills one 4 KiB block
-BLOCK_CAPACITY = const(5766)  # 31 files: 60 days of 15-min periods, 120 of 30-min
-DAILY_FMT = "<III"  # midnight, cumulative import Wh, export Wh
-BILLING_FMT = "<IIIIIB"  # time, import Wh, export Wh, max demand W, its time, trigger
-BILL_MONTHLY = const(0)
-BILL_COMMAND = const(1)
+# (their names are copied: meter/storage/layout.py, meter/storage/profile_rings.py)
+unload("meter.storage.layout")
+unload("meter.storage.profile_rings")
 # block flags
 POWER_FAILED = const(1)  # the supply failed during the period (energy may be missing)
 PARTIAL = const(2)  # the meter was not running for the whole period
@@ -27,18 +24,6 @@ NO_SAMPLES = const(4)  # no V/I samples: the averages are zero
 # 8: the clock was set during the period (a time_sync command, meter/remote/dispatch.py)
 # 16: the period ended on an invalid clock (before 2024: meter/runtime/clock.py)
 CLOCK_INVALID = const(16)
-
-
-def block(fs, hint=0):
-    return Ring(fs, "/p/block", BLOCK_FMT, BLOCK_CAPACITY, BLOCK_PER_FILE, True, hint)
-
-
-def daily(fs):
-    return Ring(fs, "/p/daily", DAILY_FMT, 35, 35)
-
-
-def billing(fs):
-    return Ring(fs, "/p/bill", BILLING_FMT, 12, 12)
 
 
 def civil_day(days):
@@ -64,7 +49,7 @@ def boot(meter, now):
     damaged records were met."""
     fs = meter.hw.fs
     try:
-        fs.mkdir("/p")
+        fs.mkdir(PROFILE_DIR)
     except OSError:
         pass
     store = meter.store
@@ -133,12 +118,3 @@ def _capture(meter, ring, end):
         if civil_day(end // 86400)[2] == 1:
             bill(meter, end, BILL_MONTHLY)
 
-
-def bill(meter, now, trigger=BILL_COMMAND):
-    """Snapshot the registers and the month's maximum demand; a monthly one starts a new
-    month of demand. (A remote command calls this with BILL_COMMAND.)"""
-    demand = meter.store.demand
-    billing(meter.hw.fs).append(now, _wh(meter.imp), _wh(meter.exp), demand[0], demand[1],
-                                trigger)
-    if trigger == BILL_MONTHLY:
-        demand[0] = demand[1] = 0

@@ -1,5 +1,9 @@
 # Reading stored records back (remote read-back, the boot's event scan), imported only when
 # used.
+from meter.runtime.overlays import unload
+from meter.storage.layout import CATEGORIES
+
+unload("meter.storage.layout")  # (its names are copied: meter/storage/layout.py)
 
 
 def read(ring, since=0, until=0x7FFFFFFF, newest_first=False, start=0, tfield=0):
@@ -25,7 +29,7 @@ def read(ring, since=0, until=0x7FFFFFFF, newest_first=False, start=0, tfield=0)
                     f = None
                 at = seg
                 try:
-                    f = ring._fs.open(ring._file(seg), "rb")
+                    f = ring.fs.open(ring.file(seg), "rb")
                 except OSError:
                     pass
             rec = ring.get(n, f) if f is not None else None
@@ -35,10 +39,6 @@ def read(ring, since=0, until=0x7FFFFFFF, newest_first=False, start=0, tfield=0)
     finally:
         if f is not None:
             f.close()
-
-
-# Event log categories by number (meter.storage.events): the names used by read-back tools.
-CATEGORY_NAMES = ("voltage", "current", "power", "transaction", "other", "control", "cover")
 
 
 def read_events(fs, cat, since=0, until=0x7FFFFFFF, newest_first=False, start=0):
@@ -51,6 +51,6 @@ def read_events(fs, cat, since=0, until=0x7FFFFFFF, newest_first=False, start=0)
 
 def all_events(fs):
     """Yield (seq, meter time, code) of every valid event of every category."""
-    for cat in range(len(CATEGORY_NAMES)):
+    for cat in range(len(CATEGORIES)):  # (by number: meter/storage/layout.py)
         for _n, rec in read_events(fs, cat):
             yield rec[0], rec[1], rec[2]

@@ -115,13 +115,16 @@ def settle_journal(store, imp, exp, reset):
 
 
 def restore(meter, now, cfg_error):
+    from meter.storage.layout import CATEGORIES, EVENT_DIR
+
+    events.unload("meter.storage.layout")
     fs = meter.hw.fs
     log = meter.log
     try:
-        fs.mkdir("/ev")
+        fs.mkdir(EVENT_DIR)
     except OSError:
         pass
-    for cat in range(7):
+    for cat in range(len(CATEGORIES)):
         ring = events.ring(fs, cat)
         last = ring.get(ring.n)
         log.bad += ring.bad

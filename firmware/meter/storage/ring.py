@@ -9,7 +9,7 @@ from binascii import crc32
 
 class Ring:
     def __init__(self, fs, path, fmt, capacity, per_file, rolls=True, hint=0):
-        self._fs = fs
+        self.fs = fs
         self._path = path
         self._fmt = fmt
         self._psize = struct.calcsize(fmt)
@@ -21,7 +21,8 @@ class Ring:
         self.bad = 0  # damaged records met while reading
         self.n = self._find_head(hint)
 
-    def _file(self, index):
+    def file(self, index):
+        """The path of segment file `index` (meter/storage/reader.py reads them in turn)."""
         return self._path + "." + str(index)
 
     def _valid(self, buf):
@@ -33,7 +34,7 @@ class Ring:
         best = 0
         buf = self._buf
         try:
-            f = self._fs.open(self._file(index), "rb")
+            f = self.fs.open(self.file(index), "rb")
         except OSError:
             return 0
         try:
@@ -56,7 +57,7 @@ class Ring:
         buf = self._buf
         try:
             if f is None:
-                with self._fs.open(self._file(slot // self._per_file), "rb") as g:
+                with self.fs.open(self.file(slot // self._per_file), "rb") as g:
                     return self._probe(n, g)
             f.seek((slot % self._per_file) * self.size)
             if f.readinto(buf) != self.size:
@@ -100,11 +101,11 @@ class Ring:
         p = self._psize + 4
         struct.pack_into("<I", buf, p, crc32(memoryview(buf)[:p]))
         slot = (n - 1) % self.capacity
-        path = self._file(slot // self._per_file)
+        path = self.file(slot // self._per_file)
         try:
-            f = self._fs.open(path, "r+b")
+            f = self.fs.open(path, "r+b")
         except OSError:
-            f = self._fs.open(path, "wb")
+            f = self.fs.open(path, "wb")
         try:
             f.seek((slot % self._per_file) * self.size)
             f.write(buf)
