@@ -12,29 +12,20 @@ _DEAD_MS = const(2)  # H-bridge: both legs off this long before the other leg tu
 class Relay:
     def __init__(self, clock, wiring, ring, retries=2):
         """wiring: (pin a, pin b, feedback pin or None, pulse ms, hbridge) from the board;
-        ring: [count, next, ticks...] of the latest operations, kept by the caller."""
+        ring: [count, next, ticks...] of the latest operations, kept by the caller (the rate
+        limit's rule is meter/supply/transitions.py busy(), checked before a transition's
+        intent is saved: the relay is only ever asked to move within it)."""
         self._clock = clock
         self._a, self._b, self.feedback, self.pulse_ms, self.hbridge = wiring
         self._ring = ring
         self.retries = retries
 
-    def busy(self):
-        """Why an operation now would exceed the rate limit, or None."""
-        ring = self._ring
-        size = len(ring) - 2
-        clock = self._clock
-        if ring[0] == size and clock.ticks_diff(clock.ticks_ms(), ring[2 + ring[1]]) < 60000:
-            return "rate limit: %d operations per minute" % size
-        return None
-
     def switch(self, close, limited=True):
-        """Move the contact; (0, "ok") or (1, reason) after the retries, (2, reason) when
-        the rate limit refuses. With no feedback the pulse is assumed to have worked."""
+        """Move the contact; (0, "ok") or (1, reason) after the retries. limited: the
+        operation counts in the rate limit's ring. With no feedback the pulse is assumed to
+        have worked."""
         clock = self._clock
         if limited:
-            reason = self.busy()
-            if reason is not None:
-                return 2, reason
             ring = self._ring
             size = len(ring) - 2
             ring[2 + ring[1]] = clock.ticks_ms()

@@ -71,7 +71,8 @@ def finish(ctl, code, reason, cause):
 
 
 def busy(ctl):
-    """The relay's rate limit is used up (the same rule as meter/supply/relay.py's busy())."""
+    """The relay's rate limit is used up: as many operations as the ring holds in the last
+    minute (the one rule; meter/supply/relay.py counts each operation into ctl.ring)."""
     ring = ctl.ring
     clock = ctl.clock
     if ring[0] < len(ring) - 2:
