@@ -6,12 +6,9 @@ from micropython import const
 from meter.remote.dispatch import Refused, bad, log, only, whole
 from meter.runtime.clock import METER_EPOCH_UNIX
 from meter.runtime.overlays import unload
-from meter.storage.layout import CATEGORIES
 from meter.storage.profile_rings import bill, billing, block, daily
 
-# (their names are copied: meter/storage/layout.py, meter/storage/profile_rings.py)
-unload("meter.storage.layout")
-unload("meter.storage.profile_rings")
+unload("meter.storage.profile_rings")  # (its names are copied)
 PAGE = const(8)  # records per read_profile / read_events ack: the ack stays under ~800 B
 
 
@@ -87,6 +84,9 @@ def _read_profile(cmds, args, body):
 
 def _read_events(cmds, args, body):
     only(args, ("category", "since", "until", "newest_first", "start"))
+    from meter.storage.layout import CATEGORIES
+
+    unload("meter.storage.layout")  # (its names are copied: only while this runs)
     cat = args.get("category")
     if type(cat) is str and cat in CATEGORIES:
         cat = CATEGORIES.index(cat)
