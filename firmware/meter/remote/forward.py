@@ -17,17 +17,8 @@ from meter.runtime.clock import METER_EPOCH_UNIX
 from meter.runtime.overlays import unload
 from meter.storage import events
 from meter.storage.checkpoint import Slots
-from meter.storage.layout import (
-    BLOCK_CAPACITY,
-    BLOCK_FMT,
-    BLOCK_PATH,
-    BLOCK_PER_FILE,
-    BLOCK_SIZE,
-    EVENT_CAPACITY,
-    EVENT_DIR,
-    EVENT_FMT,
-    EVENT_SIZE,
-)
+from meter.storage.events import EVENT_CAPACITY, EVENT_DIR, EVENT_FMT, EVENT_SIZE
+from meter.storage.layout import BLOCK_CAPACITY, BLOCK_FMT, BLOCK_PATH, BLOCK_PER_FILE, BLOCK_SIZE
 
 unload("meter.storage.layout")  # (its names are copied: meter/storage/layout.py)
 _BATCH = const(4)  # records per duty cycle (both streams together)

@@ -52,8 +52,8 @@ CAT_TRANSACTION = const(3)
 CAT_OTHER = const(4)
 CAT_CONTROL = const(5)
 CAT_COVER = const(6)  # never overwritten: once full, later openings are not recorded
-# (named CAT_* so they never clash with event codes such as a CONTROL base code; each one's
-# ring: meter/storage/layout.py)
+# (named CAT_* so they never clash with event codes such as a CONTROL base code; their names:
+# meter/storage/layout.py CATEGORIES)
 CATEGORY_OF = {
     POWER_FAIL: CAT_POWER,
     CONFIG_REJECTED: CAT_TRANSACTION,
@@ -61,9 +61,16 @@ CATEGORY_OF = {
     COVER_OPEN: CAT_COVER,
 }
 
-# A record (meter/storage/layout.py EVENT_FMT): seq, time, code, category, flags, centivolts,
-# milliamps, import Wh, value. Flag 1: stamped while the clock was invalid (meter time before
-# 2024: meter/runtime/clock.py), so that time says nothing about when it was.
+# The event logs' part of the storage layout (meter/storage/layout.py; here because this
+# resident log opens a ring at every write): one ring per category in one segment file each,
+# /ev/<category>.0, records of ring n(4) | seq(4) time(4) code(2) category(1) flags(1)
+# centivolts(2) milliamps(2) import Wh(4) value(4) | crc(4): 32 bytes.
+EVENT_DIR = "/ev"
+EVENT_FMT = "<IIHBBHHII"
+EVENT_SIZE = const(32)
+EVENT_CAPACITY = b"\x32\x32\x14\x32\x32\x32\x14"  # 50 50 20 50 50 50 20 records, by category
+# Flag 1: stamped while the clock was invalid (meter time before 2024: meter/runtime/clock.py),
+# so that time says nothing about when it was.
 CLOCK_INVALID = const(1)
 
 
@@ -84,9 +91,6 @@ def category(code):
 
 def ring(fs, cat):
     """One category's ring (meter.storage.ring; unload("meter.storage.ring") when done with it)."""
-    from meter.storage.layout import EVENT_CAPACITY, EVENT_DIR, EVENT_FMT
-
-    unload("meter.storage.layout")
     from meter.storage.ring import Ring
 
     size = EVENT_CAPACITY[cat]

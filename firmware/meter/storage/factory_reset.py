@@ -12,7 +12,8 @@ def factory_reset(fs):
         except OSError:
             pass
     from meter.runtime.overlays import unload
-    from meter.storage.layout import EVENT_DIR, PROFILE_DIR
+    from meter.storage.events import EVENT_DIR
+    from meter.storage.layout import PROFILE_DIR
 
     unload("meter.storage.layout")
     for folder in (EVENT_DIR, PROFILE_DIR):

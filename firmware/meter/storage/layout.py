@@ -10,16 +10,12 @@
 # and this module (~0.9 KB as a module) never stays in RAM.
 from micropython import const
 
-# Event logs: one ring per category in one segment file each, /ev/<category>.0. A record:
-# ring n(4) | seq(4) time(4) code(2) category(1) flags(1) centivolts(2) milliamps(2)
-# import Wh(4) value(4) | crc(4): 32 bytes.
-EVENT_DIR = "/ev"
-EVENT_FMT = "<IIHBBHHII"
-EVENT_SIZE = const(32)
-# By category number (meter/storage/events.py CAT_*: cover, 6, never rolls over): names for
-# read-back, capacities.
+# Event logs: one ring per category in one segment file each, /ev/<category>.0. Their layout
+# (EVENT_DIR, EVENT_FMT, EVENT_SIZE, EVENT_CAPACITY) is meter/storage/events.py's: the resident
+# event log opens a ring at every write, so it keeps those four names itself (loading this
+# module at each write cost a MicroPython boot its heap: measured). By category number
+# (meter/storage/events.py CAT_*), the names for read-back:
 CATEGORIES = ("voltage", "current", "power", "transaction", "other", "control", "cover")
-EVENT_CAPACITY = b"\x32\x32\x14\x32\x32\x32\x14"  # 50 50 20 50 50 50 20 records
 
 # Load profiles (meter/storage/profiles.py), /p/<name>.<segment>.
 PROFILE_DIR = "/p"

@@ -115,16 +115,13 @@ def settle_journal(store, imp, exp, reset):
 
 
 def restore(meter, now, cfg_error):
-    from meter.storage.layout import CATEGORIES, EVENT_DIR
-
-    events.unload("meter.storage.layout")
     fs = meter.hw.fs
     log = meter.log
     try:
-        fs.mkdir(EVENT_DIR)
+        fs.mkdir(events.EVENT_DIR)
     except OSError:
         pass
-    for cat in range(len(CATEGORIES)):
+    for cat in range(len(events.EVENT_CAPACITY)):
         ring = events.ring(fs, cat)
         last = ring.get(ring.n)
         log.bad += ring.bad
