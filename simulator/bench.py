@@ -24,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+from simulator import paths
 from simulator import scenario as sc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +104,7 @@ def poll_cost() -> None:
     per simulated second of a 10-minute run, where every SPI frame is a round trip."""
     import time
 
-    sc.ensure_paths()
+    paths.ensure_paths()
     from simulator.device import shim
     from simulator.device import shim as machine
     from simulator.device.atm90e26_emu import Atm90e26
