@@ -1,4 +1,4 @@
-"""The scenario schema (simulator/scenario.py SCHEMA): every number finite and within the
+"""The scenario schema (simulator/schema.py SCHEMA): every number finite and within the
 range docs/scenarios.md "Ranges" states, events within the run, one-line errors naming the key."""
 
 from __future__ import annotations

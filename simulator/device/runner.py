@@ -163,9 +163,9 @@ def prepare(scenario, flash_path):
     provision(world, scenario["config"], scenario.get("command_key", ""),
               scenario.get("files"))
     if scenario.get("calibrate"):
-        from host_tools.calibrate import calibrate_world  # host side only
+        from simulator.calibration_bench import calibrate_world  # host side only
 
-        calibrate_world(world)
+        calibrate_world(world, mount(world))
     world.flash.cut_at_op = scenario["faults"].get("power_cut_at_write", 0)
     script_control(world, scenario)
     if not scenario.get("power_fail_input", True):
