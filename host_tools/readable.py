@@ -9,7 +9,7 @@ The names are the firmware's own, not a copy: the event codes, profile flags, bi
 triggers and event categories come from the firmware's modules (imported on CPython with the
 simulator's `micropython` shim, as the simulator runs them), the event and control-state
 names from the simulator's host-side tables that its reports use (`simulator/event_names.py`
-event_name, STATES), and the ack codes from `host_tools/headend.py` REASONS. Nothing here
+event_name, STATES), and the ack codes from `host_tools/wire.py` REASONS. Nothing here
 runs on the meter, so its heap is untouched.
 """
 
@@ -171,7 +171,7 @@ def _details(cmd: str, ack: dict, args: dict) -> tuple[str, list[str], set]:
 
 def lines(cmd: str, ack: dict, args: dict | None = None) -> list[str]:
     """The readable lines for one ack of command `cmd` sent with `args`."""
-    from host_tools.headend import REASONS
+    from host_tools.wire import REASONS
 
     args = args or {}
     code = ack.get("code")

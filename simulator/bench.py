@@ -264,7 +264,7 @@ def command_latency(count: int = 100, runtime: str = "micropython") -> list[floa
     this bounds the time from a command reaching the meter to its relay pulse starting."""
     import paho.mqtt.client as mqtt
 
-    from host_tools.headend import decode_ack, encode_command
+    from host_tools.wire import decode_ack, encode_command
     from simulator.mqttpath import Mosquitto
 
     broker = Mosquitto()
@@ -340,7 +340,7 @@ def flood_holdup(flood: int = 2000, runtime: str = "micropython",
     the meter's rate of draining rejections and how many the broker dropped."""
     import paho.mqtt.client as mqtt
 
-    from host_tools.headend import decode_ack, encode_command
+    from host_tools.wire import decode_ack, encode_command
     from simulator.mqttpath import Mosquitto, plain_conf
 
     def conf(port: int) -> str:

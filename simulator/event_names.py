@@ -40,7 +40,7 @@ def event_name(code: int) -> str:
     if code in COMMAND_EVENT_NAMES:
         return COMMAND_EVENT_NAMES[code]
     if events.CMD_REJECTED < code < events.CMD_REJECTED + 50:
-        from host_tools.headend import REASONS
+        from host_tools.wire import REASONS
 
         return "cmd_rejected_" + REASONS.get(code - events.CMD_REJECTED, "other")
     return "unknown"

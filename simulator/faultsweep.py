@@ -372,7 +372,7 @@ class CommandFeed:
         """msg: the very bytes delivered before, when the broker delivers them again."""
         import hashlib
 
-        from host_tools.headend import decode_ack, encode_command
+        from host_tools.wire import decode_ack, encode_command
 
         world = self.world
         if self.link is None:
