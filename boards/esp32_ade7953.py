@@ -7,9 +7,9 @@ import esp32
 import network
 import vfs
 from machine import SPI, UART, Pin
-from meter.ade7953 import ADE7953
-from meter.clock import Clock
-from meter.hw import Hardware
+from meter.metering.ade7953 import ADE7953
+from meter.runtime.clock import Clock
+from meter.runtime.hardware import Hardware
 
 SPI_BUS = 2
 PIN_SCK = 18

@@ -10,9 +10,9 @@ import esp32
 import network
 import vfs
 from machine import SPI, UART, Pin
-from meter.atm90e26 import ATM90E26
-from meter.clock import Clock
-from meter.hw import Hardware
+from meter.metering.atm90e26 import ATM90E26
+from meter.runtime.clock import Clock
+from meter.runtime.hardware import Hardware
 
 SPI_BUS = 2
 PIN_SCK = 18
@@ -50,7 +50,8 @@ def mount_data():
 
 
 def journal():
-    """The raw last-gasp journal partition (meter.store.Journal), or None without one."""
+    """The raw last-gasp journal partition (meter.storage.checkpoint.Journal), or None without
+    one."""
     found = esp32.Partition.find(esp32.Partition.TYPE_DATA, label=JOURNAL_PARTITION)
     return found[0] if found else None
 

@@ -2,9 +2,9 @@
 
 Puts a meter under a reference source (Vref, Ib, PF 1 for the gains; PF 0.5 lagging for the
 phase; low current for the offset), lets the firmware's own calibration code
-(firmware/meter/calibrate.py) compute the register values from what the meter measured and
-what the source delivered, and stores the record (with the IC's checksums) in /calib.json on
-the meter's data partition, where it survives re-deploying the firmware.
+(firmware/meter/metering/calibration_maths.py) compute the register values from what the meter
+measured and what the source delivered, and stores the record (with the IC's checksums) in
+/calib.json on the meter's data partition, where it survives re-deploying the firmware.
 
 Today the meter is a simulated one: an emulated IC with a per-unit manufacturing error,
 driven through the firmware's driver over the emulated SPI bus. The reference source is the
@@ -54,11 +54,11 @@ class Bench:
 
         sys.modules.setdefault("machine", machine)
         if hasattr(chip, "meter_constant"):
-            from meter.atm90e26 import ATM90E26 as Driver
+            from meter.metering.atm90e26 import ATM90E26 as Driver
 
             baud = 200_000
         else:
-            from meter.ade7953 import ADE7953 as Driver
+            from meter.metering.ade7953 import ADE7953 as Driver
 
             baud = 1_000_000
 
@@ -123,7 +123,7 @@ class Bench:
 
 def procedure(bench: Bench, seconds: int = 300) -> dict:
     """The calibration steps; returns the register dict (the firmware computes every value)."""
-    from meter import calibrate
+    from meter.metering import calibration_maths as calibrate
 
     ade = bench.driver.NAME == "ade7953"
     gains = calibrate.ade_gains if ade else calibrate.gains
@@ -150,7 +150,7 @@ def procedure(bench: Bench, seconds: int = 300) -> dict:
 
 
 def save(fs, cal: dict, bench: Bench) -> None:
-    from meter import calib
+    from meter.metering import calibration as calib
 
     calib.save(fs, bench.driver, cal, {"vref_v": bench.vref, "ib_a": bench.ib})
 

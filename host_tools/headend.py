@@ -51,7 +51,7 @@ COMMANDS = (
     "read_events", "billing_snapshot", "time_sync", "set_telemetry_period", "reboot",
 )
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
-# The meter's ack codes (firmware/meter/commands.py); the meter sends only the number, and
+# The meter's ack codes (firmware/meter/remote/commands.py); the meter sends only the number, and
 # a "reason" of its own where one code has several causes (e.g. clock_unset, no_key).
 REASONS = {
     0: "ok", 1: "hardware_fault", 2: "temporary_failure", 3: "denied", 4: "bad_mac",
@@ -156,20 +156,20 @@ def ignored_line(meter_id: str, kind: str, ack: dict | None) -> str:
             " (a forged or replayed command, or an old ack replayed)")
 
 
-KEY_BYTES = 32  # the meter's command key (firmware/meter/commands.py takes 32 bytes)
-COUNTER_MAX = (1 << 30) - 1  # the meter takes counters 1 to 2^30 - 1 (meter/commands.py)
+KEY_BYTES = 32  # the meter's command key (firmware/meter/remote/commands.py takes 32 bytes)
+COUNTER_MAX = (1 << 30) - 1  # the meter takes counters 1 to 2^30 - 1 (meter/remote/commands.py)
 TIMEOUT_MAX_S = 86400
 TTL_MAX_S = 86400
 
 
 @cache
 def firmware_rules() -> Any:
-    """firmware/meter/cfgcheck.py, imported on CPython: the meter id rule (valid_id) is the
-    firmware's, not a copy."""
+    """firmware/meter/storage/config_rules.py, imported on CPython: the meter id rule (valid_id) is
+    the firmware's, not a copy."""
     firmware = str(ROOT / "firmware")
     if firmware not in sys.path:
         sys.path.append(firmware)  # after everything else: it shadows nothing
-    from meter import cfgcheck
+    from meter.storage import config_rules as cfgcheck
 
     return cfgcheck
 
@@ -537,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--password-file", help="file holding the MQTT password")
     parser.add_argument("command", choices=("newkey",) + COMMANDS)
     parser.add_argument("meter_id", type=_meter_id, help="the meter's id: 1 to 32 letters,"
-                        " digits, '-' or '_' (firmware/meter/cfgcheck.py valid_id)")
+                        " digits, '-' or '_' (firmware/meter/storage/config_rules.py valid_id)")
     parser.add_argument("value", nargs="?", help="the command's value: set_control_mode MODE,"
                         " set_load_limit WATTS, set_telemetry_period SECONDS, time_sync TIME,"
                         " read_profile block|daily|billing, read_events CATEGORY")

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# The fields every ack carries (meter/commands.py); the rest depend on the command. v and
+# The fields every ack carries (meter/remote/commands.py); the rest depend on the command. v and
 # for bind it to the command sent: the head-end checked them before taking it (match_ack).
 ENVELOPE = ("v", "id", "for", "n", "code", "t", "reason")
 
@@ -37,7 +37,9 @@ def names() -> SimpleNamespace:
     from simulator.device.shim import micropython as shim
 
     sys.modules.setdefault("micropython", shim)
-    from meter import cmdread, cmdtime, profile
+    from meter.remote import read_commands as cmdread
+    from meter.remote import time_commands as cmdtime
+    from meter.storage import profiles as profile
 
     from simulator import scenario
 

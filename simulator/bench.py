@@ -111,7 +111,7 @@ def poll_cost() -> None:
     from simulator.device.world import World
 
     sys.modules.setdefault("micropython", micropython)
-    from meter.atm90e26 import ATM90E26
+    from meter.metering.atm90e26 import ATM90E26
 
     world = World(10**12, 1_767_205_800, [[0, 240.0, 10.0, 1.0, 50.0]], [])
     chip = Atm90e26()

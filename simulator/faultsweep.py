@@ -77,8 +77,11 @@ class OverlayFlash:
 def read_state(bdev: Any) -> dict:
     """What the firmware finds at boot on this image of the whole data flash (its own
     readers): LittleFS on the data partition, a newer last-gasp record in the journal."""
-    from meter import events, maint, profile, store
-    from meter.energy import Register
+    from meter.metering.energy import Register
+    from meter.storage import checkpoint as store
+    from meter.storage import events
+    from meter.storage import profiles as profile
+    from meter.storage import reader as maint
 
     from simulator import lfs_vfs
 
@@ -202,9 +205,9 @@ def _forget_meter() -> None:
 # --- Supply control and remote commands at every cut point ----------------------------------
 #
 # "Last commanded", at a cut point: the state and counter committed by the last persist that
-# had completed before the cut. A remote command is handled in this order (meter/commands.py,
-# meter/transition.py): its counter goes to /cmd.ctr, then the control writes the new state
-# (the intent, before the relay moves), then the ack goes out. So:
+# had completed before the cut. A remote command is handled in this order
+# (meter/remote/commands.py, meter/supply/transitions.py): its counter goes to /cmd.ctr, then the
+# control writes the new state (the intent, before the relay moves), then the ack goes out. So:
 #
 # - between commands, the image must hold exactly the state and mode of the last ack (the
 #   head-end's view), and a counter >= the last counter acked;
@@ -216,7 +219,7 @@ def _forget_meter() -> None:
 #   acting: checked the moment the control is called) or acknowledged, and never lower than
 #   at any earlier cut point (it never goes backwards);
 # - every state change on flash has exactly one transition event, logged or to be logged by
-#   boot (the intent record carries it, meter/ctlboot.py missing()), the last one naming the
+#   boot (the intent record carries it, meter/supply/startup.py missing()), the last one naming the
 #   persisted state;
 # - /cmd.ctr with the in-flight counter carries that message's digest, and "done" only once
 #   the handler has returned; between commands it holds the last answered command, done,
@@ -225,8 +228,10 @@ def _forget_meter() -> None:
 
 def transitions(fs: Any, rec: Any = None) -> list:
     """The supply-control transition events (CONTROL + cause * 3 + state) on this image in
-    order, with the one boot would log for a transition cut short (meter/ctlboot.py)."""
-    from meter import ctlboot, events, maint
+    order, with the one boot would log for a transition cut short (meter/supply/startup.py)."""
+    from meter.storage import events
+    from meter.storage import reader as maint
+    from meter.supply import startup as ctlboot
 
     codes = [c for _s, _t, c in sorted(maint.all_events(fs))
              if events.CONTROL <= c < events.RELAY_FAULT]
@@ -236,11 +241,11 @@ def transitions(fs: Any, rec: Any = None) -> list:
 
 def read_control_state(fs: Any, default_mode: int = 1) -> dict:
     """What boot restores of supply control and the command counter on this image, read with
-    the firmware's own readers: meter/ctlboot.py's slot reader (no record: Connected, the
-    configured mode), meter/commands.py's counter reader (None: unreadable) and the last
+    the firmware's own readers: meter/supply/startup.py's slot reader (no record: Connected, the
+    configured mode), meter/remote/commands.py's counter reader (None: unreadable) and the last
     accepted command's record (digest, done, ack code), and the transition events."""
-    from meter import ctlboot
-    from meter.commands import Commands
+    from meter.remote.commands import Commands
+    from meter.supply import startup as ctlboot
 
     rec = ctlboot.load(fs)
     state, mode = (rec[1], rec[2]) if rec else (1, default_mode)
@@ -250,7 +255,7 @@ def read_control_state(fs: Any, default_mode: int = 1) -> dict:
 
 
 class _Watched:
-    """The meter's Control as meter/commands.py's handler, telling the feed when a command
+    """The meter's Control as meter/remote/commands.py's handler, telling the feed when a command
     starts to act (the counter must already be on flash by then)."""
 
     def __init__(self, ctl: Any, acting: Any) -> None:
@@ -273,8 +278,8 @@ class _Watched:
 
 class CommandFeed:
     """Signed remote commands for an in-process CPython run, delivered through the firmware's
-    own MQTT receive path: meter.link.Link._received, which verifies them with
-    meter.commands (HMAC, counter persisted before acting) and hands them to the meter's
+    own MQTT receive path: meter.remote.link.Link._received, which verifies them with
+    meter.remote.commands (HMAC, counter persisted before acting) and hands them to the meter's
     Control. They are signed by the head-end's code (host_tools/headend.py) with the key the
     scenario provisions (`command_key`). A command whose time has come is delivered at the
     meter's next poll (one per poll), as the link would between its sleeps; one cut short by a
@@ -290,7 +295,7 @@ class CommandFeed:
         self.default_mode = default_mode
         self.world: Any = None
         self.due: list[tuple] = []
-        self.module: Any = None  # the meter.control module of the current boot
+        self.module: Any = None  # the meter.supply.control module of the current boot
         self.link: Any = None
         self.booted = False
         self.ack: bytes | None = None
@@ -320,8 +325,8 @@ class CommandFeed:
         world.advance = hooked_advance
 
     def _hook(self) -> None:
-        """Each boot imports meter.control afresh: have its polls deliver the commands."""
-        mod = sys.modules.get("meter.control")
+        """Each boot imports meter.supply.control afresh: have its polls deliver the commands."""
+        mod = sys.modules.get("meter.supply.control")
         if mod is None or mod is self.module:
             return
         self.module = mod
@@ -344,7 +349,7 @@ class CommandFeed:
             self.deliver(ctl, meter, *self.due.pop(0))
 
     def check_boot(self, ctl: Any, meter: Any) -> None:
-        from meter import ctlboot
+        from meter.supply import startup as ctlboot
 
         rec = ctlboot.load(meter.hw.fs)
         state = rec[1] if rec else 1
@@ -370,7 +375,7 @@ class CommandFeed:
 
         world = self.world
         if self.link is None:
-            from meter.link import Link
+            from meter.remote.link import Link
 
             self.link = Link(meter.cfg, meter.clock, None, meter.hw.fs, meter.log)
             self.link.client = self

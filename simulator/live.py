@@ -98,7 +98,7 @@ class Console:
 
     def __init__(self, stdin: Any = None) -> None:
         sc.ensure_paths()
-        # names from the firmware's own tables (meter/events.py via scenario.event_name),
+        # names from the firmware's own tables (meter/storage/events.py via scenario.event_name),
         # built before the firmware runs: the MQTT thread never imports firmware modules
         self.names = {}
         for code in range(1, 250):
@@ -111,7 +111,7 @@ class Console:
         self.world: Any = None
         self.pins: Any = None
         self.relay_closed = True  # the emulated relay starts closed (as last shown)
-        self.state = 1  # a new meter starts Connected (meter/ctlboot.py)
+        self.state = 1  # a new meter starts Connected (meter/supply/startup.py)
         self.cover_open = False
         self.events_shown: set = set()  # seqs: the meter sends an event again after a reboot
         self.saved: Any = None  # the terminal's settings while in cbreak mode

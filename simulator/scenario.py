@@ -58,10 +58,11 @@ def device_layer_bytes() -> int:
     return _layer_bytes[0]
 
 # The scenario schema: every key with its type and range, in one table (SCHEMA below).
-# README "Scenarios" states the same ranges; tests/test_scenario_schema.py keeps them in step.
+# docs/scenarios.md "Ranges" states the same ranges; tests/test_scenario_schema.py keeps them
+# in step.
 MAX_DURATION_S = 366 * 86400  # a leap year of virtual time
 # start: any clock reading the meter copes with (a lost RTC reads 2000; 2106 is past 32-bit
-# Unix time: meter/clock.py takes both as lost), from Unix time 0 to ISO-8601's last year
+# Unix time: meter/runtime/clock.py takes both as lost), from Unix time 0 to ISO-8601's last year
 START_MIN = "1970-01-01T00:00:00Z"
 END_MAX = "9999-12-31T23:59:59Z"
 MAX_VOLTS = 480.0  # twice a 240 V supply: a lost neutral puts line voltage on the meter
@@ -304,8 +305,8 @@ def _broker_problem(text: str) -> str | None:
 
 
 def _id_problem(text: str) -> str | None:
-    """The firmware's one rule for meter ids (firmware/meter/cfgcheck.py valid_id)."""
-    if _firmware("meter.cfgcheck").valid_id(text):
+    """The firmware's one rule for meter ids (firmware/meter/storage/config_rules.py valid_id)."""
+    if _firmware("meter.storage.config_rules").valid_id(text):
         return None
     return "must be 1 to 32 letters, digits, '-' or '_'"
 
@@ -325,7 +326,7 @@ AT = Num(0, _END, "s", hi_open=True)  # when something happens: within the run
 SPAN = Num(0.001, _END, "s")  # how long: a millisecond (virtual time's step) to the run
 WINDOW = Obj({"at_s": AT, "for_s": SPAN}, ("at_s", "for_s"))
 LIMITER_SPEC = Num(0, BIG, whole=True)
-# firmware/meter/config.py's keys: the type is its default's; the range is here.
+# firmware/meter/storage/config.py's keys: the type is its default's; the range is here.
 CONFIG_SCHEMA = {
     "meter_id": Text(0, BIG, about="1 to 32 letters, digits, '-' or '_'", test=_id_problem),
     "poll_ms": Num(100, 60_000, "ms", whole=True),
@@ -351,7 +352,7 @@ CONFIG_SCHEMA = {
     "relay_ops_per_min": Num(1, 60, whole=True),
     "load_limit_w": Num(0, 100_000, "W", whole=True),
     "tamper_disconnect": Flag(),
-    "load_limiter": None,  # firmware/meter/ctlboot.py's own check, below
+    "load_limiter": None,  # firmware/meter/supply/startup.py's own check, below
     "vref_v": Num(100, 300, "V", whole=True),
     "imax_a": Num(1, 200, "A", whole=True),
     "import_only": Flag(),
@@ -371,13 +372,14 @@ FAULT_SCHEMA = {
                            ("at_s", "for_s"))),
     **dict.fromkeys(RELAY_FAULTS, AT),
 }
-PORT_COMMANDS = ("disconnect", "reconnect")  # the local command port's (meter/cmdport.py)
+# the local command port's (meter/local/command_port.py)
+PORT_COMMANDS = ("disconnect", "reconnect")
 SCHEMA = {
     "duration_s": Num(1, MAX_DURATION_S, "s"),
     "start": Text(0, 64, test=_start_problem, about=f"ISO-8601 with offset, from {START_MIN}; "
                   f"the run ends by {END_MAX}"),
     "board": OneOf("sim", "sim-ade7953", "sim_hbridge"),
-    "config": None,  # CONFIG_SCHEMA, over firmware/meter/config.py's keys: check()
+    "config": None,  # CONFIG_SCHEMA, over firmware/meter/storage/config.py's keys: check()
     # a load profile may run past the end (a day's profile for a shorter run); events not
     "load": Items(Obj({"at_s": Num(0, MAX_DURATION_S, "s"), "volts": Num(0, MAX_VOLTS, "V"),
                        "amps": Num(0, _AMPS, "A"), "pf": Num(-1, 1), "hz": Num(45, 65, "Hz"),
@@ -425,7 +427,7 @@ def _rows(fields: dict, where: str) -> Iterator[tuple[str, str]]:
 
 
 def ranges_table() -> list[str]:
-    """The schema's ranges as README's table: keys with the same range share a row."""
+    """The schema's ranges as docs/scenarios.md's table: keys with the same range share a row."""
     rows: dict[str, list[str]] = {}
     for path, text in _rows(SCHEMA, ""):
         rows.setdefault(text, []).append(f"`{path}`")
@@ -461,7 +463,7 @@ def check(raw: Any) -> dict:
     else:
         top.check(raw, "", {})
     config = raw.get("config", {})
-    defaults = _firmware("meter.config").DEFAULTS
+    defaults = _firmware("meter.storage.config").DEFAULTS
     # the firmware's keys; one without a range here gets its type checked only (a test
     # insists that every key has one)
     Obj({key: CONFIG_SCHEMA.get(key) for key in defaults}).check(config, "config", {})
@@ -469,7 +471,7 @@ def check(raw: Any) -> dict:
         if type(value) is not type(defaults[key]):
             raise ScenarioError(f"config.{key}: must be of type {type(defaults[key]).__name__}"
                                 f", not {_show(value)}")
-    problem = _firmware("meter.ctlboot").check_limiter(config.get("load_limiter", {}))
+    problem = _firmware("meter.supply.startup").check_limiter(config.get("load_limiter", {}))
     if problem:
         raise ScenarioError(f"config.{problem.replace(' must', ': must')}")
     for key, value in config.get("load_limiter", {}).items():
@@ -477,7 +479,7 @@ def check(raw: Any) -> dict:
     ctx = {_END: raw["duration_s"],
            _AMPS: AMPS_PER_IMAX * config.get("imax_a", defaults["imax_a"])}
     Obj(SCHEMA).check(raw, "", ctx)
-    known = _firmware("meter.commands")._KNOWN.split()
+    known = _firmware("meter.remote.commands")._KNOWN.split()
     for i, item in enumerate(raw.get("commands", [])):
         where = f"commands[{i}]"
         if "raw" in item:
@@ -834,8 +836,9 @@ def read_store(flash_path: str) -> dict:
     with image_parts(flash_path) as (fs, journal):
         if fs is None:
             return {"wh": 0.0, "profile_records": 0}
-        from meter import profile, store
-        from meter.energy import Register
+        from meter.metering.energy import Register
+        from meter.storage import checkpoint as store
+        from meter.storage import profiles as profile
 
         imp, exp = Register(1000), Register(1000)
         energy = store.EnergyStore(fs, journal)
@@ -882,7 +885,7 @@ METERING_EVENT_NAMES = {
     120: "read_rejected", 121: "bus_fault", 122: "bus_restored", 123: "tamper_neutral",
     124: "tamper_neutral_end", 125: "reverse_flow", 126: "reverse_flow_end",
     127: "calibration_loaded", 128: "calibration_bad",
-    130: "backlog_lost",  # store-and-forward (meter/forward.py)
+    130: "backlog_lost",  # store-and-forward (meter/remote/forward.py)
 }
 
 
@@ -891,8 +894,8 @@ def read_events(flash_path: str, start_unix: int) -> list[dict]:
     with image_fs(flash_path) as fs:
         if fs is None:
             return []
-        from meter import maint
-        from meter.clock import METER_EPOCH_UNIX
+        from meter.runtime.clock import METER_EPOCH_UNIX
+        from meter.storage import reader as maint
 
         # by sequence: the order logged; flag 1: stamped while the clock was invalid
         records = sorted(rec for cat in range(len(maint.CATEGORY_NAMES))
@@ -907,7 +910,8 @@ def read_events(flash_path: str, start_unix: int) -> list[dict]:
     return events
 
 
-# Accepted configuration commands (firmware/meter/cmdx.py), named host-side like the above.
+# Accepted configuration commands (firmware/meter/remote/dispatch.py), named host-side like the
+# above.
 COMMAND_EVENT_NAMES = {
     220: "control_mode_set", 221: "load_limit_set", 222: "telemetry_period_set",
     223: "time_set_old", 224: "time_set_new", 225: "billing_snapshot", 226: "remote_reboot",
@@ -918,7 +922,7 @@ STATES = ("disconnected", "connected", "ready_for_reconnection")
 
 def event_name(code: int) -> str:
     """Names of the firmware's event codes; supply control's are composed from the code."""
-    from meter import events
+    from meter.storage import events
 
     if code in events.NAMES:
         return events.NAMES[code]
@@ -945,7 +949,7 @@ def read_control(flash_path: str) -> tuple | None:
     with image_fs(flash_path) as fs:
         if fs is None:
             return None
-        from meter.ctlboot import load
+        from meter.supply.startup import load
 
         rec = load(fs)
     return rec[1:3] if rec else None

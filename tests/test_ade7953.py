@@ -31,7 +31,7 @@ def make_rig(amps=10.0, pf=1.0, volts=240.0, chip=None, faults=None, neutral=Non
     world.attach_spi(2, CS, emu)
     world.meters.append(emu)
     shim.WORLD[0] = world
-    from meter.ade7953 import ADE7953
+    from meter.metering.ade7953 import ADE7953
 
     driver = ADE7953(SPI(2, baudrate=1_000_000, polarity=1, phase=1), Pin(CS, Pin.OUT, value=1))
     return world, emu, driver

@@ -19,7 +19,7 @@ def rig():
     world.attach_spi(2, CS, chip)
     world.meters.append(chip)
     shim.WORLD[0] = world
-    from meter.atm90e26 import ATM90E26
+    from meter.metering.atm90e26 import ATM90E26
 
     spi = SPI(2, baudrate=200_000, polarity=1, phase=1)
     driver = ATM90E26(spi, Pin(CS, Pin.OUT, value=1))
@@ -28,7 +28,7 @@ def rig():
 
 
 def test_checksum_matches_between_driver_and_chip():
-    from meter.atm90e26 import CAL_BLOCK, checksum
+    from meter.metering.atm90e26 import CAL_BLOCK, checksum
 
     values = [v for _a, v in CAL_BLOCK]
     assert checksum(values) == block_checksum(values)

@@ -24,7 +24,7 @@ KEY = bytes(range(32))
 METER = "meter-0042"
 NOW = 1767225600  # 2026-01-01T00:00:00Z
 DAY = 86400
-END = 1577836800 + 0x3EFFFFFF  # meter/clock.py: METER_EPOCH_UNIX + MAX_S, 2053-06-29
+END = 1577836800 + 0x3EFFFFFF  # meter/runtime/clock.py: METER_EPOCH_UNIX + MAX_S, 2053-06-29
 BAD = "bad args: unknown argument bogus"
 
 

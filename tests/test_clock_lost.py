@@ -12,7 +12,7 @@ from host_tools import headend
 from simulator import scenario as sc
 from simulator.device.timeutil import parse_iso
 
-EPOCH = 1577836800  # meter time 0: 2020-01-01 (firmware/meter/clock.py)
+EPOCH = 1577836800  # meter time 0: 2020-01-01 (firmware/meter/runtime/clock.py)
 
 KEY = bytes(range(32))
 TRUE_START = parse_iso(sc.DEFAULT_START)  # the head-end's (true) clock at the run's start

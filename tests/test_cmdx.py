@@ -1,6 +1,6 @@
-"""The remote commands beyond switching (firmware/meter/cmdx.py) on CPython, each through the
-real verification path (meter/commands.py, signed by the head-end library): the real
-disconnect control on recording relay pins, the real clock on a fake time source, the real
+"""The remote commands beyond switching (firmware/meter/remote/dispatch.py) on CPython, each
+through the real verification path (meter/remote/commands.py, signed by the head-end library): the
+real disconnect control on recording relay pins, the real clock on a fake time source, the real
 event log, profiles and config file on a directory. Success, every rejection reason, the
 relay never moved by bad input, what persists across a reboot."""
 
@@ -17,10 +17,14 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from meter import commands, config, ctlboot, events, maint, profile
-from meter.clock import METER_EPOCH_UNIX, Clock
-from meter.control import Control
-from meter.energy import Register
+from meter.metering.energy import Register
+from meter.remote import commands
+from meter.runtime.clock import METER_EPOCH_UNIX, Clock
+from meter.storage import config, events
+from meter.storage import profiles as profile
+from meter.storage import reader as maint
+from meter.supply import startup as ctlboot
+from meter.supply.control import Control
 
 from host_tools.headend import decode_ack, encode_command
 
@@ -49,7 +53,7 @@ class DirFS:
 
 
 class FakeTime:
-    """A `time`-like source (what a board hands meter.clock.Clock) counting from 1970."""
+    """A `time`-like source (what a board hands meter.runtime.clock.Clock) counting from 1970."""
 
     PERIOD = 1 << 30
 
@@ -417,7 +421,7 @@ def test_billing_snapshot(tmp_path):
 
 # --- read_profile / read_events ----------------------------------------------------------------
 def test_ring_layouts_agree_with_the_profile_module(tmp_path):
-    from meter import cmdread
+    from meter.remote import read_commands as cmdread
 
     fs = DirFS(tmp_path)
     for layout, ring in ((cmdread.BLOCK, profile.block), (cmdread.DAILY, profile.daily),
@@ -547,7 +551,7 @@ def test_reboot_acks_then_resets(tmp_path, machine):
     ack = rig.send("reboot")
     assert ack["code"] == 0 and rig.link.reboot  # the link resets once the ack is out
     assert rig.codes()[-1][1] == 226
-    from meter import cmdtime
+    from meter.remote import time_commands as cmdtime
 
     published = []
     rig.link.client = SimpleNamespace(publish=lambda *a: published.append(a),

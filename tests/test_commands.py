@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from meter import commands, events
-from meter.clock import METER_EPOCH_UNIX
+from meter.remote import commands
+from meter.runtime.clock import METER_EPOCH_UNIX
+from meter.storage import events
 
 from host_tools.headend import REASONS, ack_for, decode_ack, encode_command
 
@@ -306,7 +307,7 @@ def test_handler_error_is_acked_not_raised(tmp_path):
     cmds, handler, _ = make(tmp_path)
     handler.reconnect = lambda args: 1 / 0
     assert ack_of(cmds.handle(cmd(1, "reconnect")))["reason"] == "handler_error"
-    # the other commands go to meter/cmdx.py: without a link there is nothing to reboot
+    # the other commands go to meter/remote/dispatch.py: without a link there is nothing to reboot
     assert ack_of(cmds.handle(cmd(2, "reboot")))["reason"] == "no link"
 
 

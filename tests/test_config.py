@@ -1,6 +1,6 @@
-"""The meter's config loader (firmware/meter/config.py, with its boot-time overlay
-meter/cfgcheck.py) refuses a provisioned meter id outside the one id rule (valid_id) and a
-value outside its range (RANGES), on CPython and on real MicroPython alike; the meter then
+"""The meter's config loader (firmware/meter/storage/config.py, with its boot-time overlay
+meter/storage/config_rules.py) refuses a provisioned meter id outside the one id rule (valid_id)
+and a value outside its range (RANGES), on CPython and on real MicroPython alike; the meter then
 runs on its defaults and logs CONFIG_REJECTED."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from meter import cfgcheck, config
+from meter.storage import config
+from meter.storage import config_rules as cfgcheck
 
 from simulator import scenario as sc
 
@@ -94,7 +95,7 @@ def test_valid_id(meter_id, ok):
 PROBE = """
 import json
 import sys
-from meter import config
+from meter.storage import config
 
 class FS:
     def open(self, path, mode="r"):
@@ -106,7 +107,7 @@ for case in range(N):
     fs.case = case
     cfg, err = config.load(fs)
     out.append([err, cfg == config.DEFAULTS])
-out.append("meter.cfgcheck" in sys.modules)  # the overlay: unloaded after use
+out.append("meter.storage.config_rules" in sys.modules)  # the overlay: unloaded after use
 print(json.dumps(out))
 """
 
@@ -128,22 +129,23 @@ def test_the_same_on_micropython(mpy_build, tmp_path):
 
 
 def test_the_rules_cost_little_heap(mpy_build):
-    """config.py is resident: imported from the ROMFS image it takes 2,688 B of heap (2,624 B
-    before the id rule and the ranges; with them in it: 3,008 B). meter/cfgcheck.py is
-    loaded at boot only, and unloaded."""
-    probe = ("import romstart\nimport gc\ngc.collect()\nbase = gc.mem_alloc()\n"
-             "import meter.config\ngc.collect()\nprint(meter.config.__file__,"
+    """config.py is resident: imported from the ROMFS image it takes 2,688 B of heap, its
+    package apart (2,624 B before the id rule and the ranges; with them in it: 3,008 B).
+    meter/storage/config_rules.py is loaded at boot only, and unloaded."""
+    probe = ("import romstart\nimport gc\nimport meter.storage\ngc.collect()\n"
+             "base = gc.mem_alloc()\n"
+             "import meter.storage.config\ngc.collect()\nprint(meter.storage.config.__file__,"
              " gc.mem_alloc() - base)\n")
     result = subprocess.run(sc.micropython_command("-c", probe, heapsize="1m"),
                             env=sc.micropython_env(), capture_output=True, text=True,
                             timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
     where, size = result.stdout.split()
-    assert where == "/rom/meter/config.mpy" and int(size) <= 2750, size
+    assert where == "/rom/meter/storage/config.mpy" and int(size) <= 2750, size
 
 
 def test_the_unloaded_overlay_is_loaded_again_on_cpython(tmp_path):
     (tmp_path / "config.json").write_text('{"poll_ms": 5}')
     for _ in range(2):
         assert config.load(DirFS(tmp_path))[1] == "config key poll_ms must be 100 to 60000"
-    assert "meter.cfgcheck" not in sys.modules
+    assert "meter.storage.config_rules" not in sys.modules

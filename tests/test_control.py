@@ -261,7 +261,7 @@ def test_limiter_without_local_reconnection_waits_for_the_button():
 
 
 def test_limiter_emergency_threshold():
-    from meter.clock import METER_EPOCH_UNIX
+    from meter.runtime.clock import METER_EPOCH_UNIX
 
     start = sc.normalise({"duration_s": 1})["start_unix"] - METER_EPOCH_UNIX
     report = run(config={"control_mode": 5, "load_limit_w": 5000, "load_limiter": {
@@ -358,8 +358,8 @@ def test_control_record_of_earlier_firmware_is_read(tmp_path):
     a meter updated in the field still finds its (state, mode) record: a disconnected
     consumer stays disconnected across the update."""
     sc.ensure_paths()
-    from meter import ctlboot
-    from meter.store import Slots
+    from meter.storage.checkpoint import Slots
+    from meter.supply import startup as ctlboot
 
     class DirFS:
         def open(self, path, mode="r"):

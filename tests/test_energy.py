@@ -1,6 +1,6 @@
 """Energy registers: every LSB counted once, nothing lost to rounding, ints stay small."""
 
-from meter.energy import Register
+from meter.metering.energy import Register
 
 # ATM90E26: an energy LSB is 0.1 pulse = 100 / 3200 Wh.
 NUM, DEN = 100, 3200

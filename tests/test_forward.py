@@ -50,10 +50,12 @@ def stored(flash: str) -> dict[str, dict[int, tuple]]:
     """What the meter holds on flash, read with its own readers: block-profile records by n,
     events by seq."""
     with sc.image_fs(flash) as fs:
-        from meter import maint, profile, store
+        from meter.storage import checkpoint as store
+        from meter.storage import profiles as profile
+        from meter.storage import reader as maint
 
         energy = store.EnergyStore(fs)
-        from meter.energy import Register
+        from meter.metering.energy import Register
 
         energy.load(Register(1000), Register(1000))
         profile_recs = dict(maint.read(profile.block(fs, energy.profile_head)))
@@ -112,7 +114,7 @@ def first_seqs(col: Collector, stream: str) -> set[int]:
     return {m["seq"] for m in col.got[stream]}
 
 
-EPOCH = 1577836800  # meter time 0 (meter/clock.py)
+EPOCH = 1577836800  # meter time 0 (meter/runtime/clock.py)
 
 
 @pytest.mark.mosquitto
@@ -254,11 +256,14 @@ def test_three_day_broker_outage_loses_no_profile_record_micropython(mosquitto, 
 
 
 def test_forwarder_reads_the_rings_as_they_are_written():
-    """meter/forward.py reads the block profile and the event logs straight from their ring
+    """meter/remote/forward.py reads the block profile and the event logs straight from their ring
     files (no ring module in RAM): its layout constants follow the writers'."""
     import struct
 
-    from meter import clock, events, forward, profile
+    from meter.remote import forward
+    from meter.runtime import clock
+    from meter.storage import events
+    from meter.storage import profiles as profile
 
     assert forward._P_FMT == profile.BLOCK_FMT
     assert forward._P_SIZE == struct.calcsize(profile.BLOCK_FMT) + 8
@@ -273,8 +278,10 @@ def test_backlog_counts_what_waits_and_follows_the_saved_cursor(tmp_path):
     logs (after a factory reset) counts everything there is."""
     from types import SimpleNamespace
 
-    from meter import events, forward, profile
-    from meter.store import Slots
+    from meter.remote import forward
+    from meter.storage import events
+    from meter.storage import profiles as profile
+    from meter.storage.checkpoint import Slots
 
     from simulator import lfs_vfs
     from simulator.device.flash import FlashChip

@@ -129,13 +129,13 @@ def link_module():
     sys.modules.setdefault("usocket", cpython_usocket)
     sys.modules.setdefault("ustruct", __import__("struct"))
     sys.modules.setdefault("ubinascii", __import__("binascii"))
-    from meter import link
+    from meter.remote import link
 
     return link
 
 
 def retry_delays(link_module, meter_id: str, attempts: int) -> list[int]:
-    from meter.config import DEFAULTS
+    from meter.storage.config import DEFAULTS
 
     cfg = dict(DEFAULTS, meter_id=meter_id, mqtt_host="127.0.0.1", mqtt_port=free_port(),
                mqtt_timeout_s=1)

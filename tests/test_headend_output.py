@@ -1,4 +1,4 @@
-"""What the head-end prints: acks made by the real firmware (meter/commands.py and the real
+"""What the head-end prints: acks made by the real firmware (meter/remote/commands.py and the real
 disconnect control, in-process as in tests/test_cmdx.py) through the head-end's command line,
 in words by default and, with --json, as the same JSON lines as before."""
 
@@ -8,8 +8,8 @@ import json
 import re
 
 import pytest
-from meter import events
-from meter.clock import METER_EPOCH_UNIX
+from meter.runtime.clock import METER_EPOCH_UNIX
+from meter.storage import events
 
 from host_tools import headend
 from simulator import scenario
@@ -122,8 +122,8 @@ def test_every_command_reads_in_words(meter, capsys, machine):  # noqa: F811
 
 
 def test_flags_triggers_and_states_are_the_firmwares():
-    from meter import profile
-    from meter.control import _READY
+    from meter.storage import profiles as profile
+    from meter.supply.control import _READY
 
     from host_tools import readable
 

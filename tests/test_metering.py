@@ -38,7 +38,7 @@ def make_rig(amps=IB, pf=1.0, volts=VREF, chip=None, faults=None, lead=False, ne
     world.attach_spi(2, CS, emu)
     world.meters.append(emu)
     shim.WORLD[0] = world
-    from meter.atm90e26 import ATM90E26
+    from meter.metering.atm90e26 import ATM90E26
 
     driver = ATM90E26(SPI(2, baudrate=200_000, polarity=1, phase=1), Pin(CS, Pin.OUT, value=1))
     return world, emu, driver
@@ -226,7 +226,7 @@ def test_class1_table_after_calibration(ic, errors):
 
 
 def test_calibration_record_checksums_and_refusal(tmp_path):
-    from meter import calib
+    from meter.metering import calibration as calib
 
     from simulator import lfs_vfs
     from simulator.device.flash import FlashChip
@@ -252,7 +252,7 @@ def test_calibration_record_checksums_and_refusal(tmp_path):
 # --- bounds of the accounting ---------------------------------------------------------
 
 def test_counters_stay_small_ints_for_25_years_at_imax():
-    from meter.energy import Register
+    from meter.metering.energy import Register
 
     lsb_per_s = 1.2 * VREF * IMAX / 3600 * 3200 / 100
     reg = Register(3200)
@@ -269,7 +269,7 @@ def test_counters_stay_small_ints_for_25_years_at_imax():
 def test_register_capacity_beats_the_poll_interval_even_with_stalls():
     """Worst case at Imax and 1.2 x Vref: the 16-bit energy register holds over 400 s,
     while the longest gap between polls is the network timeout (5 s) a few times over."""
-    from meter.config import DEFAULTS
+    from meter.storage.config import DEFAULTS
 
     lsb_per_s = 1.2 * VREF * IMAX / 3600 * 3200 / 100
     capacity_s = 0xFFFF / lsb_per_s
@@ -287,8 +287,8 @@ def test_register_capacity_beats_the_poll_interval_even_with_stalls():
 
 def make_meter(tmp_path, **rig):
     from meter.app import Meter
-    from meter.clock import Clock
-    from meter.hw import Hardware
+    from meter.runtime.clock import Clock
+    from meter.runtime.hardware import Hardware
 
     from simulator import lfs_vfs
     from simulator.device import shim as vtime

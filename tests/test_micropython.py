@@ -39,7 +39,8 @@ def test_heap_cap_is_real(mpy_build):
     assert result.returncode != 0 and "MemoryError" in result.stdout + result.stderr
 
 
-RESIDENT = "meter.app meter.link meter.control meter.store meter.events umqtt.simple".split()
+RESIDENT = ("meter.app meter.remote.link meter.supply.control meter.storage.checkpoint "
+            "meter.storage.events umqtt.simple").split()
 
 
 def resident_heap(from_rom: bool) -> tuple[str, int]:

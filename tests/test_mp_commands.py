@@ -77,7 +77,8 @@ def hostile_corpus() -> list[dict]:
         ("older counter", c(19), "replay"),
         ("next accepted", c(22, "reconnect"), "ok"),
     ]
-    # arguments of the other commands (meter/cmdx.py): refused with a reason, nothing done
+    # arguments of the other commands (meter/remote/dispatch.py): refused with a reason, nothing
+    # done
     n = 23
     for name, cmd_name, args, want in BAD_ARGS + [
         # code 0 with a reason: a new meter's profile holds no closed period yet

@@ -23,8 +23,8 @@ RECORDS = 20
 def block_profile(start_unix: int) -> str:
     """Hex of /p/block.0 holding RECORDS 15-min records ending before start_unix, written
     with the firmware's own ring code (as an earlier life of the meter would have)."""
-    from meter import profile
-    from meter.clock import METER_EPOCH_UNIX
+    from meter.runtime.clock import METER_EPOCH_UNIX
+    from meter.storage import profiles as profile
 
     from tests.test_cmdx import DirFS
 

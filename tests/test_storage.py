@@ -40,8 +40,10 @@ def mounted(flash_path):
 
 
 def block_profile(fs):
-    from meter import maint, profile, store
-    from meter.energy import Register
+    from meter.metering.energy import Register
+    from meter.storage import checkpoint as store
+    from meter.storage import profiles as profile
+    from meter.storage import reader as maint
 
     energy = store.EnergyStore(fs)
     energy.load(Register(1000), Register(1000))
@@ -114,28 +116,28 @@ def _command_hour(duration_s=3600):
 MUTANTS = {
     "none": [],  # the firmware as it is: the same run finds nothing
     "acts before its counter is on flash": [(
-        "meter/commands.py",
+        "meter/remote/commands.py",
         "                self._save(n, dig, 0, 0)  # persisted before acting, with what it is\n",
         '                getattr(self.handler, obj["cmd"], print)(obj.get("args", {}))\n'
         "                self._save(n, dig, 0, 0)\n")],
     "moves the relay before its intent is on flash": [
-        ("meter/transition.py",
+        ("meter/supply/transitions.py",
          "        save(ctl, events.CONTROL + cause * 3 + target)\n        ctl.old = old\n",
          "        ctl.old = old\n"),
-        ("meter/transition.py", "    ctl.log.log(ctl.clock.now(), events.CONTROL + cause",
+        ("meter/supply/transitions.py", "    ctl.log.log(ctl.clock.now(), events.CONTROL + cause",
          "    save(ctl)\n    ctl.log.log(ctl.clock.now(), events.CONTROL + cause")],
     "takes a counter file cut at its creation for a lost one": [(
-        "meter/commands.py", "            if not d:\n", "            if False:\n")],
+        "meter/remote/commands.py", "            if not d:\n", "            if False:\n")],
     # issue 18: the intent without its event, so boot cannot complete a transition cut short
     "keeps the intent without its transition event": [(
-        "meter/transition.py",
+        "meter/supply/transitions.py",
         "        save(ctl, events.CONTROL + cause * 3 + target)\n        ctl.old = old\n",
         "        save(ctl)\n        ctl.old = old\n")],
     "keeps the counter without the command's digest": [(
-        "meter/commands.py", "self._save(n, dig, 0, 0)  # persisted",
+        "meter/remote/commands.py", "self._save(n, dig, 0, 0)  # persisted",
         "self._save(n, bytes(16), 0, 0)  #")],
     "records a command done before it acts": [(
-        "meter/commands.py", "self._save(n, dig, 0, 0)  # persisted",
+        "meter/remote/commands.py", "self._save(n, dig, 0, 0)  # persisted",
         "self._save(n, dig, 1, 0)  #")],
 }
 MUTANT_FINDINGS = {
@@ -453,7 +455,9 @@ def test_profiles_daily_billing_and_read_back(tmp_path):
         "outages": [{"at_s": 5000, "for_s": 100}],
     })
     sc.run(scenario, "cpython", workdir=str(tmp_path))
-    from meter import events, maint, profile
+    from meter.storage import events
+    from meter.storage import profiles as profile
+    from meter.storage import reader as maint
 
     with mounted(tmp_path / "flash.img") as fs:
         blocks = block_profile(fs)
@@ -492,7 +496,7 @@ def test_profiles_daily_billing_and_read_back(tmp_path):
 def test_corrupt_records_are_skipped_logged_and_the_meter_boots(tmp_path):
     base = {"duration_s": 3600, "load": [{"at_s": 0, "volts": 240, "amps": 10, "pf": 1.0}]}
     sc.run(sc.normalise(base), "cpython", workdir=str(tmp_path))
-    from meter import maint
+    from meter.storage import reader as maint
 
     with mounted(tmp_path / "flash.img") as fs:
         assert len(block_profile(fs)) == 4
@@ -518,12 +522,12 @@ def test_corrupt_records_are_skipped_logged_and_the_meter_boots(tmp_path):
 def test_factory_reset_keeps_calibration(tmp_path):
     sc.run(sc.normalise({"duration_s": 1800, "config": {"meter_id": "m-7"},
                          "load": [{"at_s": 0, "amps": 10}]}), "cpython", workdir=str(tmp_path))
-    from meter import maint
+    from meter.storage.factory_reset import factory_reset
 
     with mounted(tmp_path / "flash.img") as fs:
         with fs.open("/calib.json", "w") as f:
             f.write(json.dumps({"ugain": 12345}))
-        maint.factory_reset(fs)
+        factory_reset(fs)
         names = sorted(entry[0] for entry in fs.ilistdir("/"))
         assert names == ["calib.json", "config.json", "reset.flag"]
     report = sc.run(sc.normalise({"duration_s": 600, "start": "2026-01-01T01:00:00+05:30",
@@ -541,7 +545,8 @@ def test_event_categories_capacities_and_the_cover_log_never_rolls_over(tmp_path
     sc.ensure_paths()
     sys.modules.setdefault("micropython", __import__("simulator.device.shim.micropython",
                                                      None, None, ["x"]))
-    from meter import events, maint
+    from meter.storage import events
+    from meter.storage import reader as maint
 
     from simulator import lfs_vfs
     from simulator.device.flash import FlashChip
@@ -666,7 +671,7 @@ def test_last_gasp_journal_on_micropython(tmp_path, mpy_build):
 
 
 def test_journal_scan_picks_newest_and_keeps_room_ahead(tmp_path):
-    """The boot's journal reader (meter.restore.scan_journal) on crafted partitions."""
+    """The boot's journal reader (meter.storage.restore.scan_journal) on crafted partitions."""
     import struct
     import zlib
 
@@ -674,7 +679,8 @@ def test_journal_scan_picks_newest_and_keeps_room_ahead(tmp_path):
     from simulator.device.shim import micropython
 
     sys.modules.setdefault("micropython", micropython)
-    from meter import restore, store
+    from meter.storage import checkpoint as store
+    from meter.storage import restore
 
     from simulator.device.flash import FlashChip
     from simulator.device.shim import Partition

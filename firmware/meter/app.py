@@ -1,10 +1,12 @@
 # The meter's duty cycle: read the metering IC, account energy, checkpoint, answer the
 # optical port, publish telemetry, sleep until the next poll.
 
-from meter import compat, config, events
-from meter.energy import Register
-from meter.readout import OpticalPort
-from meter.store import EnergyStore, unload
+from meter.local.optical import OpticalPort
+from meter.metering.energy import Register
+from meter.runtime import compat
+from meter.runtime.overlays import unload
+from meter.storage import config, events
+from meter.storage.checkpoint import EnergyStore
 
 # The running Meter (set when it is built): lets a technician at the REPL inspect the live
 # meter (`from meter import app; app.current.link.published`), and the simulator read its
@@ -14,9 +16,9 @@ current = None
 
 def _profile():
     compat.collect()  # its code goes into the holes its last use left
-    from meter import profile
+    from meter.storage import profiles
 
-    return profile
+    return profiles
 
 
 def _load_names():
@@ -26,44 +28,44 @@ def _load_names():
     on a fragmented heap at an overlay's first load (hours into a run, say at the first
     command): the names are all in, so later loads add none. Only with MQTT: without it no
     overlay loads late (boot loads those it needs), and the names would cost ~7 KB."""
-    import meter.cmdcfg  # (with cmdx)
+    import meter.remote.config_commands  # (with cmdx)
 
-    _drop("cmdcfg")
-    _drop("cmdx")
-    import meter.cmdread  # (with cmdx, ring)
+    _drop("meter.remote.config_commands")
+    _drop("meter.remote.dispatch")
+    import meter.remote.read_commands  # (with cmdx, ring)
 
-    _drop("cmdread")
-    _drop("cmdx")
-    _drop("ring")
-    import meter.cmdtime  # (with cmdx)
+    _drop("meter.remote.read_commands")
+    _drop("meter.remote.dispatch")
+    _drop("meter.storage.ring")
+    import meter.remote.time_commands  # (with cmdx)
 
-    _drop("cmdtime")
-    _drop("cmdx")
-    import meter.commands
+    _drop("meter.remote.time_commands")
+    _drop("meter.remote.dispatch")
+    import meter.remote.commands
 
-    _drop("commands")
-    import meter.connect
+    _drop("meter.remote.commands")
+    import meter.remote.connect
 
-    _drop("connect")
-    import meter.forward
+    _drop("meter.remote.connect")
+    import meter.remote.forward
 
-    _drop("forward")
-    import meter.limiter
+    _drop("meter.remote.forward")
+    import meter.supply.limiter
 
-    _drop("limiter")
-    import meter.maint
+    _drop("meter.supply.limiter")
+    import meter.storage.reader
 
-    _drop("maint")
-    import meter.profile
+    _drop("meter.storage.reader")
+    import meter.storage.profiles
 
-    _drop("profile")
-    _drop("ring")
-    import meter.relay
+    _drop("meter.storage.profiles")
+    _drop("meter.storage.ring")
+    import meter.supply.relay
 
-    _drop("relay")
-    import meter.transition  # noqa: F401
+    _drop("meter.supply.relay")
+    import meter.supply.transitions  # noqa: F401
 
-    _drop("transition")
+    _drop("meter.supply.transitions")
 
 
 def _drop(name):
@@ -72,8 +74,8 @@ def _drop(name):
 
 
 def _unload_profile():
-    unload("profile")
-    unload("ring")
+    unload("meter.storage.profiles")
+    unload("meter.storage.ring")
 
 
 class Meter:
@@ -119,19 +121,19 @@ class Meter:
         self.period_s = period if period >= 60 and 86400 % period == 0 else 900
         self.acc = [0, 0, 0, 0, 0]  # profile: V sum, I sum, samples, next sample, flags
         self.period_end = 0
-        from meter import restore
+        from meter.storage import restore
 
         restore.restore(self, now, cfg_error)
-        unload("restore")
+        unload("meter.storage.restore")
         del restore
         bad = _profile().boot(self, now)
         _unload_profile()
-        from meter import restore
+        from meter.storage import restore
 
         restore.report(self, now, cfg_error, bad)
-        unload("restore")
+        unload("meter.storage.restore")
         del restore
-        unload("ring")
+        unload("meter.storage.ring")
         self.cal, cal_error = self.load_calibration(fs, ic)
         if cal_error is not None:
             print("calibration refused:", cal_error)
@@ -145,7 +147,7 @@ class Meter:
         self.optical = OpticalPort(hw.optical, self.cfg["meter_id"]) if hw.optical else None
         self.control = None
         if hw.relay is not None:
-            from meter.ctlboot import setup
+            from meter.supply.startup import setup
 
             self.control = setup(self, hw)  # runs once and unloads itself, before MQTT loads
             setup = None
@@ -158,22 +160,18 @@ class Meter:
         """MQTT: commands (to `handler`, the disconnect control) and telemetry. Imported only
         when configured, so a meter without MQTT does not carry it in RAM."""
         compat.collect()  # the link's code is loaded now: give it an unfragmented heap
-        from meter.link import Link
+        from meter.remote.link import Link
 
         self.link = Link(self.cfg, self.clock, hw.wlan, hw.fs, self.log, handler)
 
     def load_calibration(self, fs, ic):
         """The calibration record, with its module dropped again: it is needed once a boot."""
-        import sys
-
-        import meter
-        from meter import calib
+        from meter.metering import calibration
 
         try:
-            return calib.load(fs, ic)
+            return calibration.load(fs, ic)
         finally:
-            del meter.calib
-            sys.modules.pop("meter.calib", None)
+            unload("meter.metering.calibration")
 
     def start_ic(self):
         ok = self.ic.start(self.cal)

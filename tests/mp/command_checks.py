@@ -7,8 +7,8 @@ import sys
 from binascii import hexlify, unhexlify
 from hashlib import sha256
 
-from meter import commands
-from meter.clock import METER_EPOCH_UNIX
+from meter.remote import commands
+from meter.runtime.clock import METER_EPOCH_UNIX
 
 passed = 0
 failed = 0

@@ -3,8 +3,8 @@
 # table written out independently, and the relay driver against fake pins and a fake clock.
 import sys
 
-from meter.control import Control
-from meter.relay import Relay
+from meter.supply.control import Control
+from meter.supply.relay import Relay
 
 # The table: transitions and, per mode, the ones allowed.
 TRANSITIONS = {

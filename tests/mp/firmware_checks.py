@@ -2,9 +2,9 @@
 # Run by tests/test_micropython.py; prints one line per check and a closing tally.
 import sys
 
-from meter.atm90e26 import checksum
-from meter.clock import Clock
-from meter.energy import Register
+from meter.metering.atm90e26 import checksum
+from meter.metering.energy import Register
+from meter.runtime.clock import Clock
 
 passed = 0
 failed = 0

@@ -9,9 +9,9 @@ import os
 import sys
 from binascii import unhexlify
 
-from meter import commands
-from meter.clock import METER_EPOCH_UNIX
-from meter.control import Control
+from meter.remote import commands
+from meter.runtime.clock import METER_EPOCH_UNIX
+from meter.supply.control import Control
 
 
 class DirFS:

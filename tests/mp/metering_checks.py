@@ -3,9 +3,9 @@
 # Prints what it computed, so the CPython side can compare; run by tests/test_metering_mp.py.
 import sys
 
-from meter import calibrate
-from meter.atm90e26 import ATM90E26
-from meter.energy import Register
+from meter.metering import calibration_maths as calibrate
+from meter.metering.atm90e26 import ATM90E26
+from meter.metering.energy import Register
 
 
 class _Pin:

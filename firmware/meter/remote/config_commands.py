@@ -1,8 +1,9 @@
-# Configuration commands (see meter/cmdx.py): control mode, load limit, telemetry period.
+# Configuration commands (see meter/remote/dispatch.py): control mode, load limit, telemetry
+# period.
 import json
 
-from meter.cmdx import Refused, bad, log, only, whole
-from meter.store import unload
+from meter.remote.dispatch import Refused, bad, log, only, whole
+from meter.runtime.overlays import unload
 
 
 def _control(cmds):
@@ -15,7 +16,7 @@ def _control(cmds):
 def _save_config(cmds, changes):
     """Persist overrides in /config.json (the provisioned file, kept as it is otherwise),
     then apply them to the running configuration."""
-    from meter import config  # resident: the app holds it
+    from meter.storage import config  # resident: the app holds it
 
     fs = cmds._fs
     try:
@@ -45,7 +46,7 @@ def _set_control_mode(cmds, args, body):
         # mode 0 means "always connected": entering it would have to close the relay, which
         # a configuration command never does
         raise Refused(3, "mode 0 needs the supply connected: reconnect first")
-    from meter.transition import save  # loaded before anything changes (heap)
+    from meter.supply.transitions import save  # loaded before anything changes (heap)
 
     old = ctl.mode
     ctl.mode = mode
@@ -55,19 +56,19 @@ def _set_control_mode(cmds, args, body):
         ctl.mode = old
         raise Refused(2, "flash") from None
     finally:
-        unload("transition")
+        unload("meter.supply.transitions")
     log(cmds, 220, mode)
     return ctl.status(None)
 
 
 def _set_load_limit(cmds, args, body):
-    from meter import ctlboot
+    from meter.supply import startup
 
     try:
-        defaults = ctlboot.LIMITER
-        check = ctlboot.check_limiter
+        defaults = startup.LIMITER
+        check = startup.check_limiter
     finally:
-        unload("ctlboot")
+        unload("meter.supply.startup")
     watts = whole(args, "watts", 0, 1000000)
     settings = {}
     for k in args:
@@ -81,7 +82,7 @@ def _set_load_limit(cmds, args, body):
     merged.update(settings)
     lim = ctl.limiter
     if watts and lim is None:
-        from meter.limiter import Limiter  # loaded before anything changes (heap)
+        from meter.supply.limiter import Limiter  # loaded before anything changes (heap)
 
         lim = Limiter(watts, defaults, ctl.log)
     _save_config(cmds, {"load_limit_w": watts, "load_limiter": merged})
@@ -94,7 +95,7 @@ def _set_load_limit(cmds, args, body):
         ctl.limiter = lim
     else:
         ctl.limiter = None
-        unload("limiter")
+        unload("meter.supply.limiter")
     log(cmds, 221, watts)
     return 0, {"watts": watts, "load_limiter": merged}
 

@@ -1,4 +1,4 @@
-# Store-and-forward over MQTT: an overlay of meter/link.py, loaded while stored records wait
+# Store-and-forward over MQTT: an overlay of meter/remote/link.py, loaded while stored records wait
 # to be delivered and dropped again after each batch.
 # - meters/<id>/profile: each block-profile record, seq = its record number n in the ring;
 # - meters/<id>/events: each event, seq = the event's own sequence number.
@@ -13,18 +13,18 @@ from binascii import crc32
 
 from micropython import const
 
-from meter import events
-from meter.store import Slots
+from meter.storage import events
+from meter.storage.checkpoint import Slots
 
 _BATCH = const(4)  # records per duty cycle (both streams together)
 _BUDGET_MS = const(250)  # ... and no more wall time than this on them
-# The block profile's ring (meter/profile.py block(); kept in step by a test)
+# The block profile's ring (meter/storage/profiles.py block(); kept in step by a test)
 _P_FMT = "<IHHHHH"  # period end, import Wh, export Wh, cV, mA, flags
 _P_SIZE = const(22)  # n(4) payload(14) crc(4)
 P_CAPACITY = const(5766)
 _P_PER_FILE = const(186)
-_E_SIZE = const(32)  # an event record (meter/events.py)
-_EPOCH = const(1577836800)  # meter time 0 in Unix seconds (meter/clock.py)
+_E_SIZE = const(32)  # an event record (meter/storage/events.py)
+_EPOCH = const(1577836800)  # meter time 0 in Unix seconds (meter/runtime/clock.py)
 _KEEP_S = const(60)  # the cursor is saved at most this often
 # link.fwd, the state kept in RAM between loads (one list: the link is resident):
 # 0, 1 the cursor (block-profile n, event seq delivered up to; -1: not read from flash yet),
@@ -35,7 +35,8 @@ _LOST = const(6)
 
 
 def _load(f, fs):
-    """The delivered-up-to cursor as last saved (/fwd.a|b, meter.store.Slots records)."""
+    """The delivered-up-to cursor as last saved (/fwd.a|b, meter.storage.checkpoint.Slots
+    records)."""
     slots = Slots(fs, "/fwd", "<II")
     rec = slots.load()[0]
     f[0], f[1] = rec if rec is not None else (0, 0)

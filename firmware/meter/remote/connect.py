@@ -1,4 +1,4 @@
-# Connecting the MQTT link: an overlay (see meter/link.py), loaded only to (re)connect.
+# Connecting the MQTT link: an overlay (see meter/remote/link.py), loaded only to (re)connect.
 def connect(link, client, timed, state):
     cfg = link._cfg
     wlan = link._wlan
@@ -18,7 +18,7 @@ def connect(link, client, timed, state):
     status = link._base + "status"
     c.set_last_will(status, b"offline", True, 1)
     c.set_callback(link._received)
-    c.topic = (link._base + "cmd").encode()  # the one topic read (meter/link.py Client)
+    c.topic = (link._base + "cmd").encode()  # the one topic read (meter/remote/link.py Client)
     c.buf = bytearray(256)  # where anything else is read and discarded
     link.client = c
     c.connect(False)  # a kept session: commands sent while the link was down come on return

@@ -6,7 +6,7 @@
 #   metadata, so a checkpoint is one short metadata commit, not a block copy.
 # - the last-gasp journal: records on a raw flash partition outside LittleFS kept erased
 #   ahead of the writer, so saving in the hold-up is one short program and never an erase.
-# - meter.ring.Ring (loaded only while used): the logs and profiles.
+# - meter.storage.ring.Ring (loaded only while used): the logs and profiles.
 import struct
 from binascii import crc32
 
@@ -80,19 +80,19 @@ class EnergyStore:
         self.demand = [0, 0]
         self.profile_head = 0
         # Last gasps go to a raw flash partition outside LittleFS, kept erased ahead of the
-        # writer (meter.restore erases spent sectors at boot, on mains): a last gasp is one
+        # writer (meter.storage.restore erases spent sectors at boot, on mains): a last gasp is one
         # 32-byte program, under a millisecond, never an erase, so it fits the hold-up
         # whatever LittleFS would be doing. [device, next slot, erased slots from there,
-        # slots, record buffer, and meter.restore's boot-time working state]; none free
-        # until meter.restore has looked at it.
+        # slots, record buffer, and meter.storage.restore's boot-time working state]; none free
+        # until meter.storage.restore has looked at it.
         self.journal = None
         if journal is not None:
             self.journal = [journal, 0, 0, 0, bytearray(32), None, None, 0]
 
     def load(self, imp, exp):
-        """Restore the newest valid checkpoint into the registers (meter.restore); returns
+        """Restore the newest valid checkpoint into the registers (meter.storage.restore); returns
         its time or None."""
-        from meter.restore import load_energy
+        from meter.storage.restore import load_energy
 
         return load_energy(self, imp, exp)
 
@@ -126,17 +126,3 @@ class EnergyStore:
         p = self.period
         d = self.demand
         self._period.save(p[0], p[1], p[2], d[0], d[1], self.profile_head)
-
-
-def unload(name):
-    """Let a rarely used module (meter.<name>) go again, so its code is in the heap only
-    while it is used: ring, profile, maint."""
-    import sys
-
-    sys.modules.pop("meter." + name, None)
-    import meter
-
-    try:
-        delattr(meter, name)
-    except (AttributeError, KeyError):  # MicroPython says KeyError
-        pass

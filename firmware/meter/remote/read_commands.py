@@ -1,15 +1,15 @@
-# Read-back commands and the billing snapshot (see meter/cmdx.py). The rings are opened
-# with meter/ring.py directly: meter/profile.py is three times its size, and only its
-# ring layouts are needed (tests/test_cmdx.py checks they agree).
+# Read-back commands and the billing snapshot (see meter/remote/dispatch.py). The rings are opened
+# with meter/storage/ring.py directly: meter/storage/profiles.py is three times its size, and only
+# its ring layouts are needed (tests/test_cmdx.py checks they agree).
 from micropython import const
 
-from meter.cmdx import Refused, bad, log, only, whole
-from meter.ring import Ring
+from meter.remote.dispatch import Refused, bad, log, only, whole
+from meter.storage.ring import Ring
 
 PAGE = const(8)  # records per read_profile / read_events ack: the ack stays under ~800 B
-_EPOCH = const(1577836800)  # meter time 0 in Unix seconds (meter/clock.py)
+_EPOCH = const(1577836800)  # meter time 0 in Unix seconds (meter/runtime/clock.py)
 _CATEGORIES = ("voltage", "current", "power", "transaction", "other", "control", "cover")
-# (path, format, capacity, records per file) as in meter/profile.py
+# (path, format, capacity, records per file) as in meter/storage/profiles.py
 BLOCK = ("/p/block", "<IHHHHH", 5766, 186)
 DAILY = ("/p/daily", "<III", 35, 35)
 BILLING = ("/p/bill", "<IIIIIB", 12, 12)
@@ -26,7 +26,7 @@ def _billing_snapshot(cmds, args, body):
     exp = meter.exp
     demand = meter.store.demand
     now = cmds._clock.now()
-    try:  # = meter/profile.py bill(meter, now, BILL_COMMAND): the month's demand is kept
+    try:  # = meter/storage/profiles.py bill(meter, now, BILL_COMMAND): the month's demand is kept
         meter.durable()  # registers on flash before a record shows them
         ring = _ring(cmds._fs, BILLING)
         ring.append(now, imp.kwh * 1000 + imp.wh, exp.kwh * 1000 + exp.wh, demand[0],
@@ -102,7 +102,7 @@ def _read_events(cmds, args, body):
     elif type(cat) is not int or not 0 <= cat < len(_CATEGORIES):
         bad("category must be one of " + ", ".join(_CATEGORIES) + " (or 0-6)")
     rng = _range(args)
-    from meter import events
+    from meter.storage import events
 
     return _page(events.ring(cmds._fs, cat), rng, 1, False, _event_row)
 

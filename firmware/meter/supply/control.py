@@ -4,23 +4,23 @@
 # 3 denied. A refused request never touches the relay. State and mode survive power loss.
 #
 # Only this small object stays in RAM. Requests are rare, so the transition table
-# (meter/transition.py) and the relay driver (meter/relay.py) are loaded for each one and
-# unloaded after it, which keeps their code out of the heap the rest of the time.
+# (meter/supply/transitions.py) and the relay driver (meter/supply/relay.py) are loaded for each
+# one and unloaded after it, which keeps their code out of the heap the rest of the time.
 
 from micropython import const
 
-from meter import compat
-from meter.store import unload
+from meter.runtime import compat
+from meter.runtime.overlays import unload
 
 _READY = const(2)
 _REMOTE = const(0)  # triggers: 0 remote, 1 manual (the button), 2 local (limiter, tamper)
 _MANUAL = const(1)
-_COVER_OPEN = const(140)  # = meter.events.COVER_OPEN (its own log, never overwritten)
+_COVER_OPEN = const(140)  # = meter.storage.events.COVER_OPEN (its own log, never overwritten)
 
 
 class Control:
     def __init__(self, state, mode, relay, log, clock, fs=None):
-        """state, mode: as persisted (meter/ctlboot.py restores them at boot).
+        """state, mode: as persisted (meter/supply/startup.py restores them at boot).
         relay: the board's wiring (pin a, pin b, feedback pin or None, pulse ms, hbridge)."""
         self.fs = fs
         self.relay = relay
@@ -34,7 +34,7 @@ class Control:
         self.ring = [0, 0, 0, 0, 0, 0, 0, 0]  # rate limit: count, next, ticks of 6 ops
         self.button = None
         self.port = None
-        self.line = None  # a partial line on the command port (meter/cmdport.py)
+        self.line = None  # a partial line on the command port (meter/local/command_port.py)
         self.limiter = None
         self.tamper = None  # the terminal cover's switch (1 open): each opening is logged
         self.cover_cuts = False  # and disconnects (config tamper_disconnect)
@@ -49,7 +49,7 @@ class Control:
             return self.trigger(_REMOTE, 1, 0)
         return 3, "unknown command"
 
-    # The MQTT command handler's methods (meter/commands.py): (code, extra for the ack).
+    # The MQTT command handler's methods (meter/remote/commands.py): (code, extra for the ack).
     def disconnect(self, args):
         return self._ack(self.remote("disconnect"))
 
@@ -73,22 +73,22 @@ class Control:
         if code >= 0:
             return code, reason
         compat.collect()
-        from meter.relay import Relay
+        from meter.supply.relay import Relay
 
         try:
             code, reason = Relay(self.clock, self.relay, self.ring, self.retries).switch(reason)
         finally:
-            unload("relay")
+            unload("meter.supply.relay")
         return self._step("finish", code, reason, cause)
 
     def _step(self, name, a, b, c):
         compat.collect()  # room for the code about to load, in one piece
-        import meter.transition as t
+        import meter.supply.transitions as t
 
         try:
             return getattr(t, name)(self, a, b, c)
         finally:
-            unload("transition")
+            unload("meter.supply.transitions")
 
     def service(self, meter):
         """Once per poll: the local button, the command port, the load limiter."""
@@ -97,18 +97,18 @@ class Control:
             if pin.value():  # released (active low)
                 self.latched = False
             elif not self.latched:
-                from meter.button import held
+                from meter.local.button import held
 
                 ok = held(pin, self.clock)
-                unload("button")
+                unload("meter.local.button")
                 if ok:
                     self.latched = True  # acts once per hold
                     self.trigger(_MANUAL, self.state == _READY, 1)
         if self.port is not None and self.port.any():
-            from meter.cmdport import service
+            from meter.local.command_port import service
 
             service(self)
-            unload("cmdport")
+            unload("meter.local.command_port")
         if self.limiter is not None:
             self.limiter.service(self, self.clock.now(), meter.inst[2])
         if self.tamper is not None:

@@ -1,7 +1,8 @@
 # What differs between the runtimes the firmware runs on, in one place, as capabilities, not
 # runtime names: MicroPython (the board, the unix port) and CPython (the simulator). Time and
-# hardware differ too, but those come in through the board (meter/hw.py, meter/clock.py).
-# (firmware/ussl.py is not here: it is a module name umqtt.simple imports.)
+# hardware differ too, but those come in through the board (meter/runtime/hardware.py,
+# meter/runtime/clock.py). (firmware/ussl.py is not here: it is a module name umqtt.simple
+# imports.)
 import gc
 
 # A heap the firmware manages by hand (MicroPython's gc has mem_free): collect before loading

@@ -1,10 +1,13 @@
 # Supply control at boot: restore the persisted state and mode, check the relay's contact
 # against them (pulse only if it is elsewhere; without feedback re-assert once), and wire
 # the button, the command port and the load limiter. Runs once, then unloads itself.
-from meter import events
-from meter.clock import MAX_S
-from meter.control import Control
-from meter.store import Slots, unload  # Slots: /control.a|b, written by meter/transition.py
+from meter.runtime.clock import MAX_S
+from meter.runtime.overlays import unload
+from meter.storage import events
+from meter.storage.checkpoint import (
+    Slots,  # Slots: /control.a|b, written by meter/supply/transitions.py
+)
+from meter.supply.control import Control
 
 # config "load_limiter": {key: whole number 0 ... 2^24 (194 days in s: timers stay small ints),
 # emergency_at 0 ... MAX_S (meter seconds)}; anything else is refused.
@@ -51,12 +54,12 @@ def missing(fs, rec):
     if not rec or not rec[3]:
         return 0
     n = events.ring(fs, events.CAT_CONTROL).n
-    unload("ring")
+    unload("meter.storage.ring")
     return rec[3] if n <= rec[4] else 0
 
 
 def setup(meter, hw):
-    from meter.relay import Relay
+    from meter.supply.relay import Relay
 
     cfg = meter.cfg
     rec = load(hw.fs)
@@ -85,7 +88,7 @@ def setup(meter, hw):
     ctl.button = hw.button
     ctl.port = hw.commands
     if cfg["load_limit_w"] > 0:
-        from meter.limiter import Limiter
+        from meter.supply.limiter import Limiter
 
         settings = dict(LIMITER)
         problem = check_limiter(cfg["load_limiter"])
@@ -95,6 +98,6 @@ def setup(meter, hw):
             print("config rejected:", problem)
             meter.log.log(meter.clock.now(), events.CONFIG_REJECTED)
         ctl.limiter = Limiter(cfg["load_limit_w"], settings, meter.log)
-    for name in ("relay", "ctlboot"):
+    for name in ("meter.supply.relay", "meter.supply.startup"):
         unload(name)
     return ctl

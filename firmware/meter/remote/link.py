@@ -1,7 +1,7 @@
 # The meter's MQTT link (umqtt.simple): one connection for commands, acks, status, telemetry.
 # Topics under meters/<id>/: cmd (subscribed, QoS 1), ack (QoS 0), status (retained "online",
 # last will "offline"), telemetry (QoS 0, every telemetry_period_s), profile and events
-# (QoS 1, store-and-forward from flash: meter/forward.py). Every socket operation
+# (QoS 1, store-and-forward from flash: meter/remote/forward.py). Every socket operation
 # has a timeout, connect included; a failed broker is retried after a back-off doubling from
 # 1 s to 5 min, with jitter; at most 32 incoming messages (100 ms) are handled per look.
 # Imported only when MQTT is configured.
@@ -13,15 +13,15 @@ import umqtt.simple as simple
 import usocket
 from micropython import const
 
-from meter import compat
-from meter.store import unload
+from meter.runtime import compat
+from meter.runtime.overlays import overlay
 
 # umqtt raises IndexError reading a closed socket, AssertionError on a bad reply.
 ERRORS = (OSError, IndexError, AssertionError, TypeError, MemoryError, simple.MQTTException)
 _timeout = [5, None]  # the socket timeout, the last plain socket opened
 _PER_LOOK = const(32)  # incoming messages handled at most per look (_poll)
 _LOOK_MS = const(100)  # and for at most this long
-_MAX_CMD = const(1024)  # meter/commands.py MAX_SIZE: the largest command read into RAM
+_MAX_CMD = const(1024)  # meter/remote/commands.py MAX_SIZE: the largest command read into RAM
 
 
 class Client(simple.MQTTClient):
@@ -132,22 +132,6 @@ def socket():
 getaddrinfo = usocket.getaddrinfo
 
 
-class overlay:  # noqa: N801 - used like a function
-    """`with`-less overlay: overlay("meter.x").f(...) imports meter.x, and the module is
-    dropped again as soon as the call returns and the reference goes, so rarely used code
-    (connecting, verifying a command) does not stay in RAM. A collection first lets it load
-    into the holes the garbage leaves instead of failing on a fragmented heap."""
-
-    def __init__(self, name):
-        compat.collect()
-        __import__(name)
-        self.m = sys.modules[name]
-        unload(name[6:])
-
-    def __getattr__(self, attr):
-        return getattr(self.m, attr)
-
-
 class Link:
     def __init__(self, cfg, clock, wlan, fs, log, handler=None):
         self._cfg = cfg
@@ -155,9 +139,9 @@ class Link:
         self._wlan = wlan
         self._fs = fs
         self._log = log
-        self.handler = handler  # the disconnect control (see meter/commands.py)
-        self.cmd_state = [None, 0, 0, 0]  # kept across loads of meter.commands
-        self.meter = None  # the Meter, for meter/cmdx.py's commands (set by service)
+        self.handler = handler  # the disconnect control (see meter/remote/commands.py)
+        self.cmd_state = [None, 0, 0, 0]  # kept across loads of meter.remote.commands
+        self.meter = None  # the Meter, for meter/remote/dispatch.py's commands (set by service)
         self.reboot = False  # a reboot command was accepted: reset once its ack is out
         self._base = "meters/" + cfg["meter_id"] + "/"
         self.client = None
@@ -171,13 +155,13 @@ class Link:
         self.published = 0  # every message published since boot
         self.failures = 0
         self.delivered = 0  # QoS 1 records PUBACKed since boot (store-and-forward)
-        self.fwd = [-1, -1, 0, -1, -60, 0, 0]  # meter/forward.py's state
+        self.fwd = [-1, -1, 0, -1, -60, 0, 0]  # meter/remote/forward.py's state
         _timeout[0] = cfg["mqtt_timeout_s"]
         simple.socket = sys.modules[__name__]
 
     def backlog(self):
         """Records stored but not yet delivered, over both streams."""
-        return overlay("meter.forward").backlog(self)
+        return overlay("meter.remote.forward").backlog(self)
 
     def failed(self, now, why):
         self.failures += 1
@@ -206,12 +190,12 @@ class Link:
             return
         try:
             if self.client is None:
-                overlay("meter.connect").connect(self, Client, _Timed, _timeout)
+                overlay("meter.remote.connect").connect(self, Client, _Timed, _timeout)
                 self._backoff_s = 1
                 self._sent_s = now
             c = self.client
             self._poll(c)
-            # stored records not yet delivered: a few go out (meter/forward.py), if the
+            # stored records not yet delivered: a few go out (meter/remote/forward.py), if the
             # heap has room for its code (~3 KB) and to work in; else they wait on flash
             if (f[0] != meter.store.profile_head or f[1] != meter.log.seq
                     or 0 <= f[3] <= now) and now >= f[5]:
@@ -219,7 +203,7 @@ class Link:
                 if compat.mem_free() < 12288:  # its code, then room for a command too
                     f[5] = now + 60  # try again in a minute
                 else:
-                    overlay("meter.forward").send(self, meter, now)
+                    overlay("meter.remote.forward").send(self, meter, now)
                     self._sent_s = now
             if now >= self._next_s and meter.durable():  # on flash before it is shown
                 self.seq += 1
@@ -248,7 +232,7 @@ class Link:
         for _ in range(_PER_LOOK):
             c.check_msg()
             if self.reboot:  # acked (and PUBACKed) first, then the reset
-                overlay("meter.cmdtime").reboot(self)
+                overlay("meter.remote.time_commands").reboot(self)
             if not self._got or clock.ticks_diff(clock.ticks_ms(), t0) >= _LOOK_MS:
                 break
             self._got = False
@@ -273,14 +257,14 @@ class Link:
         self._got = True
         st = self.cmd_state
         if topic is None:
-            st[1] += 1  # counted in the next rejection event (meter/commands.py)
+            st[1] += 1  # counted in the next rejection event (meter/remote/commands.py)
             print("mqtt: message on another topic dropped")
             return
         # Command verification is an overlay: loaded for each message and dropped after,
         # so its ~5 KB of code is not held in RAM between (rare) commands. Collecting first
         # lets it load into the holes the garbage leaves, not fail on a fragmented heap.
         try:
-            ack = overlay("meter.commands").Commands(
+            ack = overlay("meter.remote.commands").Commands(
                 self._fs, self._cfg["meter_id"], self._clock, self._log, self.handler, None,
                 st, self).handle(msg)
         except Exception as exc:  # e.g. no room to load it: PUBACKed anyway (Client), so

@@ -1,6 +1,7 @@
 # Meter configuration: defaults here, provisioned overrides in /config.json on the data
 # filesystem. Unknown keys are refused so a typo never silently keeps a default; so is a
-# value outside its range or a meter id outside the id rule (meter/cfgcheck.py, an overlay).
+# value outside its range or a meter id outside the id rule (meter/storage/config_rules.py, an
+# overlay).
 import json
 
 DEFAULTS = {
@@ -23,13 +24,13 @@ DEFAULTS = {
     # boards with a power-fail input and the last-gasp journal skip this one)
     "checkpoint_min_s": 0,  # ... but no more often than this
     "profile_period_s": 900,  # block load profile capture period: 900 or 1800
-    # supply control (meter/control.py, meter/relay.py, meter/limiter.py)
+    # supply control (meter/supply/control.py, meter/supply/relay.py, meter/supply/limiter.py)
     "control_mode": 1,  # DLMS disconnect control mode 0-6, until one is persisted
     "relay_retries": 2,
     "relay_ops_per_min": 6,
     "load_limit_w": 0,  # 0: no load limiter
     "tamper_disconnect": False,  # open terminal cover: local disconnect (g)
-    "load_limiter": {},  # the limiter's other settings (meter/ctlboot.py LIMITER)
+    "load_limiter": {},  # the limiter's other settings (meter/supply/startup.py LIMITER)
     "vref_v": 240,  # ratings: reference voltage and maximum current (Ib: calibration)
     "imax_a": 60,
     "import_only": False,  # export is then a tamper signal (reverse flow)
@@ -58,13 +59,13 @@ def load(fs):
         if type(stored[key]) is not type(DEFAULTS[key]):
             return cfg, "config key " + key + " has the wrong type"
     if stored:
-        from meter import cfgcheck
-        from meter.store import unload
+        from meter.runtime.overlays import unload
+        from meter.storage import config_rules
 
         try:
-            why = cfgcheck.check(stored)
+            why = config_rules.check(stored)
         finally:
-            unload("cfgcheck")
+            unload("meter.storage.config_rules")
         if why is not None:
             return cfg, why
     cfg.update(stored)

@@ -1,7 +1,8 @@
 # A log of fixed-size CRC'd records in a few segment files of at most one flash block each
 # (writing in the middle of a bigger LittleFS file rewrites its tail). Record n lives in slot
 # (n - 1) % capacity and carries n, so stale and damaged slots are told apart from current
-# ones and skipped. Imported when a log is written or read, then let go (store.unload).
+# ones and skipped. Imported when a log is written or read, then let go
+# (meter.runtime.overlays.unload).
 import struct
 from binascii import crc32
 

@@ -1,8 +1,9 @@
-# The transition table of meter/control.py, and the persisted state. Loaded per request.
+# The transition table of meter/supply/control.py, and the persisted state. Loaded per request.
 from micropython import const
 
-from meter import events
-from meter.store import Slots, unload
+from meter.runtime.overlays import unload
+from meter.storage import events
+from meter.storage.checkpoint import Slots
 
 _CONNECTED = const(1)
 # Transitions a..h as (trigger * 2 + reconnect, from, to).
@@ -48,7 +49,7 @@ def run(ctl, who, reconnect, cause):
         if busy(ctl):
             return 2, "rate limit: %d operations per minute" % (len(ctl.ring) - 2)
         # Intent first, with its event: a power cut mid-pulse is finished at boot, not undone,
-        # and boot logs the event if the cut came before it (meter/ctlboot.py).
+        # and boot logs the event if the cut came before it (meter/supply/startup.py).
         ctl.state = target
         save(ctl, events.CONTROL + cause * 3 + target)
         ctl.old = old
@@ -70,7 +71,7 @@ def finish(ctl, code, reason, cause):
 
 
 def busy(ctl):
-    """The relay's rate limit is used up (the same rule as meter/relay.py's busy())."""
+    """The relay's rate limit is used up (the same rule as meter/supply/relay.py's busy())."""
     ring = ctl.ring
     clock = ctl.clock
     if ring[0] < len(ring) - 2:
@@ -87,8 +88,8 @@ def save(ctl, code=0):
     head = 0
     if code:
         head = events.ring(ctl.fs, events.CAT_CONTROL).n
-        unload("ring")
-    # (seq, state, mode, event code or 0, the log's head, CRC): 15 bytes; meter/ctlboot.py
+        unload("meter.storage.ring")
+    # (seq, state, mode, event code or 0, the log's head, CRC): 15 bytes; meter/supply/startup.py
     slots = Slots(ctl.fs, "/control", "<BBBI")
     slots.seq = ctl.seq
     slots.save(ctl.state, ctl.mode, code, head)

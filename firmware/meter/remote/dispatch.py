@@ -1,9 +1,9 @@
-# Remote commands beyond switching the supply (meter/commands.py dispatches here whatever
+# Remote commands beyond switching the supply (meter/remote/commands.py dispatches here whatever
 # the disconnect control does not answer). Overlays, each imported only while one of its
 # commands runs, then dropped (commands are rare, the heap is not): this module (argument
-# checks, dispatch) and one of meter/cmdcfg.py (control mode, load limit, telemetry
-# period), meter/cmdtime.py (time sync, reboot), meter/cmdread.py (profile and event
-# read-back, billing snapshot).
+# checks, dispatch) and one of meter/remote/config_commands.py (control mode, load limit, telemetry
+# period), meter/remote/time_commands.py (time sync, reboot), meter/remote/read_commands.py
+# (profile and event read-back, billing snapshot).
 #
 # Each handler checks every argument first and answers (code, extra for the ack):
 # 250 "bad args: ..." for an unknown key, a wrong type or a value out of range; 3 with a
@@ -12,14 +12,14 @@
 #   220 control_mode_set (value: mode)      221 load_limit_set (value: W)
 #   222 telemetry_period_set (value: s)     223 time_set_old, 224 time_set_new (value: |step| s)
 #   225 billing_snapshot (value: record n)  226 remote_reboot
-# (200-210 are the rejected commands, 200 + ack code: meter/commands.py.)
-from meter import compat
-from meter.store import unload
+# (200-210 are the rejected commands, 200 + ack code: meter/remote/commands.py.)
+from meter.runtime import compat
+from meter.runtime.overlays import unload
 
 _GROUPS = {
-    "set_control_mode": "cmdcfg", "set_load_limit": "cmdcfg", "set_telemetry_period": "cmdcfg",
-    "time_sync": "cmdtime", "reboot": "cmdtime",
-    "read_profile": "cmdread", "read_events": "cmdread", "billing_snapshot": "cmdread",
+    "set_control_mode": "config", "set_load_limit": "config", "set_telemetry_period": "config",
+    "time_sync": "time", "reboot": "time",
+    "read_profile": "read", "read_events": "read", "billing_snapshot": "read",
 }
 
 
@@ -53,12 +53,12 @@ def log(cmds, code, value=0, now=None):
 
 
 def _load(group):
-    if group == "cmdcfg":
-        import meter.cmdcfg as m
-    elif group == "cmdtime":
-        import meter.cmdtime as m
+    if group == "config":
+        import meter.remote.config_commands as m
+    elif group == "time":
+        import meter.remote.time_commands as m
     else:
-        import meter.cmdread as m
+        import meter.remote.read_commands as m
     return m
 
 
@@ -73,5 +73,5 @@ def run(cmds, cmd, body):
     except Refused as e:
         return e.args[0], {"reason": e.args[1]}
     finally:
-        unload(group)
-        unload("ring")  # meter/cmdread.py's
+        unload("meter.remote." + group + "_commands")
+        unload("meter.storage.ring")  # meter/remote/read_commands.py's

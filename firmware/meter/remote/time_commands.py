@@ -1,7 +1,7 @@
-# Time and reboot commands (see meter/cmdx.py).
+# Time and reboot commands (see meter/remote/dispatch.py).
 from micropython import const
 
-from meter.cmdx import Refused, log, only, whole
+from meter.remote.dispatch import Refused, log, only, whole
 
 MAX_STEP = const(3600)  # time_sync: the largest step (s) while the clock is valid
 _UNIX_MIN = const(1704067200)  # 2024-01-01: a time_sync must land on a valid clock

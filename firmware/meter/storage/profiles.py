@@ -9,8 +9,8 @@
 # Used at boot and once a period: the app imports it then and lets it go again (heap).
 from micropython import const
 
-from meter.clock import VALID_AFTER
-from meter.ring import Ring
+from meter.runtime.clock import VALID_AFTER
+from meter.storage.ring import Ring
 
 # block payload: period end (meter s), import Wh, export Wh, cV, mA, flags (22 B a record)
 BLOCK_FMT = "<IHHHHH"
@@ -24,8 +24,9 @@ BILL_COMMAND = const(1)
 POWER_FAILED = const(1)  # the supply failed during the period (energy may be missing)
 PARTIAL = const(2)  # the meter was not running for the whole period
 NO_SAMPLES = const(4)  # no V/I samples: the averages are zero
-# 8: the clock was set during the period (a time_sync command, meter/cmdx.py)
-CLOCK_INVALID = const(16)  # the period ended on an invalid clock (before 2024: meter/clock.py)
+# 8: the clock was set during the period (a time_sync command, meter/remote/dispatch.py)
+# 16: the period ended on an invalid clock (before 2024: meter/runtime/clock.py)
+CLOCK_INVALID = const(16)
 
 
 def block(fs, hint=0):

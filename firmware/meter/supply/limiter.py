@@ -2,10 +2,11 @@
 # threshold (or an emergency one during its profile), disconnects locally (transition g) on
 # an overload lasting over_s, and, in control modes that allow local reconnection (h),
 # reconnects after reconnect_s, up to `attempts` times, then waits lockout_s before trying
-# again. Settings: config "load_limiter" (see meter/ctlboot.py). Loaded when load_limit_w > 0.
+# again. Settings: config "load_limiter" (see meter/supply/startup.py). Loaded when load_limit_w >
+# 0.
 from micropython import const
 
-from meter import events
+from meter.storage import events
 
 _CONNECTED = const(1)  # control states
 _READY = const(2)
@@ -14,7 +15,7 @@ _CAUSE_LIMITER = const(2)
 
 class Limiter:
     def __init__(self, normal_w, s, log):
-        """s: the load_limiter settings completed with their defaults (meter/ctlboot.py)."""
+        """s: the load_limiter settings completed with their defaults (meter/supply/startup.py)."""
         self.normal_w = normal_w
         self.emergency_w = s["emergency_w"]
         self.emergency_at = s["emergency_at"]

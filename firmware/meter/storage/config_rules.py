@@ -1,11 +1,11 @@
-# The configuration's rules: an overlay that meter/config.py load() imports at boot, when
+# The configuration's rules: an overlay that meter/storage/config.py load() imports at boot, when
 # /config.json has overrides, and unloads after (the heap). valid_id is the one rule for
 # meter ids; the head-end and the scenario schema import this module on CPython too.
 # Few names and no short strings here: each is a qstr, in the heap for good once loaded (15
 # of them, one-character strings included, crossed a qstr pool step: +7 KB heap at boot).
 
 # Each number's range, each string's length range (both ends included): key, lo, hi.
-# Booleans have none; load_limiter is meter/ctlboot.py's check_limiter; meter_id valid_id.
+# Booleans have none; load_limiter is meter/supply/startup.py's check_limiter; meter_id valid_id.
 # One string, which stays in the ROMFS image (a tuple of them took 960 B of heap).
 RANGES = (
     "poll_ms 100 60000\n"

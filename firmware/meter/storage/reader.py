@@ -1,25 +1,5 @@
-# Rarely used maintenance, imported only when called (from the REPL or a remote command).
-
-
-def factory_reset(fs):
-    """Forget readings, profiles and logs; keep calibration (/calib.json) and provisioning
-    (/config.json). From the REPL: `import board; from meter.maint import factory_reset;
-    factory_reset(board.mount_data())`, then reset; the meter logs factory_reset at boot."""
-    for path in ("/energy.a", "/energy.b", "/period.a", "/period.b", "/fwd.a", "/fwd.b"):
-        try:
-            fs.remove(path)
-        except OSError:
-            pass
-    for folder in ("/ev", "/p"):
-        try:
-            names = [entry[0] for entry in fs.ilistdir(folder)]
-        except OSError:
-            continue
-        for name in names:
-            fs.remove(folder + "/" + name)
-        fs.rmdir(folder)
-    with fs.open("/reset.flag", "wb") as f:
-        f.write(b"1")
+# Reading stored records back (remote read-back, the boot's event scan), imported only when
+# used.
 
 
 def read(ring, since=0, until=0x7FFFFFFF, newest_first=False, start=0, tfield=0):
@@ -57,14 +37,14 @@ def read(ring, since=0, until=0x7FFFFFFF, newest_first=False, start=0, tfield=0)
             f.close()
 
 
-# Event log categories by number (meter.events): the names used by read-back tools.
+# Event log categories by number (meter.storage.events): the names used by read-back tools.
 CATEGORY_NAMES = ("voltage", "current", "power", "transaction", "other", "control", "cover")
 
 
 def read_events(fs, cat, since=0, until=0x7FFFFFFF, newest_first=False, start=0):
     """Stream (n, (seq, time, code, category, pad, cV, mA, import Wh, value)) of one event
     category with time in [since, until]; paging as for read()."""
-    from meter import events
+    from meter.storage import events
 
     return read(events.ring(fs, cat), since, until, newest_first, start, 1)
 

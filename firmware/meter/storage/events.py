@@ -1,4 +1,4 @@
-# Event logs by category, each a ring of fixed-size CRC'd records (meter.ring.Ring), so an
+# Event logs by category, each a ring of fixed-size CRC'd records (meter.storage.ring.Ring), so an
 # event costs one small write and a damaged record is detected and skipped.
 # Each record: time, code, category, a snapshot (V, I, cumulative import Wh) and a value
 # (e.g. the length of a power failure in seconds).
@@ -8,8 +8,8 @@
 # (configuration, commands). A code can be put in another category through CATEGORY_OF.
 from micropython import const
 
-from meter.clock import VALID_AFTER
-from meter.store import unload
+from meter.runtime.clock import VALID_AFTER
+from meter.runtime.overlays import unload
 
 POWER_UP = const(1)
 CONFIG_REJECTED = const(2)
@@ -19,7 +19,7 @@ IC_FAULT = const(5)
 POWER_FAIL = const(6)  # value: seconds without power (from the last gasp, or an upper bound)
 FACTORY_RESET = const(7)
 COVER_OPEN = const(140)
-# Supply control (150-199): CONTROL + cause * 3 + resulting state (meter/transition.py).
+# Supply control (150-199): CONTROL + cause * 3 + resulting state (meter/supply/transitions.py).
 CONTROL = const(150)
 RELAY_FAULT = const(170)
 RELAY_REASSERTED = const(171)
@@ -35,13 +35,13 @@ REVERSE_FLOW = const(125)  # export on an import-only meter
 REVERSE_FLOW_END = const(126)
 CALIB_LOADED = const(127)
 CALIB_BAD = const(128)  # calibration file unreadable or its checksums wrong: defaults used
-# Store-and-forward (meter/forward.py): records gone before they could be delivered (the
+# Store-and-forward (meter/remote/forward.py): records gone before they could be delivered (the
 # ring overwrote them during a long outage, or they were damaged); value: how many.
 BACKLOG_LOST = const(130)
 # 200-249: remote commands. A rejected command logs CMD_REJECTED + its ack code (see
-# meter/commands.py), rate-limited; their names are built host-side (simulator/scenario.py).
-# 220-226: accepted configuration commands, logged by meter/cmdx.py (defined there, off the
-# resident heap): 220 control_mode_set, 221 load_limit_set, 222 telemetry_period_set,
+# meter/remote/commands.py), rate-limited; their names are built host-side (simulator/scenario.py).
+# 220-226: accepted configuration commands, logged by meter/remote/dispatch.py (defined there, off
+# the resident heap): 220 control_mode_set, 221 load_limit_set, 222 telemetry_period_set,
 # 223 time_set_old (at the old time), 224 time_set_new, 225 billing_snapshot, 226 remote_reboot.
 CMD_REJECTED = const(200)
 
@@ -74,7 +74,7 @@ CATEGORY_OF = {
 
 # ring n(4) | seq(4) time(4) code(2) category(1) flags(1) centivolts(2) milliamps(2)
 # import Wh(4) value(4) | crc(4): 32 bytes. Flag 1: stamped while the clock was invalid
-# (meter time before 2024: meter/clock.py), so that time says nothing about when it was.
+# (meter time before 2024: meter/runtime/clock.py), so that time says nothing about when it was.
 CLOCK_INVALID = const(1)
 _FMT = "<IIHBBHHII"
 _DIR = "/ev"
@@ -96,8 +96,8 @@ def category(code):
 
 
 def ring(fs, cat):
-    """One category's ring (meter.ring; unload("ring") when done with it)."""
-    from meter.ring import Ring
+    """One category's ring (meter.storage.ring; unload("meter.storage.ring") when done with it)."""
+    from meter.storage.ring import Ring
 
     size = _CAPACITY[cat]
     return Ring(fs, _DIR + "/" + str(cat), _FMT, size, size, cat != CAT_COVER)
@@ -107,8 +107,8 @@ class EventLog:
     def __init__(self, fs):
         self._fs = fs
         self.snapshot = None  # callable -> (centivolts, milliamps, import Wh), set by the app
-        self.bad = 0  # damaged records found at boot (meter.restore)
-        self.seq = 0  # the newest record's, found at boot (meter.restore)
+        self.bad = 0  # damaged records found at boot (meter.storage.restore)
+        self.seq = 0  # the newest record's, found at boot (meter.storage.restore)
 
     def log(self, now, code, value=0):
         """Record an event now; returns False when its log is full and does not roll over."""
@@ -117,19 +117,19 @@ class EventLog:
             volts, amps, wh = self.snapshot()
         cat = category(code)
         flags = 0 if now > VALID_AFTER else CLOCK_INVALID
-        if now < 0:  # (meter/clock.py keeps it >= 0; a record is stored whatever comes)
+        if now < 0:  # (meter/runtime/clock.py keeps it >= 0; a record is stored whatever comes)
             now = 0
         if value < 0:  # e.g. an outage's length across a clock that went back
             value = 0
         ok = ring(self._fs, cat).append(self.seq + 1, now, code, cat, flags, volts, amps, wh,
                                         value)
-        unload("ring")
+        unload("meter.storage.ring")
         if ok:  # a number only for a record that exists: the forwarded sequence has no gaps
             self.seq += 1
         return ok
 
     def records(self):
-        """(seq, meter time, code) of every valid event (meter.maint.all_events)."""
-        from meter.maint import all_events
+        """(seq, meter time, code) of every valid event (meter.storage.reader.all_events)."""
+        from meter.storage.reader import all_events
 
         return all_events(self._fs)

@@ -18,12 +18,12 @@ from hashlib import sha256
 
 from micropython import const
 
-from meter import compat
-from meter.events import CMD_REJECTED
-from meter.store import unload
+from meter.runtime import compat
+from meter.runtime.overlays import unload
+from meter.storage.events import CMD_REJECTED
 
 MAX_SIZE = const(1024)
-_T0 = const(1577836800)  # meter/clock.py METER_EPOCH_UNIX (2020-01-01) and MAX_S: the
+_T0 = const(1577836800)  # meter/runtime/clock.py METER_EPOCH_UNIX (2020-01-01) and MAX_S: the
 _MAX_S = const(0x3EFFFFFF)  # meter's clock range, 2020-01-01 ... 2053-06-29, for t and exp
 _TTL = const(86400)  # exp - t: a command lives a day at most
 TEMPORARY = const(2)
@@ -104,10 +104,10 @@ class Commands:
         self._clock = clock
         self._log = log
         self.handler = handler  # the disconnect control: method(args) -> (code, extra)
-        self.link = link  # the MQTT link (its meter, config, timers) for meter/cmdx.py
+        self.link = link  # the MQTT link (its meter, config, timers) for meter/remote/dispatch.py
         # [time of the last rejection event, rejections since, the interval before the next
         # event, time of the last rejection]: kept by the caller when this module is loaded
-        # per message (see meter/link.py)
+        # per message (see meter/remote/link.py)
         self.state = state or [None, 0, 0, 0]
         try:
             if key is None:
@@ -158,7 +158,8 @@ class Commands:
             t = obj["t"]
             e = obj["exp"]
             # n 1 ... 2^30 - 1; t and exp within the meter's clock (2020-01-01 ... 2053-06-29,
-            # meter/clock.py), t <= exp <= t + 1 day; all whole numbers (type(True) is bool)
+            # meter/runtime/clock.py), t <= exp <= t + 1 day; all whole numbers (type(True) is
+            # bool)
             if (type(n) is not int or type(t) is not int or type(e) is not int
                     or not 0 < n < 0x40000000 or not 0 <= t - _T0 <= _MAX_S
                     or not t <= e <= t + _TTL or e - _T0 > _MAX_S
@@ -187,15 +188,15 @@ class Commands:
         return 0, n, obj
 
     def _more(self, cmd, obj):
-        """Every other command: meter/cmdx.py, loaded for it and dropped after."""
+        """Every other command: meter/remote/dispatch.py, loaded for it and dropped after."""
         compat.collect()
-        import meter.cmdx as x
+        import meter.remote.dispatch as x
 
         try:
             return x.run(self, cmd, obj)
         finally:
             x = None
-            unload("cmdx")
+            unload("meter.remote.dispatch")
 
     def _again(self, p, rec):
         """The very same bytes as the last accepted command (its ack lost, or redelivered

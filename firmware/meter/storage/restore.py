@@ -1,13 +1,14 @@
 # What the meter does once at boot with its stored data: restore the energy checkpoint, find
 # the event logs' heads, close the profile period the power cut interrupted, and log what
-# happened. Imported for the boot only, then let go (meter.store.unload) to spare the heap.
+# happened. Imported for the boot only, then let go (meter.runtime.overlays.unload) to spare the
+# heap.
 import struct
 from binascii import crc32
 
 from micropython import const
 
-from meter import events
-from meter.store import FLAG_LAST_GASP, JOURNAL_FMT
+from meter.storage import events
+from meter.storage.checkpoint import FLAG_LAST_GASP, JOURNAL_FMT
 
 _SLOT = const(32)
 _PER_BLOCK = const(128)
@@ -15,8 +16,8 @@ _ERASED = b"\xff" * _SLOT
 
 
 def scan_journal(store):
-    """Read the journal partition (meter.store.EnergyStore.last_gasp): its newest valid
-    record and the block it is in, where the next record goes, and which blocks must be
+    """Read the journal partition (meter.storage.checkpoint.EnergyStore.last_gasp): its newest
+    valid record and the block it is in, where the next record goes, and which blocks must be
     erased for that (a block is clean when its written slots are a prefix with erased ones
     after). Only reads; returns (record or None, damaged records); keeps the blocks to erase
     and the room there will be in the journal's working state."""
@@ -129,7 +130,7 @@ def restore(meter, now, cfg_error):
     store = meter.store
     reset = False
     try:
-        fs.stat("/reset.flag")  # left by meter.maint.factory_reset: the journal is stale
+        fs.stat("/reset.flag")  # left by meter.storage.factory_reset: the journal is stale
         reset = True
     except OSError:
         pass
@@ -138,7 +139,7 @@ def restore(meter, now, cfg_error):
     log.log(now, events.POWER_UP)
     if saved is not None and store.flags & FLAG_LAST_GASP:
         log.log(saved, events.POWER_FAIL, now - saved)
-    events.unload("ring")
+    events.unload("meter.storage.ring")
 
 
 def report(meter, now, cfg_error, bad):
@@ -148,7 +149,7 @@ def report(meter, now, cfg_error, bad):
     if meter.store.bad_slots or log.bad or bad:
         log.log(now, events.STORE_CORRUPT)
     try:
-        fs.remove("/reset.flag")  # left by meter.maint.factory_reset
+        fs.remove("/reset.flag")  # left by meter.storage.factory_reset
         log.log(now, events.FACTORY_RESET)
     except OSError:
         pass
