@@ -24,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+from simulator import paths
 from simulator import scenario as sc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +104,7 @@ def poll_cost() -> None:
     per simulated second of a 10-minute run, where every SPI frame is a round trip."""
     import time
 
-    sc.ensure_paths()
+    paths.ensure_paths()
     from simulator.device import shim
     from simulator.device import shim as machine
     from simulator.device.atm90e26_emu import Atm90e26
@@ -263,7 +264,7 @@ def command_latency(count: int = 100, runtime: str = "micropython") -> list[floa
     this bounds the time from a command reaching the meter to its relay pulse starting."""
     import paho.mqtt.client as mqtt
 
-    from host_tools.headend import decode_ack, encode_command
+    from host_tools.wire import decode_ack, encode_command
     from simulator.mqttpath import Mosquitto
 
     broker = Mosquitto()
@@ -339,7 +340,7 @@ def flood_holdup(flood: int = 2000, runtime: str = "micropython",
     the meter's rate of draining rejections and how many the broker dropped."""
     import paho.mqtt.client as mqtt
 
-    from host_tools.headend import decode_ack, encode_command
+    from host_tools.wire import decode_ack, encode_command
     from simulator.mqttpath import Mosquitto, plain_conf
 
     def conf(port: int) -> str:
