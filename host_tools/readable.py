@@ -171,7 +171,7 @@ def _details(cmd: str, ack: dict, args: dict) -> tuple[str, list[str], set]:
 
 def lines(cmd: str, ack: dict, args: dict | None = None) -> list[str]:
     """The readable lines for one ack of command `cmd` sent with `args`."""
-    from host_tools.headend import REASONS
+    from host_tools.wire import REASONS
 
     args = args or {}
     code = ack.get("code")

@@ -149,14 +149,14 @@ def test_the_meter_never_loads_the_names():
 
 def test_host_tools_and_reports_name_events_from_the_table():
     from host_tools import headend, readable
-    from simulator import scenario
+    from simulator import event_names as simulator_names
 
     # (equal, not identical: other tests load the firmware's modules afresh)
     assert headend.REASONS == event_names.REASONS
     names = readable.names()
     assert names.states == event_names.STATES
     for code in range(0, 300):
-        assert scenario.event_name(code) == names.event(code) == event_names.name(code)
+        assert simulator_names.event_name(code) == names.event(code) == event_names.name(code)
     assert readable.event_text(225) == "225 billing_snapshot"
     # no host-side copy of the names: each appears in the firmware's table only
     for folder in ("host_tools", "simulator"):

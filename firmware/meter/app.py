@@ -123,7 +123,7 @@ class Meter:
         self.period_end = 0
         from meter.storage import restore
 
-        restore.restore(self, now, cfg_error)
+        restore.restore(self, now)
         unload("meter.storage.restore")
         del restore
         bad = _profile().boot(self, now)
