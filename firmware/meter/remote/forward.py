@@ -68,7 +68,7 @@ def backlog(link):
         return 0
     if f[0] < 0:
         _load(f, m.hw.fs)
-    head = m.store.profile_head
+    head = m.store.period.head
     p = head - max(f[0], head - P_CAPACITY) if f[0] <= head else head
     head = m.log.seq
     return p + (head - f[1] if f[1] <= head else head)
@@ -88,7 +88,7 @@ def _read(fs, path, offset, buf, size):
 
 def _next_profile(f, meter, buf):
     """The next block-profile record to deliver: its n (in buf), or 0 if none waits."""
-    head = meter.store.profile_head
+    head = meter.store.period.head
     if f[0] > head:  # numbered afresh (factory reset): everything there is is new
         f[0] = 0
         _moved(f)
@@ -143,7 +143,8 @@ def _next_event(f, meter, buf, scan):
 
 
 def send(link, meter, now):
-    """Publish up to _BATCH waiting records at QoS 1, events and profile records in turn.
+    """Publish up to _BATCH waiting records at QoS 1, events and profile records in turn
+    (now: clock.mono(), the cursor's timers run on it).
     A record counts as delivered only once its PUBACK is in (publish returned); an error
     propagates to the link, which fails and backs off, the cursor left where it was."""
     f = link.fwd
@@ -179,7 +180,7 @@ def send(link, meter, now):
         if not (seq or n):
             break
     if f[_LOST] != lost:  # say so: an event (itself forwarded in turn) with how many,
-        meter.log.log(now, events.BACKLOG_LOST, f[_LOST] - lost)
+        meter.log.log(clock.now(), events.BACKLOG_LOST, f[_LOST] - lost)
         f[_DUE] = now  # and the cursor saved past them now: announced only once
     if sent:
         _moved(f)

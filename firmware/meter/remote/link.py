@@ -145,6 +145,7 @@ class Link:
         self.reboot = False  # a reboot command was accepted: reset once its ack is out
         self._base = "meters/" + cfg["meter_id"] + "/"
         self.client = None
+        # deadlines on the monotonic clock (clock.mono()): a time_sync moves none of them
         self._retry_s = 0
         self._backoff_s = 1
         self._rand = crc32(self._base.encode()) & 0x3FFFFFFF | 1  # jitter differs per meter
@@ -184,7 +185,7 @@ class Link:
         """Connect when due, commands in, acks out, telemetry, keep-alive: bounded work,
         every wait under a timeout."""
         self.meter = meter
-        now = self._clock.now()
+        now = self._clock.mono()
         f = self.fwd
         if self.client is None and now < self._retry_s:
             return
@@ -197,7 +198,7 @@ class Link:
             self._poll(c)
             # stored records not yet delivered: a few go out (meter/remote/forward.py), if the
             # heap has room for its code (~3 KB) and to work in; else they wait on flash
-            if (f[0] != meter.store.profile_head or f[1] != meter.log.seq
+            if (f[0] != meter.store.period.head or f[1] != meter.log.seq
                     or 0 <= f[3] <= now) and now >= f[5]:
                 compat.collect()
                 if compat.mem_free() < 12288:  # its code, then room for a command too
@@ -248,7 +249,7 @@ class Link:
             try:
                 self._poll(self.client)
             except ERRORS as exc:
-                self.failed(clock.now(), exc)
+                self.failed(clock.mono(), exc)
         clock.sleep_ms(ms)
 
     def _received(self, topic, msg):
@@ -273,4 +274,4 @@ class Link:
             return
         # Acks go out at QoS 0 from inside umqtt's receive: no nested wait for a PUBACK.
         self.client.publish(self._base + "ack", ack)
-        self._sent_s = self._clock.now()
+        self._sent_s = self._clock.mono()

@@ -24,13 +24,13 @@ def _billing_snapshot(cmds, args, body):
     meter = cmds.link.meter
     imp = meter.imp
     exp = meter.exp
-    demand = meter.store.demand
+    p = meter.store.period
     now = cmds._clock.now()
     try:  # = meter/storage/profiles.py bill(meter, now, BILL_COMMAND): the month's demand is kept
         meter.durable()  # registers on flash before a record shows them
         ring = _ring(cmds._fs, BILLING)
-        ring.append(now, imp.kwh * 1000 + imp.wh, exp.kwh * 1000 + exp.wh, demand[0],
-                    demand[1], 1)
+        ring.append(now, imp.kwh * 1000 + imp.wh, exp.kwh * 1000 + exp.wh, p.demand_w,
+                    p.demand_at, 1)
         n = ring.n
         rec = ring.get(n)
     except OSError:
@@ -81,7 +81,7 @@ def _read_profile(cmds, args, body):
     fs = cmds._fs
     if which == "block":
         meter = cmds.link.meter if cmds.link is not None else None
-        ring = _ring(fs, BLOCK, meter.store.profile_head if meter is not None else 0)
+        ring = _ring(fs, BLOCK, meter.store.period.head if meter is not None else 0)
         ack = _page(ring, rng, 0, True, _block_row)
     elif which == "daily":
         ring = _ring(fs, DAILY)

@@ -12,6 +12,7 @@ from binascii import crc32
 
 from micropython import const
 
+_CLOCK_SET = const(8)  # block flag: the clock was set in the period (meter.storage.profiles)
 FLAG_LAST_GASP = const(1)  # written by the power-fail handler: power went at `time`
 # A last-gasp journal record: the LittleFS energy checkpoint's seq it follows, import kWh,
 # mWh, export kWh, mWh, time, flags; padded to 32 bytes with the CRC32 of the rest at 28.
@@ -67,18 +68,56 @@ class Slots:
         return best, bad
 
 
+class Period:
+    """The load-profile period in progress, its one owner: written by meter.storage.profiles
+    (and its own two methods below), read back from flash by meter.storage.restore, saved by
+    EnergyStore.save_period (start, registers at the start, demand, head)."""
+
+    def __init__(self):
+        self.start = 0  # meter (wall) time it began: periods end at wall-clock multiples
+        self.end = 0  # ... and when it ends (0: not begun)
+        self.imp_wh = 0  # the registers at its start
+        self.exp_wh = 0
+        self.demand_w = 0  # the billing month's maximum demand, and its time
+        self.demand_at = 0
+        self.head = 0  # records in the block profile's ring (its n)
+        self.v_sum = 0  # V and I samples for the period's averages, and their count
+        self.i_sum = 0
+        self.samples = 0
+        self.sample_at = 0  # clock.mono() when the next sample is due
+        self.flags = 0  # block flags so far (meter.storage.profiles)
+
+    def sample(self, inst, mono):
+        """One V/I sample, every 30 s (on the monotonic clock)."""
+        self.sample_at = mono + 30
+        self.v_sum += inst[0]
+        self.i_sum += inst[1]
+        self.samples += 1
+
+    def clock_set(self, now, unset, period_s):
+        """The clock was set (time_sync): the period keeps its end (a forward step closes it
+        at the next poll, marked partial; a backward one lengthens it, so block records stay
+        in strictly increasing time), is flagged, and takes a sample at the next poll. If the
+        clock was not set, the period began at a meaningless time: a new one begins now, with
+        no record for the old one (its energy counts in the new one). True: to be saved."""
+        self.sample_at = 0
+        self.flags |= _CLOCK_SET
+        if unset:
+            self.start = now - now % period_s
+            self.end = self.start + period_s
+        return unset
+
+
 class EnergyStore:
     def __init__(self, fs, journal=None):
         # import kWh, import mWh, export kWh, export mWh, meter time, flags
         self._energy = Slots(fs, "/energy", "<IIIIIB")
-        # the profile period in progress: start time, import and export Wh at its start;
-        # the billing month's maximum demand: W and its time; the block profile's head
+        # the profile period in progress (Period): start time, import and export Wh at its
+        # start; the billing month's maximum demand: W and its time; the block profile's head
         self._period = Slots(fs, "/period", "<IIIIII")
         self.bad_slots = 0
         self.flags = 0
-        self.period = [0, 0, 0]
-        self.demand = [0, 0]
-        self.profile_head = 0
+        self.period = Period()
         # Last gasps go to a raw flash partition outside LittleFS, kept erased ahead of the
         # writer (meter.storage.restore erases spent sectors at boot, on mains): a last gasp is one
         # 32-byte program, under a millisecond, never an erase, so it fits the hold-up
@@ -124,5 +163,4 @@ class EnergyStore:
 
     def save_period(self):
         p = self.period
-        d = self.demand
-        self._period.save(p[0], p[1], p[2], d[0], d[1], self.profile_head)
+        self._period.save(p.start, p.imp_wh, p.exp_wh, p.demand_w, p.demand_at, p.head)

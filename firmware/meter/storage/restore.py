@@ -70,9 +70,8 @@ def load_energy(store, imp, exp, journal=True):
     reads (folding is settle_journal's)."""
     rec, bad = store._period.load()
     if rec is not None:
-        store.period = [rec[0], rec[1], rec[2]]
-        store.demand = [rec[3], rec[4]]
-        store.profile_head = rec[5]
+        p = store.period
+        p.start, p.imp_wh, p.exp_wh, p.demand_w, p.demand_at, p.head = rec
     best, bad2 = store._energy.load()
     store.bad_slots = bad + bad2
     j = store.journal
