@@ -21,6 +21,11 @@ ERRORS = (OSError, IndexError, AssertionError, TypeError, MemoryError, simple.MQ
 _timeout = [5, None]  # the socket timeout, the last plain socket opened
 _PER_LOOK = const(32)  # incoming messages handled at most per look (_poll)
 _LOOK_MS = const(100)  # and for at most this long
+# link.fwd: meter/remote/forward.py's state, read here by its indices there
+_F_PROFILE = const(0)  # block-profile n delivered up to
+_F_EVENT = const(1)  # event seq delivered up to
+_F_DUE = const(3)  # clock.mono() the cursor is next to be saved (-1: saved)
+_F_WAIT = const(5)  # clock.mono() to try again after the heap had no room
 _MAX_CMD = const(1024)  # meter/remote/commands.py MAX_SIZE: the largest command read into RAM
 
 
@@ -198,11 +203,11 @@ class Link:
             self._poll(c)
             # stored records not yet delivered: a few go out (meter/remote/forward.py), if the
             # heap has room for its code (~3 KB) and to work in; else they wait on flash
-            if (f[0] != meter.store.period.head or f[1] != meter.log.seq
-                    or 0 <= f[3] <= now) and now >= f[5]:
+            if (f[_F_PROFILE] != meter.store.period.head or f[_F_EVENT] != meter.log.seq
+                    or 0 <= f[_F_DUE] <= now) and now >= f[_F_WAIT]:
                 compat.collect()
                 if compat.mem_free() < 12288:  # its code, then room for a command too
-                    f[5] = now + 60  # try again in a minute
+                    f[_F_WAIT] = now + 60  # try again in a minute
                 else:
                     overlay("meter.remote.forward").send(self, meter, now)
                     self._sent_s = now

@@ -17,6 +17,16 @@ FLAG_LAST_GASP = const(1)  # written by the power-fail handler: power went at `t
 # A last-gasp journal record: the LittleFS energy checkpoint's seq it follows, import kWh,
 # mWh, export kWh, mWh, time, flags; padded to 32 bytes with the CRC32 of the rest at 28.
 JOURNAL_FMT = "<IIIIIIB"
+# EnergyStore.journal, the journal's state in one list by these indices (meter/storage/
+# restore.py names them alike; a test keeps the two in step):
+_J_DEV = const(0)  # the raw flash partition
+_J_NEXT = const(1)  # the next slot to program
+_J_ROOM = const(2)  # erased slots from there (0: none free until restore has looked)
+_J_SLOTS = const(3)  # slots in the partition
+_J_BUF = const(4)  # the 32-byte record buffer
+_J_FOLD = const(5)  # restore: the newest record, to fold into LittleFS
+_J_ERASE = const(6)  # restore: the blocks to erase
+_J_ROOM_AFTER = const(7)  # restore: the room once they are erased
 
 
 class Slots:
@@ -121,9 +131,7 @@ class EnergyStore:
         # Last gasps go to a raw flash partition outside LittleFS, kept erased ahead of the
         # writer (meter.storage.restore erases spent sectors at boot, on mains): a last gasp is one
         # 32-byte program, under a millisecond, never an erase, so it fits the hold-up
-        # whatever LittleFS would be doing. [device, next slot, erased slots from there,
-        # slots, record buffer, and meter.storage.restore's boot-time working state]; none free
-        # until meter.storage.restore has looked at it.
+        # whatever LittleFS would be doing. Its state: a list by the _J_ indices above.
         self.journal = None
         if journal is not None:
             self.journal = [journal, 0, 0, 0, bytearray(32), None, None, 0]
@@ -146,18 +154,18 @@ class EnergyStore:
         """The power-fail handler's save: a journal record if there is room, else (no
         journal partition) a LittleFS checkpoint, which may need an erase."""
         j = self.journal
-        if j is None or j[2] <= 0:
+        if j is None or j[_J_ROOM] <= 0:
             return self.save(imp, exp, now, FLAG_LAST_GASP)
-        buf = j[4]
+        buf = j[_J_BUF]
         imwh = imp.total_mwh()
         emwh = exp.total_mwh()
         struct.pack_into(JOURNAL_FMT, buf, 0, self._energy.seq, imp.kwh, imwh,
                          exp.kwh, emwh, now, FLAG_LAST_GASP)
         struct.pack_into("<I", buf, 28, crc32(memoryview(buf)[:28]))
-        n = j[1]
-        j[1] = (n + 1) % j[3]
-        j[2] -= 1
-        j[0].writeblocks(n >> 7, buf, (n & 127) << 5)  # 128 slots of 32 bytes a block
+        n = j[_J_NEXT]
+        j[_J_NEXT] = (n + 1) % j[_J_SLOTS]
+        j[_J_ROOM] -= 1
+        j[_J_DEV].writeblocks(n >> 7, buf, (n & 127) << 5)  # 128 slots of 32 bytes a block
         imp.saved(imp.kwh, imwh)
         exp.saved(exp.kwh, emwh)
 
