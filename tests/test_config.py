@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from meter.storage import config
 from meter.storage import config_rules as cfgcheck
 
 from simulator import scenario as sc
+from tests.conftest import DirFS
 
 ID_RULE = "must be 1 to 32 letters (a-z, A-Z), digits, - or _"  # the words, pinned
 # (/config.json's text, what load() says of it: None when it takes it)
@@ -50,14 +50,6 @@ CASES = [
     ('[1]', "config.json is not an object"),
     ('{"poll', "config.json is not valid JSON"),
 ]
-
-
-class DirFS:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def open(self, path: str, mode: str = "r"):
-        return open(self.root / path.lstrip("/"), mode)
 
 
 @pytest.mark.parametrize("text,problem", CASES)

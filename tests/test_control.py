@@ -12,6 +12,7 @@ import pytest
 from simulator import scenario as sc
 from simulator.device.relay_emu import LatchingRelay
 from simulator.device.world import World
+from tests.conftest import DirFS
 
 ROOT = Path(__file__).resolve().parent.parent
 LOAD = [{"at_s": 0, "volts": 240, "amps": 10, "pf": 1.0}]  # 2.4 kW
@@ -361,11 +362,7 @@ def test_control_record_of_earlier_firmware_is_read(tmp_path):
     from meter.storage.checkpoint import Slots
     from meter.supply import startup as ctlboot
 
-    class DirFS:
-        def open(self, path, mode="r"):
-            return open(tmp_path / path.lstrip("/"), mode)
-
-    fs = DirFS()
+    fs = DirFS(tmp_path)
     old = Slots(fs, "/control", "<BB")
     for state, mode in ((1, 2), (0, 2)):  # the newest: Disconnected
         old.save(state, mode)

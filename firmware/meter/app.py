@@ -121,7 +121,7 @@ class Meter:
         self.period_s = period if period >= 60 and 86400 % period == 0 else 900
         from meter.storage import restore
 
-        restore.restore(self, now, cfg_error)
+        restore.restore(self, now)
         unload("meter.storage.restore")
         del restore
         bad = _profile().boot(self, now)

@@ -128,8 +128,3 @@ class EventLog:
             self.seq += 1
         return ok
 
-    def records(self):
-        """(seq, meter time, code) of every valid event (meter.storage.reader.all_events)."""
-        from meter.storage.reader import all_events
-
-        return all_events(self._fs)

@@ -122,7 +122,7 @@ def settle_journal(store, imp, exp, reset):
     j[_J_ROOM] = j[_J_ROOM_AFTER]
 
 
-def restore(meter, now, cfg_error):
+def restore(meter, now):
     fs = meter.hw.fs
     log = meter.log
     try:
