@@ -209,7 +209,7 @@ UNITS = random_units(3, 2026) + [
 @pytest.mark.parametrize("ic", ["atm90e26", "ade7953"])
 @pytest.mark.parametrize("errors", UNITS)
 def test_class1_table_after_calibration(ic, errors):
-    from host_tools.calibrate import Bench, procedure
+    from simulator.calibration_bench import Bench, procedure
     from simulator.device.ade7953_emu import Ade7953
 
     bench = Bench(Atm90e26(chip=errors) if ic == "atm90e26" else Ade7953(chip=errors))

@@ -30,7 +30,7 @@ TEMPORARY = const(2)
 TOO_LARGE = const(9)
 # Ack codes: 0 success, 1 hardware fault, 2 temporary failure, 3 denied, 4 bad MAC, 5 replay,
 # 6 expired, 7 malformed, 8 other meter's id, 9 too large, 10 unknown command, 250 other.
-# Their names live host-side (host_tools/headend.py REASONS); some acks add a "reason".
+# Their names live host-side (host_tools/wire.py REASONS); some acks add a "reason".
 _KNOWN = (" disconnect reconnect status set_control_mode set_load_limit read_profile"
           " read_events billing_snapshot time_sync set_telemetry_period reboot ")
 # The last accepted command: counter, digest (its ack's "for"), done (0 while it is handled),
