@@ -91,7 +91,7 @@ def read_state(bdev: Any) -> dict:
     imp, exp = Register(1000), Register(1000)
     energy = store.EnergyStore(fs, Partition(bdev, "lastgasp"))
     energy.load(imp, exp)
-    block = profile.block(fs, energy.profile_head)
+    block = profile.block(fs, energy.period.head)
     records = []
     for n, rec in maint.read(block):
         records.append((n, rec))

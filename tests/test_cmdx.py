@@ -22,6 +22,7 @@ from meter.runtime.clock import METER_EPOCH_UNIX, Clock
 from meter.storage import config, events, profile_rings
 from meter.storage import profiles as profile
 from meter.storage import reader as maint
+from meter.storage.checkpoint import Period
 from meter.supply import startup as ctlboot
 from meter.supply.control import Control
 
@@ -89,13 +90,16 @@ class Rig:
         assert err is None
         self.cfg = cfg
         now = self.clock.now()
+        mono = self.clock.mono()
         imp, exp = Register(3200), Register(3200)
         imp.kwh, imp.wh = 12, 345
+        period = Period()  # the meter's period in progress (meter.storage.checkpoint)
+        period.start, period.end = now - now % 900, now - now % 900 + 900
+        period.imp_wh, period.sample_at = 12000, mono + 30
+        period.demand_w, period.demand_at = 4200, now - 600
         self.meter = SimpleNamespace(
-            saved_at=now, rejected_logged=now, reverse_at=-1, acc=[0, 0, 0, now + 30, 0],
-            store=SimpleNamespace(demand=[4200, now - 600], profile_head=0,
-                                  period=[now - now % 900, 12000, 0], saved_periods=0),
-            period_s=900, period_end=now - now % 900 + 900,
+            saved_at=mono, rejected_logged=mono, reverse_at=-1,
+            store=SimpleNamespace(period=period, saved_periods=0), period_s=900,
             imp=imp, exp=exp, hw=SimpleNamespace(fs=self.fs), checkpoints=0)
         self.meter.store.save_period = lambda: setattr(
             self.meter.store, "saved_periods", self.meter.store.saved_periods + 1)
@@ -108,7 +112,7 @@ class Rig:
             return True
 
         self.meter.durable = durable
-        self.link = SimpleNamespace(_cfg=cfg, _next_s=now + 60, _sent_s=now, _retry_s=0,
+        self.link = SimpleNamespace(_cfg=cfg, _next_s=mono + 60, _sent_s=mono, _retry_s=0,
                                     meter=self.meter, reboot=False, client=None,
                                     _base=f"meters/{METER}/")
         self.state = [None, 0, 0, 0]
@@ -239,7 +243,7 @@ def test_set_load_limit_persists_and_arms_the_limiter(tmp_path):
                                        lim.attempts) == (6000, 5, True, 2)
     # it acts: 6 kW for over_s disconnects (g)
     for s in range(6):
-        rig.ctl.limiter.service(rig.ctl, rig.clock.now() + s, 7000)
+        rig.ctl.limiter.service(rig.ctl, rig.clock.mono() + s, 7000)
     assert rig.ctl.state == 2 and not rig.contact.closed
     # 0 switches it off
     assert rig.send("set_load_limit", {"watts": 0})["code"] == 0
@@ -276,7 +280,7 @@ def test_broken_config_file_is_not_overwritten(tmp_path):
 # --- set_telemetry_period --------------------------------------------------------------------
 def test_set_telemetry_period(tmp_path):
     rig = Rig(tmp_path)
-    now = rig.clock.now()
+    now = rig.clock.mono()  # the link's timers run on the monotonic clock
     ack = rig.send("set_telemetry_period", {"seconds": 15})
     assert (ack["code"], ack["seconds"]) == (0, 15)
     assert rig.link._cfg["telemetry_period_s"] == 15 and rig.link._next_s == now + 15
@@ -299,21 +303,51 @@ def test_set_telemetry_period_bad_args(tmp_path, value):
 def test_time_sync_small_step(tmp_path, machine):
     rig = Rig(tmp_path)
     old = rig.clock.now()
+    mono = rig.clock.mono()
     target = START + 100
     ack = rig.send("time_sync", {"unix": target}, issued=target)
     assert (ack["code"], ack["step"]) == (0, 100)
     assert rig.clock.unix() == target and ack["t"] == target
     assert machine.set_to == [(2026, 1, 1, 3, 0, 1, 40, 0)]  # a Thursday, 00:01:40
-    # the deadlines moved with the clock; the profile period is marked
-    assert rig.link._next_s == old + 160 and rig.meter.saved_at == old + 100
-    assert rig.meter.acc[4] & 8 and rig.meter.acc[3] == 0
-    assert rig.meter.period_end == old - old % 900 + 900  # the period keeps its end
+    # the deadlines (monotonic) stay as they were: a step neither fires nor holds them back;
+    # the profile period is marked and takes a V/I sample at the next poll
+    assert rig.clock.mono() == mono
+    assert rig.link._next_s == mono + 60 and rig.meter.saved_at == mono
+    assert rig.meter.store.period.flags & 8 and rig.meter.store.period.sample_at == 0
+    assert rig.meter.store.period.end == old - old % 900 + 900  # the period keeps its end
     assert rig.meter.store.saved_periods == 0
     assert rig.codes()[-2:] == [(old, 223, 100), (old + 100, 224, 100)]
     # backwards too
     ack = rig.send("time_sync", {"unix": START - 3000}, issued=START - 3000, ttl=3600)
     assert (ack["code"], ack["step"]) == (0, -3100)
     assert rig.codes()[-1] == (START - 3000 - METER_EPOCH_UNIX, 224, 3100)
+
+
+def test_clock_wall_time_is_monotonic_time_plus_one_offset(machine):
+    """mono() counts seconds since boot from ticks, across tick wraps, and set() never steps
+    it; now() is mono() plus the offset set() moves; past MAX_S meter time starts over at 0."""
+    from meter.runtime.clock import MAX_S
+
+    src = FakeTime(START)
+    src.ms = FakeTime.PERIOD - 2500  # the tick counter wraps 2.5 s after boot
+    src.base = START - src.ms // 1000  # the RTC reads START now
+    clock = Clock(src)
+    t0 = clock.now()
+    assert (clock.mono(), t0) == (0, START - METER_EPOCH_UNIX)
+    for _ in range(3):
+        src.sleep_ms(1700)
+        clock.now()  # read each poll (as the duty cycle does): ticks_diff stays short
+    assert (clock.mono(), clock.now()) == (5, t0 + 5)  # 5.1 s, the wrap included
+    assert clock.set(START + 1000) == 995 and clock.unix() == START + 1000
+    assert clock.mono() == 5  # never stepped
+    assert clock.set(START - 3000) == -4000 and clock.now() == t0 - 3000
+    assert clock.mono() == 5
+    assert machine.set_to[-1][:3] == (2025, 12, 31)
+    clock.set(METER_EPOCH_UNIX + MAX_S)  # 2053-06-29: one second more starts over at 0
+    src.sleep_ms(1000)
+    assert (clock.now(), clock.valid(), clock.mono()) == (0, False, 6)
+    src.sleep_ms(1000)
+    assert (clock.now(), clock.mono()) == (1, 7)
 
 
 def test_time_sync_refusals(tmp_path, machine):
@@ -341,7 +375,8 @@ def test_time_sync_after_rtc_loss_keeps_replay_and_expiry_rules(tmp_path, machin
     assert rig.codes()[-1][1] == 224  # 223 is logged at time 0 (the old time was before it)
     # the profile period begun at the meaningless time is replaced by one beginning now
     now = rig.clock.now()
-    assert rig.meter.store.period[0] == now - now % 900 and rig.meter.period_end == (
+    period = rig.meter.store.period
+    assert period.start == now - now % 900 and period.end == (
         now - now % 900 + 900) and rig.meter.store.saved_periods == 1
     # a captured command is still a replay, an old one is now expired
     assert rig.send("disconnect", issued=START, n=rig.n)["reason"] == "replay"
@@ -362,7 +397,8 @@ def test_billing_snapshot(tmp_path):
     assert ack["record"] == [1, START, 12345, 0, 4200, START - 600, profile_rings.BILL_COMMAND]
     ring = profile_rings.billing(rig.fs)
     assert ring.n == 1 and ring.get(1) == (now, 12345, 0, 4200, now - 600, 1)
-    assert rig.meter.store.demand == [4200, now - 600]  # a command snapshot keeps the month
+    period = rig.meter.store.period  # a command snapshot keeps the month's demand
+    assert (period.demand_w, period.demand_at) == (4200, now - 600)
     assert rig.codes()[-1][1:] == (225, 1)
     assert rig.send("billing_snapshot")["record"][0] == 2
     ack = rig.send("billing_snapshot", {"reset": True})
@@ -375,7 +411,7 @@ def fill_block(rig: Rig, count: int, first_end: int, period: int = 900):
     ring = profile.block(rig.fs)
     for i in range(count):
         ring.append(first_end + i * period, i, 0, 24000, 1000 + i, 0)
-    rig.meter.store.profile_head = ring.n
+    rig.meter.store.period.head = ring.n
     return first_end
 
 

@@ -62,7 +62,7 @@ def stored(flash: str) -> dict[str, dict[int, tuple]]:
         from meter.metering.energy import Register
 
         energy.load(Register(1000), Register(1000))
-        profile_recs = dict(maint.read(profile.block(fs, energy.profile_head)))
+        profile_recs = dict(maint.read(profile.block(fs, energy.period.head)))
         event_recs = {}
         for cat in range(len(CATEGORIES)):
             for _n, rec in maint.read_events(fs, cat):
@@ -283,7 +283,7 @@ def test_backlog_counts_what_waits_and_follows_the_saved_cursor(tmp_path):
     log = events.EventLog(fs)
     for code in (events.POWER_UP, events.POWER_FAIL, events.CALIB_LOADED):
         assert log.log(100, code)
-    meter = SimpleNamespace(store=SimpleNamespace(profile_head=ring.n), log=log,
+    meter = SimpleNamespace(store=SimpleNamespace(period=SimpleNamespace(head=ring.n)), log=log,
                             hw=SimpleNamespace(fs=fs))
 
     def backlog() -> int:

@@ -135,8 +135,8 @@ def retry_delays(link_module, meter_id: str, attempts: int) -> list[int]:
     for _ in range(attempts):
         ln.service(None)  # refused at once: the link fails and schedules a retry
         assert ln.client is None
-        delays.append(ln._retry_s - clock.now())
-        clock.t += ln._retry_s - 1 - clock.now()
+        delays.append(ln._retry_s - clock.mono())  # the link's timers: the monotonic clock
+        clock.t += ln._retry_s - 1 - clock.mono()
         ln.service(None)  # not yet: no attempt before the back-off has passed
         clock.t += 1
     assert ln.failures == attempts

@@ -48,7 +48,7 @@ def block_profile(fs):
 
     energy = store.EnergyStore(fs)
     energy.load(Register(1000), Register(1000))
-    return list(maint.read(profile.block(fs, energy.profile_head)))
+    return list(maint.read(profile.block(fs, energy.period.head)))
 
 
 # Signed remote commands (at_s, counter, cmd) the household day's meter gets during the sweep,

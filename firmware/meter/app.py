@@ -106,12 +106,12 @@ class Meter:
         self.reinits = 0
         self.rejected = 0  # energy reads refused as impossible (see also ic.rejected)
         self.ic_rejected = 0
-        self.rejected_logged = -86400
+        self.rejected_logged = -86400  # clock.mono() (like every deadline: time_sync moves none)
         self.bus_fault = False
         self.polls = 0
         self.tamper_n = 0  # consecutive checks with live and neutral current apart
         self.neutral_alarm = False
-        self.reverse_at = -1  # meter time of the last reverse flow while in alarm
+        self.reverse_at = -1  # clock.mono() of the last reverse flow while in alarm
         self.read_ms = 0
         self.store = EnergyStore(fs, hw.journal)
         self.log.snapshot = self.snapshot
@@ -119,8 +119,6 @@ class Meter:
         period = self.cfg["profile_period_s"]
         # only whole divisions of a day line periods up with midnight
         self.period_s = period if period >= 60 and 86400 % period == 0 else 900
-        self.acc = [0, 0, 0, 0, 0]  # profile: V sum, I sum, samples, next sample, flags
-        self.period_end = 0
         from meter.storage import restore
 
         restore.restore(self, now)
@@ -140,7 +138,7 @@ class Meter:
             self.log.log(now, events.CALIB_BAD)
         elif self.cal:
             self.log.log(now, events.CALIB_LOADED)
-        self.saved_at = now
+        self.saved_at = 0  # clock.mono() of the last energy checkpoint
         self.checkpoint(True)  # clears the last-gasp flag
         if hw.power_fail is not None:
             hw.power_fail.irq(handler=self.power_fail, trigger=hw.power_fail.IRQ_FALLING)
@@ -184,10 +182,10 @@ class Meter:
         """A read that could not be trusted: counted, never added; logged at most daily
         so a noisy bus cannot flood the event ring."""
         self.rejected += count
-        now = self.clock.now()
-        if now - self.rejected_logged >= 86400:
-            self.rejected_logged = now
-            self.log.log(now, events.READ_REJECTED)
+        t = self.clock.mono()
+        if t - self.rejected_logged >= 86400:
+            self.rejected_logged = t
+            self.log.log(self.clock.now(), events.READ_REJECTED)
 
     def poll(self):
         ic = self.ic
@@ -228,11 +226,11 @@ class Meter:
             if self.cfg["import_only"]:
                 if self.reverse_at < 0:
                     self.log.log(clock.now(), events.REVERSE_FLOW)
-                self.reverse_at = clock.now()
+                self.reverse_at = clock.mono()
         if ic.rejected != self.ic_rejected:
             self.ic_rejected = ic.rejected  # reads the driver had to retry
             self.reject(0)
-        if self.reverse_at >= 0 and clock.now() - self.reverse_at >= 60:
+        if self.reverse_at >= 0 and clock.mono() - self.reverse_at >= 60:
             self.reverse_at = -1
             self.log.log(clock.now(), events.REVERSE_FLOW_END)
         self.inst[2] = ic.read_power()
@@ -327,7 +325,7 @@ class Meter:
 
     def save_energy(self, now):
         self.store.save(self.imp, self.exp, now)
-        self.saved_at = now
+        self.saved_at = self.clock.mono()
         self.imp.unsaved_wh = 0
         self.exp.unsaved_wh = 0
 
@@ -339,18 +337,16 @@ class Meter:
             self.dying = False  # mains came back within the hold-up: carry on, and
             force = True  # checkpoint, so the next last gasp's record is newer than this one
         now = self.clock.now()
-        acc = self.acc
-        if now >= acc[3]:
-            acc[3] = now + 30  # sample V and I for the profile's averages
+        mono = self.clock.mono()
+        period = self.store.period
+        if mono >= period.sample_at:  # sample V and I for the profile's averages
             self.refresh_instant()
-            acc[0] += self.inst[0]
-            acc[1] += self.inst[1]
-            acc[2] += 1
-        if now >= self.period_end:
+            period.sample(self.inst, mono)
+        if now >= period.end:  # (wall time: periods end at wall-clock multiples)
             self.save_energy(now)  # energy first: a period start is never above the
             _profile().close(self, now)  # registers a reboot restores
             _unload_profile()
-        since = now - self.saved_at
+        since = mono - self.saved_at
         cfg = self.cfg
         unsaved = self.imp.unsaved_wh + self.exp.unsaved_wh
         # A power-fail input and an erase-free last gasp (the journal) save the registers at

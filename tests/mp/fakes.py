@@ -66,12 +66,17 @@ class FakeTime:
 
 class FakeClock:
     """A meter clock (meter.runtime.clock.Clock's interface) set by hand: `t` Unix seconds,
-    `ms` ticks that sleep_ms advances (and the seconds with them); valid() is `is_valid`."""
+    `ms` ticks that sleep_ms advances (and the seconds with them); valid() is `is_valid`;
+    mono() (the deadlines' clock) counts from the start, and moves with `t` too."""
 
     def __init__(self, unix=METER_EPOCH_UNIX, valid=True):
         self.t = unix
+        self.t0 = unix
         self.ms = 0
         self.is_valid = valid
+
+    def mono(self):
+        return self.t - self.t0 + self.ms // 1000
 
     def now(self):
         return self.t - METER_EPOCH_UNIX + self.ms // 1000

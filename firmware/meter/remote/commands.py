@@ -271,13 +271,14 @@ class Commands:
             # day); a day without any starts over. Each event's value: the rejections it covers.
             st = self.state
             st[1] += 1
-            now = self._clock.now()
-            if st[0] is None or not 0 <= now - st[3] < 86400:
-                st[2] = 0  # quiet for a day (or a clock step): log at once
-            st[3] = now
-            if st[0] is None or not 0 <= now - st[0] < st[2]:
+            t = self._clock.mono()  # (st's times: the monotonic clock, never stepped)
+            if st[0] is None or not 0 <= t - st[3] < 86400:
+                st[2] = 0  # quiet for a day: log at once
+            st[3] = t
+            if st[0] is None or not 0 <= t - st[0] < st[2]:
                 st[2] = 3600 if st[2] < 3600 else min(st[2] * 2, 86400)
-                st[0] = now
+                st[0] = t
+                now = self._clock.now()
                 try:
                     # (a clock that lost its time reads before 2020: logged at 0)
                     self._log.log(now if now > 0 else 0, CMD_REJECTED + code, st[1])

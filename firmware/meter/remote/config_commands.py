@@ -105,7 +105,7 @@ def _set_telemetry_period(cmds, args, body):
     s = whole(args, "seconds", 5, 86400)
     _save_config(cmds, {"telemetry_period_s": s})
     link = cmds.link
-    now = cmds._clock.now()
+    now = cmds._clock.mono()  # the link's timers run on the monotonic clock
     if link is not None and link._next_s > now + s:
         link._next_s = now + s  # shorter: the next message comes on the new period
     log(cmds, 222, s)

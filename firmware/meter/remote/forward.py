@@ -24,12 +24,15 @@ unload("meter.storage.layout")  # (its names are copied: meter/storage/layout.py
 _BATCH = const(4)  # records per duty cycle (both streams together)
 _BUDGET_MS = const(250)  # ... and no more wall time than this on them
 _KEEP_S = const(60)  # the cursor is saved at most this often
-# link.fwd, the state kept in RAM between loads (one list: the link is resident):
-# 0, 1 the cursor (block-profile n, event seq delivered up to; -1: not read from flash yet),
-# 2 its slot sequence, 3 when it is next to be saved (-1: saved), 4 the last save,
-# 5 when to try again after the heap had no room, 6 records lost
-_DUE = const(3)
-_LOST = const(6)
+# link.fwd, the state kept in RAM between loads (one list: the link is resident), by these
+# indices (meter/remote/link.py names the ones it reads alike; times are clock.mono()):
+_PROFILE = const(0)  # the cursor: block-profile n delivered up to (-1: not read from flash yet)
+_EVENT = const(1)  # ... and event seq delivered up to
+_SEQ = const(2)  # its slot sequence
+_DUE = const(3)  # when it is next to be saved (-1: saved)
+_SAVED = const(4)  # the last save
+_WAIT = const(5)  # when to try again after the heap had no room (set by the link)
+_LOST = const(6)  # records lost
 
 
 def _load(f, fs):
@@ -37,25 +40,25 @@ def _load(f, fs):
     records)."""
     slots = Slots(fs, "/fwd", "<II")
     rec = slots.load()[0]
-    f[0], f[1] = rec if rec is not None else (0, 0)
-    f[2] = slots.seq
+    f[_PROFILE], f[_EVENT] = rec if rec is not None else (0, 0)
+    f[_SEQ] = slots.seq
 
 
 def _save(f, fs, now):
     """The cursor to flash: once a minute at most (a small LittleFS metadata commit), so
     after a reboot it may lag and those records go again, with the same seq."""
     slots = Slots(fs, "/fwd", "<II")
-    slots.seq = f[2]
-    slots.save(f[0], f[1])
-    f[2] = slots.seq
+    slots.seq = f[_SEQ]
+    slots.save(f[_PROFILE], f[_EVENT])
+    f[_SEQ] = slots.seq
     f[_DUE] = -1
-    f[4] = now
+    f[_SAVED] = now
 
 
 def _moved(f):
     """The cursor moved: it is to be saved, no sooner than _KEEP_S after the last save."""
     if f[_DUE] < 0:
-        f[_DUE] = f[4] + _KEEP_S
+        f[_DUE] = f[_SAVED] + _KEEP_S
 
 
 def backlog(link):
@@ -64,12 +67,12 @@ def backlog(link):
     m = link.meter
     if m is None:
         return 0
-    if f[0] < 0:
+    if f[_PROFILE] < 0:
         _load(f, m.hw.fs)
-    head = m.store.profile_head
-    p = head - max(f[0], head - BLOCK_CAPACITY) if f[0] <= head else head
+    head = m.store.period.head
+    p = head - max(f[_PROFILE], head - BLOCK_CAPACITY) if f[_PROFILE] <= head else head
     head = m.log.seq
-    return p + (head - f[1] if f[1] <= head else head)
+    return p + (head - f[_EVENT] if f[_EVENT] <= head else head)
 
 
 def _read(fs, path, offset, buf, size):
@@ -86,15 +89,15 @@ def _read(fs, path, offset, buf, size):
 
 def _next_profile(f, meter, buf):
     """The next block-profile record to deliver: its n (in buf), or 0 if none waits."""
-    head = meter.store.profile_head
-    if f[0] > head:  # numbered afresh (factory reset): everything there is is new
-        f[0] = 0
+    head = meter.store.period.head
+    if f[_PROFILE] > head:  # numbered afresh (factory reset): everything there is is new
+        f[_PROFILE] = 0
         _moved(f)
-    while f[0] < head:
-        n = f[0] + 1
+    while f[_PROFILE] < head:
+        n = f[_PROFILE] + 1
         if n <= head - BLOCK_CAPACITY:  # overwritten before it could be delivered
             f[_LOST] += head - BLOCK_CAPACITY - n + 1
-            f[0] = head - BLOCK_CAPACITY
+            f[_PROFILE] = head - BLOCK_CAPACITY
             continue
         slot = (n - 1) % BLOCK_CAPACITY
         path = BLOCK_PATH + "." + str(slot // BLOCK_PER_FILE)
@@ -102,7 +105,7 @@ def _next_profile(f, meter, buf):
                 struct.unpack_from("<I", buf, 0)[0] == n:
             return n
         f[_LOST] += 1  # damaged: skipped (the damage was logged at boot)
-        f[0] = n
+        f[_PROFILE] = n
     return 0
 
 
@@ -110,10 +113,10 @@ def _next_event(f, meter, buf, scan):
     """The oldest event after the cursor, over all categories: its seq (record in buf), or
     0 if none waits. Each category's ring is one small file: scanned one record at a time."""
     head = meter.log.seq
-    if f[1] > head:
-        f[1] = 0
+    if f[_EVENT] > head:
+        f[_EVENT] = 0
         _moved(f)
-    if f[1] >= head:
+    if f[_EVENT] >= head:
         return 0
     best = 0
     fs = meter.hw.fs
@@ -128,25 +131,26 @@ def _next_event(f, meter, buf, scan):
                         struct.unpack_from("<I", scan, EVENT_SIZE - 4)[0]:
                     continue
                 seq = struct.unpack_from("<I", scan, 4)[0]
-                if f[1] < seq <= head and (not best or seq < best):
+                if f[_EVENT] < seq <= head and (not best or seq < best):
                     best = seq
                     buf[:] = scan
         finally:
             g.close()
     if not best:  # all of them gone (overwritten while the link was down)
-        f[_LOST] += head - f[1]
-        f[1] = head
+        f[_LOST] += head - f[_EVENT]
+        f[_EVENT] = head
         return 0
-    f[_LOST] += best - f[1] - 1  # those in between were overwritten
+    f[_LOST] += best - f[_EVENT] - 1  # those in between were overwritten
     return best
 
 
 def send(link, meter, now):
-    """Publish up to _BATCH waiting records at QoS 1, events and profile records in turn.
+    """Publish up to _BATCH waiting records at QoS 1, events and profile records in turn
+    (now: clock.mono(), the cursor's timers run on it).
     A record counts as delivered only once its PUBACK is in (publish returned); an error
     propagates to the link, which fails and backs off, the cursor left where it was."""
     f = link.fwd
-    if f[0] < 0:
+    if f[_PROFILE] < 0:
         _load(f, meter.hw.fs)
     clock = meter.clock
     mid = link._cfg["meter_id"]
@@ -165,7 +169,7 @@ def send(link, meter, now):
                 "v": r[5] / 100, "i": r[6] / 1000,
                 "import_kwh": str(wh // 1000) + "." + ("00" + str(wh % 1000))[-3:],
                 "value": r[8]})
-            f[1] = seq
+            f[_EVENT] = seq
             sent += 1
         n = _next_profile(f, meter, buf) if sent < _BATCH else 0
         if n:
@@ -173,12 +177,12 @@ def send(link, meter, now):
             _publish(link, "profile", {
                 "id": mid, "seq": n, "t": r[0] + METER_EPOCH_UNIX, "import_wh": r[1],
                 "export_wh": r[2], "v": r[3] / 100, "i": r[4] / 1000, "flags": r[5]})
-            f[0] = n
+            f[_PROFILE] = n
             sent += 1
         if not (seq or n):
             break
     if f[_LOST] != lost:  # say so: an event (itself forwarded in turn) with how many,
-        meter.log.log(now, events.BACKLOG_LOST, f[_LOST] - lost)
+        meter.log.log(clock.now(), events.BACKLOG_LOST, f[_LOST] - lost)
         f[_DUE] = now  # and the cursor saved past them now: announced only once
     if sent:
         _moved(f)

@@ -21,6 +21,11 @@ ERRORS = (OSError, IndexError, AssertionError, TypeError, MemoryError, simple.MQ
 _timeout = [5, None]  # the socket timeout, the last plain socket opened
 _PER_LOOK = const(32)  # incoming messages handled at most per look (_poll)
 _LOOK_MS = const(100)  # and for at most this long
+# link.fwd: meter/remote/forward.py's state, read here by its indices there
+_F_PROFILE = const(0)  # block-profile n delivered up to
+_F_EVENT = const(1)  # event seq delivered up to
+_F_DUE = const(3)  # clock.mono() the cursor is next to be saved (-1: saved)
+_F_WAIT = const(5)  # clock.mono() to try again after the heap had no room
 _MAX_CMD = const(1024)  # meter/remote/commands.py MAX_SIZE: the largest command read into RAM
 
 
@@ -145,6 +150,7 @@ class Link:
         self.reboot = False  # a reboot command was accepted: reset once its ack is out
         self._base = "meters/" + cfg["meter_id"] + "/"
         self.client = None
+        # deadlines on the monotonic clock (clock.mono()): a time_sync moves none of them
         self._retry_s = 0
         self._backoff_s = 1
         self._rand = crc32(self._base.encode()) & 0x3FFFFFFF | 1  # jitter differs per meter
@@ -184,7 +190,7 @@ class Link:
         """Connect when due, commands in, acks out, telemetry, keep-alive: bounded work,
         every wait under a timeout."""
         self.meter = meter
-        now = self._clock.now()
+        now = self._clock.mono()
         f = self.fwd
         if self.client is None and now < self._retry_s:
             return
@@ -197,11 +203,11 @@ class Link:
             self._poll(c)
             # stored records not yet delivered: a few go out (meter/remote/forward.py), if the
             # heap has room for its code (~3 KB) and to work in; else they wait on flash
-            if (f[0] != meter.store.profile_head or f[1] != meter.log.seq
-                    or 0 <= f[3] <= now) and now >= f[5]:
+            if (f[_F_PROFILE] != meter.store.period.head or f[_F_EVENT] != meter.log.seq
+                    or 0 <= f[_F_DUE] <= now) and now >= f[_F_WAIT]:
                 compat.collect()
                 if compat.mem_free() < 12288:  # its code, then room for a command too
-                    f[5] = now + 60  # try again in a minute
+                    f[_F_WAIT] = now + 60  # try again in a minute
                 else:
                     overlay("meter.remote.forward").send(self, meter, now)
                     self._sent_s = now
@@ -248,7 +254,7 @@ class Link:
             try:
                 self._poll(self.client)
             except ERRORS as exc:
-                self.failed(clock.now(), exc)
+                self.failed(clock.mono(), exc)
         clock.sleep_ms(ms)
 
     def _received(self, topic, msg):
@@ -273,4 +279,4 @@ class Link:
             return
         # Acks go out at QoS 0 from inside umqtt's receive: no nested wait for a PUBACK.
         self.client.publish(self._base + "ack", ack)
-        self._sent_s = self._clock.now()
+        self._sent_s = self._clock.mono()

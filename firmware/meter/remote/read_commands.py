@@ -69,7 +69,7 @@ def _read_profile(cmds, args, body):
     fs = cmds._fs
     if which == "block":
         meter = cmds.link.meter if cmds.link is not None else None
-        ring = block(fs, meter.store.profile_head if meter is not None else 0)
+        ring = block(fs, meter.store.period.head if meter is not None else 0)
         ack = _page(ring, rng, 0, True, _block_row)
     elif which == "daily":
         ring = daily(fs)

@@ -6,7 +6,6 @@ from meter.remote.dispatch import Refused, log, only, whole
 MAX_STEP = const(3600)  # time_sync: the largest step (s) while the clock is valid
 _UNIX_MIN = const(1704067200)  # 2024-01-01: a time_sync must land on a valid clock
 _UNIX_MAX = 2634801407  # meter time clock.MAX_S (2053-06-29): meter times stay small ints
-_CLOCK_SET = const(8)  # block profile flag: the clock was set in the period (profile.py)
 
 
 def _time_sync(cmds, args, body):
@@ -22,56 +21,17 @@ def _time_sync(cmds, args, body):
         raise Refused(3, "step %d s: at most %d while the clock is set" % (step, MAX_STEP))
     old = clock.now()
     unset = not clock.valid()
-    import machine
-
-    t = clock._src.gmtime(unix - clock._epoch_offset)  # the source's own epoch
-    machine.RTC().datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0))  # survives a reset
-    clock._base_s += step
-    _shift(cmds, step, unset)
+    step = clock.set(unix)  # the one offset moves; every deadline runs on clock.mono()
+    meter = None if cmds.link is None else cmds.link.meter
+    if meter is not None:
+        p = meter.store.period  # periods end at wall-clock multiples: they follow the step
+        if p.clock_set(clock.now(), unset, meter.period_s):
+            meter.store.save_period()
     size = -step if step < 0 else step
     size = size if size < 0x7FFFFFFF else 0x7FFFFFFF
     log(cmds, 223, size, old)
     log(cmds, 224, size)
     return 0, {"step": step}
-
-
-def _shift(cmds, step, unset):
-    """Deadlines kept in meter seconds move with the clock, so a step neither fires nor
-    holds back checkpoints, telemetry, retries and the limiter's timers. A profile period
-    in progress keeps its end: a forward step closes it at the next poll (marked partial),
-    a backward one lengthens it, so block records stay in strictly increasing time. If
-    the clock was not set, that period began at a meaningless time: a new one begins now,
-    with no record for the old one (its energy counts in the new one)."""
-    link = cmds.link
-    if cmds.state[0] is not None:
-        cmds.state[0] += step
-    if link is None:
-        return
-    link._next_s += step
-    link._sent_s += step
-    link._retry_s += step
-    meter = link.meter
-    if meter is not None:
-        meter.saved_at += step
-        meter.rejected_logged += step
-        if meter.reverse_at >= 0:
-            meter.reverse_at += step
-        meter.acc[3] = 0  # take a V/I sample at the next poll
-        meter.acc[4] |= _CLOCK_SET
-        if unset:
-            now = cmds._clock.now()
-            p = meter.store.period
-            p[0] = now - now % meter.period_s
-            meter.period_end = p[0] + meter.period_s
-            meter.store.save_period()
-    ctl = cmds.handler
-    lim = getattr(ctl, "limiter", None)
-    if lim is not None:
-        lim.retry_at += step
-        if lim.over_since >= 0:
-            lim.over_since += step
-        if lim.under_since >= 0:
-            lim.under_since += step
 
 
 def _reboot(cmds, args, body):

@@ -12,10 +12,21 @@ from binascii import crc32
 
 from micropython import const
 
+_CLOCK_SET = const(8)  # block flag: the clock was set in the period (meter.storage.profiles)
 FLAG_LAST_GASP = const(1)  # written by the power-fail handler: power went at `time`
 # A last-gasp journal record: the LittleFS energy checkpoint's seq it follows, import kWh,
 # mWh, export kWh, mWh, time, flags; padded to 32 bytes with the CRC32 of the rest at 28.
 JOURNAL_FMT = "<IIIIIIB"
+# EnergyStore.journal, the journal's state in one list by these indices (meter/storage/
+# restore.py names them alike; a test keeps the two in step):
+_J_DEV = const(0)  # the raw flash partition
+_J_NEXT = const(1)  # the next slot to program
+_J_ROOM = const(2)  # erased slots from there (0: none free until restore has looked)
+_J_SLOTS = const(3)  # slots in the partition
+_J_BUF = const(4)  # the 32-byte record buffer
+_J_FOLD = const(5)  # restore: the newest record, to fold into LittleFS
+_J_ERASE = const(6)  # restore: the blocks to erase
+_J_ROOM_AFTER = const(7)  # restore: the room once they are erased
 
 
 class Slots:
@@ -67,24 +78,60 @@ class Slots:
         return best, bad
 
 
+class Period:
+    """The load-profile period in progress, its one owner: written by meter.storage.profiles
+    (and its own two methods below), read back from flash by meter.storage.restore, saved by
+    EnergyStore.save_period (start, registers at the start, demand, head)."""
+
+    def __init__(self):
+        self.start = 0  # meter (wall) time it began: periods end at wall-clock multiples
+        self.end = 0  # ... and when it ends (0: not begun)
+        self.imp_wh = 0  # the registers at its start
+        self.exp_wh = 0
+        self.demand_w = 0  # the billing month's maximum demand, and its time
+        self.demand_at = 0
+        self.head = 0  # records in the block profile's ring (its n)
+        self.v_sum = 0  # V and I samples for the period's averages, and their count
+        self.i_sum = 0
+        self.samples = 0
+        self.sample_at = 0  # clock.mono() when the next sample is due
+        self.flags = 0  # block flags so far (meter.storage.profiles)
+
+    def sample(self, inst, mono):
+        """One V/I sample, every 30 s (on the monotonic clock)."""
+        self.sample_at = mono + 30
+        self.v_sum += inst[0]
+        self.i_sum += inst[1]
+        self.samples += 1
+
+    def clock_set(self, now, unset, period_s):
+        """The clock was set (time_sync): the period keeps its end (a forward step closes it
+        at the next poll, marked partial; a backward one lengthens it, so block records stay
+        in strictly increasing time), is flagged, and takes a sample at the next poll. If the
+        clock was not set, the period began at a meaningless time: a new one begins now, with
+        no record for the old one (its energy counts in the new one). True: to be saved."""
+        self.sample_at = 0
+        self.flags |= _CLOCK_SET
+        if unset:
+            self.start = now - now % period_s
+            self.end = self.start + period_s
+        return unset
+
+
 class EnergyStore:
     def __init__(self, fs, journal=None):
         # import kWh, import mWh, export kWh, export mWh, meter time, flags
         self._energy = Slots(fs, "/energy", "<IIIIIB")
-        # the profile period in progress: start time, import and export Wh at its start;
-        # the billing month's maximum demand: W and its time; the block profile's head
+        # the profile period in progress (Period): start time, import and export Wh at its
+        # start; the billing month's maximum demand: W and its time; the block profile's head
         self._period = Slots(fs, "/period", "<IIIIII")
         self.bad_slots = 0
         self.flags = 0
-        self.period = [0, 0, 0]
-        self.demand = [0, 0]
-        self.profile_head = 0
+        self.period = Period()
         # Last gasps go to a raw flash partition outside LittleFS, kept erased ahead of the
         # writer (meter.storage.restore erases spent sectors at boot, on mains): a last gasp is one
         # 32-byte program, under a millisecond, never an erase, so it fits the hold-up
-        # whatever LittleFS would be doing. [device, next slot, erased slots from there,
-        # slots, record buffer, and meter.storage.restore's boot-time working state]; none free
-        # until meter.storage.restore has looked at it.
+        # whatever LittleFS would be doing. Its state: a list by the _J_ indices above.
         self.journal = None
         if journal is not None:
             self.journal = [journal, 0, 0, 0, bytearray(32), None, None, 0]
@@ -107,22 +154,21 @@ class EnergyStore:
         """The power-fail handler's save: a journal record if there is room, else (no
         journal partition) a LittleFS checkpoint, which may need an erase."""
         j = self.journal
-        if j is None or j[2] <= 0:
+        if j is None or j[_J_ROOM] <= 0:
             return self.save(imp, exp, now, FLAG_LAST_GASP)
-        buf = j[4]
+        buf = j[_J_BUF]
         imwh = imp.total_mwh()
         emwh = exp.total_mwh()
         struct.pack_into(JOURNAL_FMT, buf, 0, self._energy.seq, imp.kwh, imwh,
                          exp.kwh, emwh, now, FLAG_LAST_GASP)
         struct.pack_into("<I", buf, 28, crc32(memoryview(buf)[:28]))
-        n = j[1]
-        j[1] = (n + 1) % j[3]
-        j[2] -= 1
-        j[0].writeblocks(n >> 7, buf, (n & 127) << 5)  # 128 slots of 32 bytes a block
+        n = j[_J_NEXT]
+        j[_J_NEXT] = (n + 1) % j[_J_SLOTS]
+        j[_J_ROOM] -= 1
+        j[_J_DEV].writeblocks(n >> 7, buf, (n & 127) << 5)  # 128 slots of 32 bytes a block
         imp.saved(imp.kwh, imwh)
         exp.saved(exp.kwh, emwh)
 
     def save_period(self):
         p = self.period
-        d = self.demand
-        self._period.save(p[0], p[1], p[2], d[0], d[1], self.profile_head)
+        self._period.save(p.start, p.imp_wh, p.exp_wh, p.demand_w, p.demand_at, p.head)

@@ -42,12 +42,12 @@ def billing(fs):
 def bill(meter, now, trigger=BILL_COMMAND):
     """Snapshot the registers and the month's maximum demand; a monthly one starts a new
     month of demand. Returns the billing log's ring, the record appended (its n)."""
-    demand = meter.store.demand
+    p = meter.store.period
     imp = meter.imp
     exp = meter.exp
     ring = billing(meter.hw.fs)
-    ring.append(now, imp.kwh * 1000 + imp.wh, exp.kwh * 1000 + exp.wh, demand[0], demand[1],
+    ring.append(now, imp.kwh * 1000 + imp.wh, exp.kwh * 1000 + exp.wh, p.demand_w, p.demand_at,
                 trigger)
     if trigger == BILL_MONTHLY:
-        demand[0] = demand[1] = 0
+        p.demand_w = p.demand_at = 0
     return ring

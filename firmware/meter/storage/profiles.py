@@ -4,8 +4,9 @@
 # - daily: cumulative import/export Wh at 00:00 UTC, 35 days;
 # - billing: cumulative Wh and the month's maximum demand (W over a capture period, with its
 #   time) at 00:00 UTC on the 1st of each month and on command; 12 entries.
-# The period in progress (its start and the registers then), the month's maximum demand and
-# the block ring's head travel in the checkpoint's period slot, so a reboot carries on.
+# The period in progress (meter.storage.checkpoint.Period, written here: its start and the
+# registers then, the month's maximum demand, the block ring's head, the V/I samples) travels
+# in the checkpoint's period slot, so a reboot carries on.
 # Used at boot and once a period: the app imports it then and lets it go again (heap).
 from micropython import const
 
@@ -52,15 +53,14 @@ def boot(meter, now):
         fs.mkdir(PROFILE_DIR)
     except OSError:
         pass
-    store = meter.store
-    p = store.period
-    ring = block(fs, store.profile_head)
-    meter.acc[4] |= POWER_FAILED | PARTIAL
-    if p[0] and now < _end(meter, p[0]):
-        meter.period_end = _end(meter, p[0])
+    p = meter.store.period
+    ring = block(fs, p.head)
+    p.flags |= POWER_FAILED | PARTIAL
+    if p.start and now < _end(meter, p.start):
+        p.end = _end(meter, p.start)
         return ring.bad
-    if p[0]:
-        end = _end(meter, p[0])
+    if p.start:
+        end = _end(meter, p.start)
         last = ring.get(ring.n)
         if last is None or last[0] < end:
             _capture(meter, ring, end)
@@ -75,44 +75,43 @@ def _end(meter, start):
 def _begin(meter, ring, now):
     store = meter.store
     p = store.period
-    p[0] = now - now % meter.period_s
-    p[1] = _wh(meter.imp)
-    p[2] = _wh(meter.exp)
-    store.profile_head = ring.n
-    meter.period_end = _end(meter, p[0])
+    p.start = now - now % meter.period_s
+    p.imp_wh = _wh(meter.imp)
+    p.exp_wh = _wh(meter.exp)
+    p.head = ring.n
+    p.end = _end(meter, p.start)
     store.save_period()
 
 
 def close(meter, now):
     """The period has ended: write its record (and at midnight the daily one, on the 1st the
     billing one), begin the next."""
-    ring = block(meter.hw.fs, meter.store.profile_head)
-    end = meter.period_end
+    p = meter.store.period
+    ring = block(meter.hw.fs, p.head)
+    end = p.end
     _capture(meter, ring, end)
-    meter.acc[4] = 0 if now == end else PARTIAL
+    p.flags = 0 if now == end else PARTIAL
     _begin(meter, ring, now)
 
 
 def _capture(meter, ring, end):
     p = meter.store.period
-    d_imp = _wh(meter.imp) - p[1]
-    d_exp = _wh(meter.exp) - p[2]
-    acc = meter.acc
-    n = acc[2]
-    flags = acc[4]
+    d_imp = _wh(meter.imp) - p.imp_wh
+    d_exp = _wh(meter.exp) - p.exp_wh
+    n = p.samples
+    flags = p.flags
     if end <= VALID_AFTER:
         flags |= CLOCK_INVALID
     if not n:
         flags |= NO_SAMPLES
         n = 1
     ring.append(end, min(max(d_imp, 0), 0xFFFF), min(max(d_exp, 0), 0xFFFF),
-                min(acc[0] // n, 0xFFFF), min(acc[1] // n, 0xFFFF), flags)
-    acc[0] = acc[1] = acc[2] = 0
-    demand = meter.store.demand
-    watts = d_imp * 3600 // (end - p[0]) if end > p[0] else 0
-    if watts > demand[0]:
-        demand[0] = watts
-        demand[1] = end
+                min(p.v_sum // n, 0xFFFF), min(p.i_sum // n, 0xFFFF), flags)
+    p.v_sum = p.i_sum = p.samples = 0
+    watts = d_imp * 3600 // (end - p.start) if end > p.start else 0
+    if watts > p.demand_w:
+        p.demand_w = watts
+        p.demand_at = end
     if end % 86400 == 0:
         daily(meter.hw.fs).append(end, _wh(meter.imp), _wh(meter.exp))
         if civil_day(end // 86400)[2] == 1:

@@ -13,6 +13,15 @@ from meter.storage.checkpoint import FLAG_LAST_GASP, JOURNAL_FMT
 _SLOT = const(32)
 _PER_BLOCK = const(128)
 _ERASED = b"\xff" * _SLOT
+# EnergyStore.journal's indices (meter/storage/checkpoint.py: kept in step by a test)
+_J_DEV = const(0)  # the raw flash partition
+_J_NEXT = const(1)  # the next slot to program
+_J_ROOM = const(2)  # erased slots from there (0: none free until restore has looked)
+_J_SLOTS = const(3)  # slots in the partition
+_J_BUF = const(4)  # the 32-byte record buffer
+_J_FOLD = const(5)  # restore: the newest record, to fold into LittleFS
+_J_ERASE = const(6)  # restore: the blocks to erase
+_J_ROOM_AFTER = const(7)  # restore: the room once they are erased
 
 
 def scan_journal(store):
@@ -22,10 +31,10 @@ def scan_journal(store):
     after). Only reads; returns (record or None, damaged records); keeps the blocks to erase
     and the room there will be in the journal's working state."""
     j = store.journal
-    buf = j[4]
-    bdev = j[0]
+    buf = j[_J_BUF]
+    bdev = j[_J_DEV]
     blocks = bdev.ioctl(4, 0)
-    j[3] = blocks * _PER_BLOCK
+    j[_J_SLOTS] = blocks * _PER_BLOCK
     best = None
     best_at = -1
     used = [0] * blocks
@@ -57,10 +66,10 @@ def scan_journal(store):
                     here = b
                     break
     erase = [b for b in range(blocks) if used[b] and (b != here or at == 0)]
-    j[1] = here * _PER_BLOCK + at
-    j[2] = 0  # until the erases are done (settle_journal)
-    j[6] = erase
-    j[7] = blocks * _PER_BLOCK - at
+    j[_J_NEXT] = here * _PER_BLOCK + at
+    j[_J_ROOM] = 0  # until the erases are done (settle_journal)
+    j[_J_ERASE] = erase
+    j[_J_ROOM_AFTER] = blocks * _PER_BLOCK - at
     return best, bad
 
 
@@ -70,19 +79,18 @@ def load_energy(store, imp, exp, journal=True):
     reads (folding is settle_journal's)."""
     rec, bad = store._period.load()
     if rec is not None:
-        store.period = [rec[0], rec[1], rec[2]]
-        store.demand = [rec[3], rec[4]]
-        store.profile_head = rec[5]
+        p = store.period
+        p.start, p.imp_wh, p.exp_wh, p.demand_w, p.demand_at, p.head = rec
     best, bad2 = store._energy.load()
     store.bad_slots = bad + bad2
     j = store.journal
     if j is not None and journal:
-        j[5] = None
+        j[_J_FOLD] = None
         last, bad3 = scan_journal(store)
         store.bad_slots += bad3
         # a record written after LittleFS checkpoint seq S carries S: it is the newer one
         if last is not None and last[0] >= store._energy.seq:
-            j[5] = last  # to fold into LittleFS
+            j[_J_FOLD] = last  # to fold into LittleFS
             best = last[1:]
     if best is None:
         return None
@@ -101,17 +109,17 @@ def settle_journal(store, imp, exp, reset):
     if j is None:
         return
     if reset:
-        blocks = j[0].ioctl(4, 0)
-        j[1] = 0
-        j[3] = j[7] = blocks * _PER_BLOCK
-        j[6] = range(blocks)
-    elif j[5] is not None:
-        rec = j[5]
+        blocks = j[_J_DEV].ioctl(4, 0)
+        j[_J_NEXT] = 0
+        j[_J_SLOTS] = j[_J_ROOM_AFTER] = blocks * _PER_BLOCK
+        j[_J_ERASE] = range(blocks)
+    elif j[_J_FOLD] is not None:
+        rec = j[_J_FOLD]
         store.save(imp, exp, rec[5], rec[6])
-    for b in j[6]:
-        j[0].ioctl(6, b)
-    j[5] = j[6] = None
-    j[2] = j[7]
+    for b in j[_J_ERASE]:
+        j[_J_DEV].ioctl(6, b)
+    j[_J_FOLD] = j[_J_ERASE] = None
+    j[_J_ROOM] = j[_J_ROOM_AFTER]
 
 
 def restore(meter, now):

@@ -110,7 +110,7 @@ class Control:
             service(self)
             unload("meter.local.command_port")
         if self.limiter is not None:
-            self.limiter.service(self, self.clock.now(), meter.inst[2])
+            self.limiter.service(self, self.clock.mono(), meter.inst[2])
         if self.tamper is not None:
             opened = self.tamper.value() == 1
             if opened and not self.cover_seen:

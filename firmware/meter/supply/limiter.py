@@ -39,8 +39,10 @@ class Limiter:
         return self.normal_w
 
     def service(self, ctl, now, watts):
+        """now: clock.mono(), which the timers run on (a time_sync moves none of them); the
+        emergency profile is in meter (wall) time."""
         if ctl.state == _CONNECTED:
-            if watts > self.threshold(now):
+            if watts > self.threshold(ctl.clock.now()):
                 self.under_since = -1
                 if self.over_since < 0:
                     self.over_since = now
@@ -51,7 +53,7 @@ class Limiter:
                         if self.attempts >= self.max_attempts:
                             self.attempts = 0
                             self.retry_at = now + self.lockout_s
-                            self._log.log(now, events.LIMITER_LOCKOUT)
+                            self._log.log(ctl.clock.now(), events.LIMITER_LOCKOUT)
                         else:
                             self.retry_at = now + self.reconnect_s
             else:

@@ -72,7 +72,7 @@ def setup(meter, hw):
     close = ctl.state == 1  # Connected
     # a transition cut short before its event: completed now (the relay below), logged once
     lost = missing(hw.fs, rec)
-    fb = hw.relay[2]
+    _a, _b, fb, _ms, _hbridge = hw.relay  # the wiring (meter/runtime/hardware.py)
     code = -1  # not pulsed
     if fb is None or fb.value() != close:
         code = Relay(ctl.clock, hw.relay, ctl.ring, ctl.retries).switch(close, False)[0]
