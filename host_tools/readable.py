@@ -37,13 +37,12 @@ def names() -> SimpleNamespace:
     from simulator.device.shim import micropython as shim
 
     sys.modules.setdefault("micropython", shim)
-    from meter.remote import time_commands as cmdtime
-    from meter.storage import event_names, profile_rings
+    from meter.storage import checkpoint, event_names, profile_rings
     from meter.storage import profiles as profile
     from meter.storage.layout import CATEGORIES
 
     flags = {profile.POWER_FAILED: "power_failed", profile.PARTIAL: "partial",
-             profile.NO_SAMPLES: "no_samples", cmdtime._CLOCK_SET: "clock_set"}
+             profile.NO_SAMPLES: "no_samples", checkpoint._CLOCK_SET: "clock_set"}
     return SimpleNamespace(
         event=event_names.name, states=event_names.STATES, categories=CATEGORIES,
         flags=flags,
