@@ -479,7 +479,7 @@ def check(raw: Any) -> dict:
     ctx = {_END: raw["duration_s"],
            _AMPS: AMPS_PER_IMAX * config.get("imax_a", defaults["imax_a"])}
     Obj(SCHEMA).check(raw, "", ctx)
-    known = _firmware("meter.remote.commands")._KNOWN.split()
+    known = list(_firmware("meter.remote.command_table").COMMANDS)
     for i, item in enumerate(raw.get("commands", [])):
         where = f"commands[{i}]"
         if "raw" in item:

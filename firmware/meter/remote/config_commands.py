@@ -1,8 +1,8 @@
-# Configuration commands (see meter/remote/dispatch.py): control mode, load limit, telemetry
-# period.
+# Configuration commands (group CONFIG in meter/remote/command_table.py, run by
+# meter/remote/dispatch.py): control mode, load limit, telemetry period.
 import json
 
-from meter.remote.dispatch import Refused, bad, log, only, whole
+from meter.remote.arguments import Refused, bad, log, only, whole
 from meter.runtime.overlays import unload
 
 
@@ -38,7 +38,7 @@ def _save_config(cmds, changes):
         link._cfg.update(changes)
 
 
-def _set_control_mode(cmds, args, body):
+def set_control_mode(cmds, args):
     only(args, ("mode",))
     mode = whole(args, "mode", 0, 6)
     ctl = _control(cmds)
@@ -61,7 +61,7 @@ def _set_control_mode(cmds, args, body):
     return ctl.status(None)
 
 
-def _set_load_limit(cmds, args, body):
+def set_load_limit(cmds, args):
     from meter.supply import startup
 
     try:
@@ -100,7 +100,7 @@ def _set_load_limit(cmds, args, body):
     return 0, {"watts": watts, "load_limiter": merged}
 
 
-def _set_telemetry_period(cmds, args, body):
+def set_telemetry_period(cmds, args):
     only(args, ("seconds",))
     s = whole(args, "seconds", 5, 86400)
     _save_config(cmds, {"telemetry_period_s": s})

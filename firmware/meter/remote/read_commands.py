@@ -1,9 +1,10 @@
-# Read-back commands and the billing snapshot (see meter/remote/dispatch.py). The rings are opened
+# Read-back commands and the billing snapshot (group READ in meter/remote/command_table.py,
+# run by meter/remote/dispatch.py). The rings are opened
 # with meter/storage/ring.py directly: meter/storage/profiles.py is three times its size, and only
 # its ring layouts are needed (tests/test_cmdx.py checks they agree).
 from micropython import const
 
-from meter.remote.dispatch import Refused, bad, log, only, whole
+from meter.remote.arguments import Refused, bad, log, only, whole
 from meter.storage.ring import Ring
 
 PAGE = const(8)  # records per read_profile / read_events ack: the ack stays under ~800 B
@@ -19,7 +20,7 @@ def _ring(fs, layout, hint=0):
     return Ring(fs, layout[0], layout[1], layout[2], layout[3], True, hint)
 
 
-def _billing_snapshot(cmds, args, body):
+def billing_snapshot(cmds, args):
     only(args, ())
     meter = cmds.link.meter
     imp = meter.imp
@@ -72,7 +73,7 @@ def _event_row(n, r):
     return [n, r[0], r[1] + _EPOCH, r[2], r[5], r[6], r[7], r[8]]
 
 
-def _read_profile(cmds, args, body):
+def read_profile(cmds, args):
     only(args, ("profile", "since", "until", "newest_first", "start"))
     which = args.get("profile", "block")
     rng = _range(args)
@@ -94,7 +95,7 @@ def _read_profile(cmds, args, body):
     return ack
 
 
-def _read_events(cmds, args, body):
+def read_events(cmds, args):
     only(args, ("category", "since", "until", "newest_first", "start"))
     cat = args.get("category")
     if type(cat) is str and cat in _CATEGORIES:
