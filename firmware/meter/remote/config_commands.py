@@ -16,8 +16,9 @@ def _control(cmds):
 def _save_config(cmds, changes):
     """Persist overrides in /config.json (the provisioned file, kept as it is otherwise),
     then apply them to the running configuration."""
-    from meter.storage import config  # resident: the app holds it
+    from meter.storage import config
 
+    unload("meter.storage.config")  # an overlay (meter/app.py keeps only its dict)
     fs = cmds._fs
     try:
         with fs.open(config.PATH, "r") as f:
