@@ -313,7 +313,9 @@ def test_impossible_energy_is_rejected_not_added(tmp_path):
     emu.regs[AP_ENERGY] += 20_000  # a glitch inside the chip: 625 Wh in one second
     meter.poll()
     assert meter.rejected == 1 and meter.imp.wh_float() == before
-    codes = [code for _s, _t, code in meter.log.records()]
+    from meter.storage import reader
+
+    codes = [code for _s, _t, code in reader.all_events(meter.hw.fs)]
     assert 120 in codes  # read_rejected
     world.advance(1000)
     meter.poll()
@@ -328,4 +330,6 @@ def test_ic_reset_reinitialises_with_calibration_and_counts(tmp_path):
     world.advance(1000)
     meter.poll()
     assert meter.reinits == 1 and emu.metering() and emu.regs[L_GAIN] == 0x0100
-    assert 3 in [code for _s, _t, code in meter.log.records()]  # ic_reinitialised
+    from meter.storage import reader
+
+    assert 3 in [code for _s, _t, code in reader.all_events(meter.hw.fs)]  # ic_reinitialised

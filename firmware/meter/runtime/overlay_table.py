@@ -12,6 +12,7 @@ LATE = 1  # first loaded hours into a run (a command, a period's close, a button
 
 # (overlay, what it pulls in, when it first loads)
 OVERLAYS = (
+    ("meter.runtime.overlay_table", (), BOOT),  # this table, for prime()
     ("meter.storage.config", (), BOOT),  # the app keeps the dict it returns
     ("meter.storage.config_rules", (), BOOT),
     ("meter.storage.restore", (), BOOT),

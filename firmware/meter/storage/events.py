@@ -127,9 +127,3 @@ class EventLog:
         if ok:  # a number only for a record that exists: the forwarded sequence has no gaps
             self.seq += 1
         return ok
-
-    def records(self):
-        """(seq, meter time, code) of every valid event (meter.storage.reader.all_events)."""
-        from meter.storage.reader import all_events
-
-        return all_events(self._fs)
