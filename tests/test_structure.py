@@ -117,8 +117,8 @@ def cycles(edges: dict[str, list[tuple[str, bool]]]) -> list[list[str]]:
                 if w in group and w not in paths:
                     paths[w] = step
                     todo.append(w)
-        found.append(loop + ([f"(all of: {', '.join(sorted(group))})"] if len(group) > len(loop) - 1
-                             else []))
+        more = len(group) > len(loop) - 1
+        found.append(loop + ([f"(all of: {', '.join(sorted(group))})"] if more else []))
     return found
 
 
