@@ -463,7 +463,7 @@ def check(raw: Any) -> dict:
     else:
         top.check(raw, "", {})
     config = raw.get("config", {})
-    defaults = _firmware("meter.storage.config").DEFAULTS
+    defaults = _firmware("meter.storage.config").defaults()
     # the firmware's keys; one without a range here gets its type checked only (a test
     # insists that every key has one)
     Obj({key: CONFIG_SCHEMA.get(key) for key in defaults}).check(config, "config", {})

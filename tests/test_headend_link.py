@@ -135,9 +135,9 @@ def link_module():
 
 
 def retry_delays(link_module, meter_id: str, attempts: int) -> list[int]:
-    from meter.storage.config import DEFAULTS
+    from meter.storage.config import defaults
 
-    cfg = dict(DEFAULTS, meter_id=meter_id, mqtt_host="127.0.0.1", mqtt_port=free_port(),
+    cfg = dict(defaults(), meter_id=meter_id, mqtt_host="127.0.0.1", mqtt_port=free_port(),
                mqtt_timeout_s=1)
     clock = Clock()
     ln = link_module.Link(cfg, clock, None, None, None)

@@ -3,7 +3,7 @@
 import json
 
 from meter.remote.arguments import Refused, bad, log, only, whole
-from meter.runtime.overlays import unload
+from meter.runtime.overlays import overlay, unload
 
 
 def _control(cmds):
@@ -16,9 +16,7 @@ def _control(cmds):
 def _save_config(cmds, changes):
     """Persist overrides in /config.json (the provisioned file, kept as it is otherwise),
     then apply them to the running configuration."""
-    from meter.storage import config
-
-    unload("meter.storage.config")  # an overlay (meter/app.py keeps only its dict)
+    config = overlay("meter.storage.config")  # (meter/app.py keeps only the dict it made)
     fs = cmds._fs
     try:
         with fs.open(config.PATH, "r") as f:
