@@ -66,21 +66,21 @@ def test_the_loader_refuses_what_is_out_of_range(tmp_path, text, problem):
     cfg, err = config.load(DirFS(tmp_path))
     assert err == problem
     if problem is None:
-        assert cfg == {**config.DEFAULTS, **json.loads(text)}
+        assert cfg == {**config.defaults(), **json.loads(text)}
     else:
-        assert cfg == config.DEFAULTS  # all defaults: nothing of a refused file is taken
+        assert cfg == config.defaults()  # all defaults: nothing of a refused file is taken
 
 
 def test_every_number_and_string_has_a_range_and_the_defaults_are_in_it():
     table = cfgcheck.RANGES.split()
     ranged = table[::3]
     assert len(ranged) == len(set(ranged)) and len(table) == 3 * len(ranged)
-    for key, value in config.DEFAULTS.items():
+    for key, value in config.defaults().items():
         if type(value) in (int, str) and key != "meter_id":
             assert key in ranged, key
         assert cfgcheck.check({key: value}) is None, key
-    assert set(ranged) <= set(config.DEFAULTS)
-    assert cfgcheck.check(config.DEFAULTS) is None
+    assert set(ranged) <= set(config.defaults())
+    assert cfgcheck.check(config.defaults()) is None
 
 
 @pytest.mark.parametrize("meter_id,ok", [
@@ -106,7 +106,7 @@ fs = FS()
 for case in range(N):
     fs.case = case
     cfg, err = config.load(fs)
-    out.append([err, cfg == config.DEFAULTS])
+    out.append([err, cfg == config.defaults()])
 out.append("meter.storage.config_rules" in sys.modules)  # the overlay: unloaded after use
 print(json.dumps(out))
 """

@@ -170,7 +170,7 @@ def test_the_ends_of_each_range_are_accepted():
 
 
 def test_every_firmware_config_key_has_a_range():
-    defaults = sc._firmware("meter.storage.config").DEFAULTS
+    defaults = sc._firmware("meter.storage.config").defaults()
     assert set(sc.CONFIG_SCHEMA) == set(defaults)
 
 
