@@ -37,7 +37,6 @@ PIN_COVER = 36  # terminal cover switch, input only: 1 while the cover is open
 # goes; the supply capacitor then keeps the ESP32 and the ATM90E26 running this long.
 PIN_POWER_FAIL = 39  # input only
 POWER_FAIL_HOLDUP_MS = 30
-IMAX_A = 60  # the meter's rated maximum current (sizes the flash-wear worst case)
 
 
 def mount_data():

@@ -8,8 +8,8 @@ no offset of its own.
 The names are the firmware's own, not a copy: the event codes, profile flags, billing
 triggers and event categories come from the firmware's modules (imported on CPython with the
 simulator's `micropython` shim, as the simulator runs them), the event and control-state
-names from the simulator's host-side tables that its reports use (`simulator/scenario.py`
-event_name, STATES), and the ack codes from `host_tools/headend.py` REASONS. Nothing here
+names from the simulator's host-side tables that its reports use (`simulator/event_names.py`
+event_name, STATES), and the ack codes from `host_tools/wire.py` REASONS. Nothing here
 runs on the meter, so its heap is untouched.
 """
 
@@ -41,12 +41,12 @@ def names() -> SimpleNamespace:
     from meter.remote import time_commands as cmdtime
     from meter.storage import profiles as profile
 
-    from simulator import scenario
+    from simulator import event_names
 
     flags = {profile.POWER_FAILED: "power_failed", profile.PARTIAL: "partial",
              profile.NO_SAMPLES: "no_samples", cmdtime._CLOCK_SET: "clock_set"}
     return SimpleNamespace(
-        event=scenario.event_name, states=scenario.STATES, categories=cmdread._CATEGORIES,
+        event=event_names.event_name, states=event_names.STATES, categories=cmdread._CATEGORIES,
         flags=flags, triggers={profile.BILL_MONTHLY: "monthly", profile.BILL_COMMAND: "command"})
 
 
@@ -171,7 +171,7 @@ def _details(cmd: str, ack: dict, args: dict) -> tuple[str, list[str], set]:
 
 def lines(cmd: str, ack: dict, args: dict | None = None) -> list[str]:
     """The readable lines for one ack of command `cmd` sent with `args`."""
-    from host_tools.headend import REASONS
+    from host_tools.wire import REASONS
 
     args = args or {}
     code = ack.get("code")

@@ -15,6 +15,8 @@ its publish its ack comes, on each runtime, the firmware paced to real time (see
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import random
 import statistics
@@ -23,7 +25,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+from simulator import paths
 from simulator import scenario as sc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +107,7 @@ def poll_cost() -> None:
     per simulated second of a 10-minute run, where every SPI frame is a round trip."""
     import time
 
-    sc.ensure_paths()
+    paths.ensure_paths()
     from simulator.device import shim
     from simulator.device import shim as machine
     from simulator.device.atm90e26_emu import Atm90e26
@@ -263,7 +267,7 @@ def command_latency(count: int = 100, runtime: str = "micropython") -> list[floa
     this bounds the time from a command reaching the meter to its relay pulse starting."""
     import paho.mqtt.client as mqtt
 
-    from host_tools.headend import decode_ack, encode_command
+    from host_tools.wire import decode_ack, encode_command
     from simulator.mqttpath import Mosquitto
 
     broker = Mosquitto()
@@ -339,7 +343,7 @@ def flood_holdup(flood: int = 2000, runtime: str = "micropython",
     the meter's rate of draining rejections and how many the broker dropped."""
     import paho.mqtt.client as mqtt
 
-    from host_tools.headend import decode_ack, encode_command
+    from host_tools.wire import decode_ack, encode_command
     from simulator.mqttpath import Mosquitto, plain_conf
 
     def conf(port: int) -> str:
@@ -417,5 +421,64 @@ def flood_holdup(flood: int = 2000, runtime: str = "micropython",
     return None if held is None else held - sent
 
 
+# docs/measurements.md keeps the figures of the last `make bench` between these markers.
+MEASUREMENTS = paths.ROOT / "docs" / "measurements.md"
+BEGIN = "<!-- make bench: begin -->"
+END = "<!-- make bench: end -->"
+
+
+def machine() -> str:
+    """The machine the figures were measured on, in one line."""
+    import os
+    import platform
+
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores"
+            + (f" ({model})" if model else "") + f", Python {platform.python_version()}")
+
+
+def revision() -> str:
+    import subprocess
+
+    out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=paths.ROOT,
+                         capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
+def refresh_measurements(output: str, page: Path = MEASUREMENTS) -> bool:
+    """Put the bench's output, dated, with the machine and revision, between the page's
+    markers; False (page unchanged) when the page has no markers."""
+    text = page.read_text()
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        return False
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    block = (f"{BEGIN}\nMeasured {stamp} on {machine()}, revision {revision()}:\n\n"
+             f"```text\n{output.rstrip()}\n```\n")
+    page.write_text(text[:start] + block + text[end:])
+    return True
+
+
+class _Tee(io.TextIOBase):
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.kept = io.StringIO()
+
+    def write(self, s: str) -> int:
+        self.out.write(s)
+        self.out.flush()
+        return self.kept.write(s)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    tee = _Tee(sys.stdout)
+    with contextlib.redirect_stdout(tee):
+        status = main()
+    if status == 0 and refresh_measurements(tee.kept.getvalue()):
+        print(f"figures written to {MEASUREMENTS.relative_to(paths.ROOT)}")
+    raise SystemExit(status)

@@ -28,8 +28,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from simulator import scenario as sc
+from simulator import paths
 from simulator.device.shim import Partition
+from simulator.images import measure_loss
 
 BLOCK = 4096
 JOURNAL_FIRST = Partition.TABLE["lastgasp"][0]  # the last-gasp journal's first chip block
@@ -158,7 +159,7 @@ def run(scenario: dict, flash_path: str, bound_wh: float,
     """Run the scenario once on CPython with a sweep hooked to every flash operation from
     virtual time from_ms on (feed: a CommandFeed of signed remote commands, checked at every
     cut point too)."""
-    sc.ensure_paths()
+    paths.ensure_paths()
     from simulator.device import runner
 
     sweep = Sweep(bound_wh, from_ms)
@@ -174,7 +175,7 @@ def run(scenario: dict, flash_path: str, bound_wh: float,
 
     runner.provision = provision_then_sweep
     try:
-        raw = runner.run(scenario, flash_path, None, sc.measure_loss)
+        raw = runner.run(scenario, flash_path, None, measure_loss)
     finally:
         runner.provision = provision
     # The uncut run's profile: every record any cut left behind must be one of these.
@@ -373,7 +374,7 @@ class CommandFeed:
         """msg: the very bytes delivered before, when the broker delivers them again."""
         import hashlib
 
-        from host_tools.headend import decode_ack, encode_command
+        from host_tools.wire import decode_ack, encode_command
 
         world = self.world
         if self.link is None:
@@ -526,7 +527,7 @@ class ControlChecks:
 def run_with_commands(scenario: dict, flash_path: str, feed: CommandFeed) -> dict:
     """Run a normalised scenario on CPython (power cuts, faults and all) with the feed's
     signed commands; returns the runner's raw results."""
-    sc.ensure_paths()
+    paths.ensure_paths()
     from simulator.device import runner
 
     provision = runner.provision
@@ -537,7 +538,7 @@ def run_with_commands(scenario: dict, flash_path: str, feed: CommandFeed) -> dic
 
     runner.provision = provision_then_feed
     try:
-        return runner.run(scenario, flash_path, None, sc.measure_loss)
+        return runner.run(scenario, flash_path, None, measure_loss)
     finally:
         runner.provision = provision
         _forget_meter()

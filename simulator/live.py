@@ -26,6 +26,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from simulator import event_names, paths
 from simulator import scenario as sc
 
 # A household's day in miniature: the load changes every 20 s so the readings move.
@@ -97,12 +98,12 @@ class Console:
     World's), the control state (from the meter's own control events) and each event."""
 
     def __init__(self, stdin: Any = None) -> None:
-        sc.ensure_paths()
-        # names from the firmware's own tables (meter/storage/events.py via scenario.event_name),
+        paths.ensure_paths()
+        # names from the firmware's own tables (meter/storage/events.py via event_names),
         # built before the firmware runs: the MQTT thread never imports firmware modules
         self.names = {}
         for code in range(1, 250):
-            name = sc.event_name(code)
+            name = event_names.event_name(code)
             if name != "unknown":
                 self.names[code] = name
         self.stdin = stdin if stdin is not None else sys.stdin
@@ -124,7 +125,7 @@ class Console:
         """The relay's contact as it is now (the World's), the control state as last logged."""
         world = self.world
         closed = world.relays[0].closed if world is not None and world.relays else True
-        return f"relay {'closed' if closed else 'open'}, {sc.STATES[self.state]}"
+        return f"relay {'closed' if closed else 'open'}, {event_names.STATES[self.state]}"
 
     # --- keys -------------------------------------------------------------------------
     def __enter__(self) -> Console:
@@ -317,7 +318,7 @@ def _main(args: argparse.Namespace) -> int:
     start_unix = int(time.time())
     from host_tools.headend import KeyFile, KeyFileError, command_line
 
-    keys = KeyFile(getattr(args, "keys", None) or sc.ROOT / "build" / "demo_keys.json")
+    keys = KeyFile(getattr(args, "keys", None) or paths.ROOT / "build" / "demo_keys.json")
     try:
         host, port = parse_broker(args.broker) if args.broker else ("127.0.0.1", 1883)
         live_scenario(args, host, port, start_unix)  # bad options: said before anything starts

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from host_tools import headend
+from host_tools import wire
 from simulator.netproxy import NetProxy
 
 WAIT_S = 10.0  # longest wall-clock wait at one of those points
@@ -116,7 +116,7 @@ def parse_broker(text: str) -> tuple[str, int]:
 
 class HeadEnd:
     """The control room as the scenario sees it: subscribed to everything the meter publishes,
-    signs commands with the meter's key (host_tools.headend), verifies acks."""
+    signs commands with the meter's key (host_tools/wire.py), verifies acks."""
 
     def __init__(self, broker: tuple[str, int], meter_id: str) -> None:
         import paho.mqtt.client as mqtt
@@ -293,7 +293,7 @@ class ScenarioNetwork:
             payload = item["raw"].encode()
         else:
             issued = world.start_unix + world.now_ms // 1000  # the head-end's (true) clock
-            payload = headend.encode_command(self.key, self.meter_id, entry["n"], item["cmd"],
+            payload = wire.encode_command(self.key, self.meter_id, entry["n"], item["cmd"],
                                              item.get("args", {}), issued,
                                              item.get("ttl_s", 300))
         proxy = self.proxy
@@ -336,7 +336,7 @@ class ScenarioNetwork:
         # The meter answers the messages it gets one by one, in order: the i-th ack answers
         # the i-th command delivered, unless one went unanswered (a power cut, a message too
         # big for the heap); each ack names the exact message it answers ("for":
-        # headend.ack_for of its bytes; null for one dropped unread as too large: the next
+        # wire.ack_for of its bytes; null for one dropped unread as too large: the next
         # delivered in order), so one for a message the run never sent is attributed to none.
         # A command published while the meter was offline waits in its session at the
         # broker and reaches the meter when it is back: delivered is what the proxy saw go in.
@@ -352,7 +352,7 @@ class ScenarioNetwork:
             seqs = {t: sorted(v) for t, v in self.headend.seqs.items()}
             registers = list(self.headend.registers)
         for payload in payloads:
-            ack = headend.decode_ack(self.key, payload)
+            ack = wire.decode_ack(self.key, payload)
             mac_ok = ack is not None
             if ack is None:
                 try:
@@ -364,7 +364,7 @@ class ScenarioNetwork:
             entry = None
             bound = ack.get("for")
             for i, candidate in enumerate(delivered):
-                if bound is None or bound == headend.ack_for(candidate["payload"]):
+                if bound is None or bound == wire.ack_for(candidate["payload"]):
                     entry = candidate
                     del delivered[:i + 1]
                     break

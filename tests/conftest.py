@@ -18,6 +18,9 @@ from simulator.device.shim import micropython as _mp_shim  # noqa: E402
 # Firmware modules import `micropython` (const); on CPython the simulator provides it.
 sys.modules.setdefault("micropython", _mp_shim)
 
+# The fake filesystem and clocks, one of each, shared with the MicroPython check scripts.
+from tests.mp.fakes import START, DirFS, FakeClock, FakeTime  # noqa: E402, F401
+
 
 def free_port() -> int:
     with socket.socket() as s:

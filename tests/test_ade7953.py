@@ -60,9 +60,11 @@ def test_needs_the_unlock_key_and_mode_3():
     world, emu, driver = make_rig()
     driver.write(SETTING_120, 0x30)  # without 0xAD to 0xFE first: ignored
     assert not emu.metering()
-    driver._spi.init(baudrate=1_000_000, polarity=0, phase=0)
-    assert not driver.start()
-    driver._spi.init(baudrate=1_000_000, polarity=1, phase=1)
+    from meter.metering.ade7953 import ADE7953
+
+    wrong_mode = ADE7953(SPI(2, baudrate=1_000_000, polarity=0, phase=0),
+                         Pin(CS, Pin.OUT, value=1))
+    assert not wrong_mode.start()
     assert driver.start() and emu.metering()
 
 

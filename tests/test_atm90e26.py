@@ -58,8 +58,10 @@ def test_energy_register_saturates_instead_of_wrapping(rig):
 
 
 def test_wrong_spi_mode_reads_garbage_and_start_fails(rig):
-    world, chip, driver = rig
-    driver._spi.init(baudrate=200_000, polarity=0, phase=0)
+    world, chip, _driver = rig
+    from meter.metering.atm90e26 import ATM90E26
+
+    driver = ATM90E26(SPI(2, baudrate=200_000, polarity=0, phase=0), Pin(CS, Pin.OUT, value=1))
     assert not driver.start()
     assert not chip.metering()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from host_tools.headend import encode_command
-from simulator import scenario as sc
+from simulator.micropython_port import micropython_command, micropython_env
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = bytes(range(32))
@@ -164,9 +164,9 @@ def answers_on_cpython(path: Path, work: Path) -> list[tuple]:
 
 def answers_on_micropython(path: Path, work: Path) -> list[tuple]:
     result = subprocess.run(
-        sc.micropython_command(str(ROOT / "tests" / "mp" / "grammar_checks.py"), str(path),
+        micropython_command(str(ROOT / "tests" / "mp" / "grammar_checks.py"), str(path),
                                str(work) + "/"),
-        env=sc.micropython_env(), capture_output=True, text=True, timeout=120)
+        env=micropython_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     return [tuple(json.loads(line[7:])) for line in result.stdout.splitlines()
             if line.startswith("answer ")]

@@ -10,12 +10,13 @@ import pytest
 
 from host_tools import headend
 from simulator import scenario as sc
+from simulator import schema
 from simulator.device.timeutil import parse_iso
 
 EPOCH = 1577836800  # meter time 0: 2020-01-01 (firmware/meter/runtime/clock.py)
 
 KEY = bytes(range(32))
-TRUE_START = parse_iso(sc.DEFAULT_START)  # the head-end's (true) clock at the run's start
+TRUE_START = parse_iso(schema.DEFAULT_START)  # the head-end's (true) clock at the run's start
 RTC_STARTS = ["2000-01-01T00:00:00Z", "2019-12-31T23:00:00Z", "2023-06-01T00:00:00Z",
               "2106-03-01T00:00:00Z"]
 

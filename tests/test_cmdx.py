@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-import time
 import types
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,58 +26,10 @@ from meter.supply import startup as ctlboot
 from meter.supply.control import Control
 
 from host_tools.headend import decode_ack, encode_command
+from tests.conftest import START, DirFS, FakeTime
 
 KEY = bytes(range(32))
 METER = "meter-0042"
-START = 1767225600  # 2026-01-01T00:00:00Z
-
-
-class DirFS:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.opens = 0
-
-    def _p(self, path: str) -> Path:
-        return self.root / path.lstrip("/")
-
-    def open(self, path: str, mode: str = "r"):
-        self.opens += 1
-        return open(self._p(path), mode)
-
-    def rename(self, a: str, b: str) -> None:
-        self._p(a).rename(self._p(b))
-
-    def mkdir(self, path: str) -> None:
-        self._p(path).mkdir()
-
-
-class FakeTime:
-    """A `time`-like source (what a board hands meter.runtime.clock.Clock) counting from 1970."""
-
-    PERIOD = 1 << 30
-
-    def __init__(self, unix: int) -> None:
-        self.ms = 0
-        self.base = unix
-
-    def ticks_ms(self) -> int:
-        return self.ms % self.PERIOD
-
-    def ticks_add(self, t: int, d: int) -> int:
-        return (t + d) % self.PERIOD
-
-    def ticks_diff(self, a: int, b: int) -> int:
-        d = (a - b) % self.PERIOD
-        return d - self.PERIOD if d >= self.PERIOD // 2 else d
-
-    def sleep_ms(self, ms: int) -> None:
-        self.ms += ms
-
-    def time(self) -> int:
-        return self.base + self.ms // 1000
-
-    def gmtime(self, secs: int | None = None):
-        return time.gmtime(self.time() if secs is None else secs)
 
 
 class Reset(BaseException):

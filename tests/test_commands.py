@@ -18,6 +18,7 @@ from meter.runtime.clock import METER_EPOCH_UNIX
 from meter.storage import events
 
 from host_tools.headend import REASONS, ack_for, decode_ack, encode_command
+from tests.conftest import DirFS, FakeClock
 
 KEY = bytes(range(32))
 METER = "meter-0042"
@@ -39,34 +40,6 @@ RFC4231 = [
      b"block-size data. The key needs to be hashed before being used by the HMAC algorithm.",
      "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"),
 ]
-
-
-class DirFS:
-    """The data filesystem's interface (open, rename) over a directory."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def open(self, path: str, mode: str = "r"):
-        return open(self.root / path.lstrip("/"), mode)
-
-    def rename(self, a: str, b: str) -> None:
-        (self.root / a.lstrip("/")).rename(self.root / b.lstrip("/"))
-
-
-class FakeClock:
-    def __init__(self, unix: int = NOW, valid: bool = True) -> None:
-        self.t = unix
-        self.is_valid = valid
-
-    def now(self) -> int:
-        return self.t - METER_EPOCH_UNIX
-
-    def unix(self) -> int:
-        return self.t
-
-    def valid(self) -> bool:
-        return self.is_valid
 
 
 class FakeLog:
@@ -101,7 +74,7 @@ class Recorder:
 def make(tmp_path: Path, clock: FakeClock | None = None, key: bytes | None = KEY):
     handler = Recorder()
     log = FakeLog()
-    cmds = commands.Commands(DirFS(tmp_path), METER, clock or FakeClock(), log, handler,
+    cmds = commands.Commands(DirFS(tmp_path), METER, clock or FakeClock(NOW), log, handler,
                              key or b"")
     return cmds, handler, log
 
@@ -191,7 +164,7 @@ def test_wrong_types_are_malformed(tmp_path):
 
 
 def test_clock_unset_allows_only_status_but_still_no_replay(tmp_path):
-    clock = FakeClock(valid=False)
+    clock = FakeClock(NOW, valid=False)
     cmds, handler, _ = make(tmp_path, clock)
     ack = ack_of(cmds.handle(cmd(3)))
     assert (ack["code"], ack["reason"]) == (commands.TEMPORARY, "clock_unset")
@@ -352,7 +325,7 @@ def test_a_flood_of_rejections_cannot_evict_the_transaction_log(tmp_path):
     """A forged command a minute for 20 days: rejection events back off (1 h, 2, 4 ... 24 h),
     so the flood takes one event a day of the 50-record transaction log, and their values
     add up to every rejection; after a quiet day the next rejection is logged at once."""
-    clock = FakeClock()
+    clock = FakeClock(NOW)
     cmds, handler, log = make(tmp_path, clock)
     minutes = 20 * 24 * 60
     for i in range(minutes):
@@ -410,7 +383,7 @@ def test_a_command_cut_short_is_completed_by_its_redelivery_and_only_by_it(tmp_p
 
 
 def test_a_cut_short_command_out_of_its_time_or_one_that_must_not_run_twice(tmp_path):
-    clock = FakeClock()
+    clock = FakeClock(NOW)
     cmds, handler, _ = make(tmp_path, clock)
     msgs = {}
     for n, name, args in ((1, "disconnect", None), (2, "billing_snapshot", None)):

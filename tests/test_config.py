@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from meter.storage import config
 from meter.storage import config_rules as cfgcheck
 
-from simulator import scenario as sc
+from simulator.micropython_port import micropython_command, micropython_env
+from tests.conftest import DirFS
 
 ID_RULE = "must be 1 to 32 letters (a-z, A-Z), digits, - or _"  # the words, pinned
 # (/config.json's text, what load() says of it: None when it takes it)
@@ -50,14 +50,6 @@ CASES = [
     ('[1]', "config.json is not an object"),
     ('{"poll', "config.json is not valid JSON"),
 ]
-
-
-class DirFS:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def open(self, path: str, mode: str = "r"):
-        return open(self.root / path.lstrip("/"), mode)
 
 
 @pytest.mark.parametrize("text,problem", CASES)
@@ -119,8 +111,8 @@ def test_the_same_on_micropython(mpy_build, tmp_path):
         (tmp_path / str(case)).mkdir()
         (tmp_path / str(case) / "config.json").write_text(text)
     head = f"DIR = {str(tmp_path)!r}\nN = {len(CASES)}\n"
-    result = subprocess.run(sc.micropython_command("-c", head + PROBE),
-                            env=sc.micropython_env(), capture_output=True, text=True,
+    result = subprocess.run(micropython_command("-c", head + PROBE),
+                            env=micropython_env(), capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     got = json.loads(result.stdout)
@@ -137,8 +129,8 @@ def test_the_rules_cost_little_heap(mpy_build):
              "base = gc.mem_alloc()\n"
              "import meter.storage.config\ngc.collect()\nprint(meter.storage.config.__file__,"
              " gc.mem_alloc() - base)\n")
-    result = subprocess.run(sc.micropython_command("-c", probe, heapsize="1m"),
-                            env=sc.micropython_env(), capture_output=True, text=True,
+    result = subprocess.run(micropython_command("-c", probe, heapsize="1m"),
+                            env=micropython_env(), capture_output=True, text=True,
                             timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
     where, size = result.stdout.split()

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from simulator import paths
 from simulator import scenario as sc
 from simulator.device.relay_emu import LatchingRelay
 from simulator.device.world import World
+from simulator.micropython_port import micropython_command, micropython_env
+from tests.conftest import DirFS
 
 ROOT = Path(__file__).resolve().parent.parent
 LOAD = [{"at_s": 0, "volts": 240, "amps": 10, "pf": 1.0}]  # 2.4 kW
@@ -112,8 +115,8 @@ def test_transition_table_and_driver_on_cpython():
 
 def test_transition_table_and_driver_on_micropython(mpy_build):
     result = subprocess.run(
-        sc.micropython_command(str(ROOT / "tests" / "mp" / "control_checks.py")),
-        env=sc.micropython_env(), capture_output=True, text=True, timeout=120,
+        micropython_command(str(ROOT / "tests" / "mp" / "control_checks.py")),
+        env=micropython_env(), capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "control: 4 passed, 0 failed" in result.stdout
@@ -357,15 +360,11 @@ def test_control_record_of_earlier_firmware_is_read(tmp_path):
     """Issue 18 made the control record (state, mode, transition event, control log head);
     a meter updated in the field still finds its (state, mode) record: a disconnected
     consumer stays disconnected across the update."""
-    sc.ensure_paths()
+    paths.ensure_paths()
     from meter.storage.checkpoint import Slots
     from meter.supply import startup as ctlboot
 
-    class DirFS:
-        def open(self, path, mode="r"):
-            return open(tmp_path / path.lstrip("/"), mode)
-
-    fs = DirFS()
+    fs = DirFS(tmp_path)
     old = Slots(fs, "/control", "<BB")
     for state, mode in ((1, 2), (0, 2)):  # the newest: Disconnected
         old.save(state, mode)

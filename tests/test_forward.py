@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from simulator import images
 from simulator import scenario as sc
+from simulator.micropython_port import heap_bytes
+from simulator.report import build_report
 from tests.conftest import subscribe
 
 
@@ -49,7 +52,7 @@ class Collector:
 def stored(flash: str) -> dict[str, dict[int, tuple]]:
     """What the meter holds on flash, read with its own readers: block-profile records by n,
     events by seq."""
-    with sc.image_fs(flash) as fs:
+    with images.image_fs(flash) as fs:
         from meter.storage import checkpoint as store
         from meter.storage import profiles as profile
         from meter.storage import reader as maint
@@ -76,7 +79,7 @@ def run_scenario(scenario: dict, runtime: str, heapsize: str = sc.HEAPSIZE, on_t
         else:
             raw = sc.run_micropython(scenario, flash, None, heapsize, on_tick=on_tick)
         raw["runtime"] = runtime
-        report = sc.build_report(scenario, raw, flash, time.monotonic() - started)
+        report = build_report(scenario, raw, flash, time.monotonic() - started)
         return report, stored(flash)
 
 
@@ -155,7 +158,7 @@ def test_backlog_drains_after_broker_outage(mosquitto, mpy_build, runtime):
     assert codes.count(125) >= 1 and codes.count(126) >= 1  # reverse flow, and its end
     if runtime == "micropython":
         print("heap_peak_bytes", report["heap_peak_bytes"])
-        assert report["heap_peak_bytes"] < sc.heap_bytes(sc.HEAPSIZE)
+        assert report["heap_peak_bytes"] < heap_bytes(sc.HEAPSIZE)
 
 
 DAY = 86400
@@ -253,7 +256,7 @@ def test_three_day_broker_outage_loses_no_profile_record_micropython(mosquitto, 
     finally:
         col.close()
     check_three_days(report, held, col)
-    assert report["heap_peak_bytes"] < sc.heap_bytes(sc.HEAPSIZE)
+    assert report["heap_peak_bytes"] < heap_bytes(sc.HEAPSIZE)
 
 
 def test_forwarder_reads_the_rings_as_they_are_written():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from host_tools import headend
-from tests.conftest import free_port
+from tests.conftest import FakeClock, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,17 +111,6 @@ def test_match_ack_takes_only_the_ack_to_this_very_command():
     assert headend.decode_ack(k1, signed_ack(k1, dict(ok, code=[1]))) is None
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000
-
-    def now(self) -> int:
-        return self.t
-
-    def unix(self) -> int:
-        return self.t + 1577836800
-
-
 @pytest.fixture
 def link_module():
     from simulator import cpython_usocket
@@ -135,18 +124,19 @@ def link_module():
 
 
 def retry_delays(link_module, meter_id: str, attempts: int) -> list[int]:
+    from meter.runtime.clock import METER_EPOCH_UNIX
     from meter.storage.config import defaults
 
     cfg = dict(defaults(), meter_id=meter_id, mqtt_host="127.0.0.1", mqtt_port=free_port(),
                mqtt_timeout_s=1)
-    clock = Clock()
+    clock = FakeClock(METER_EPOCH_UNIX + 1000)
     ln = link_module.Link(cfg, clock, None, None, None)
     delays = []
     for _ in range(attempts):
         ln.service(None)  # refused at once: the link fails and schedules a retry
         assert ln.client is None
-        delays.append(ln._retry_s - clock.t)
-        clock.t = ln._retry_s - 1
+        delays.append(ln._retry_s - clock.now())
+        clock.t += ln._retry_s - 1 - clock.now()
         ln.service(None)  # not yet: no attempt before the back-off has passed
         clock.t += 1
     assert ln.failures == attempts

@@ -12,7 +12,7 @@ from meter.runtime.clock import METER_EPOCH_UNIX
 from meter.storage import events
 
 from host_tools import headend
-from simulator import scenario
+from simulator import event_names
 from tests.test_cmdx import METER, START, Rig, fill_block, machine  # noqa: F401 (fixture)
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ")
@@ -114,7 +114,7 @@ def test_every_command_reads_in_words(meter, capsys, machine):  # noqa: F811
                    for r in a["records"]]
     assert {r[3] for r in events_seen} >= {1, 150, 220, 221, 222, 223, 224, 225}
     for n, seq, t, code, *_rest in events_seen:
-        name = scenario.event_name(code)
+        name = event_names.event_name(code)
         assert name != "unknown"
         assert f"  #{n} seq {seq} {readable.iso(t)} {code} {name}: " in text
     assert "150 control_remote_disconnected" in text and "1 power_up" in text

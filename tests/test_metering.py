@@ -209,7 +209,7 @@ UNITS = random_units(3, 2026) + [
 @pytest.mark.parametrize("ic", ["atm90e26", "ade7953"])
 @pytest.mark.parametrize("errors", UNITS)
 def test_class1_table_after_calibration(ic, errors):
-    from host_tools.calibrate import Bench, procedure
+    from simulator.calibration_bench import Bench, procedure
     from simulator.device.ade7953_emu import Ade7953
 
     bench = Bench(Atm90e26(chip=errors) if ic == "atm90e26" else Ade7953(chip=errors))
@@ -313,9 +313,9 @@ def test_impossible_energy_is_rejected_not_added(tmp_path):
     emu.regs[AP_ENERGY] += 20_000  # a glitch inside the chip: 625 Wh in one second
     meter.poll()
     assert meter.rejected == 1 and meter.imp.wh_float() == before
-    from meter.storage import reader
+    from meter.storage.reader import all_events
 
-    codes = [code for _s, _t, code in reader.all_events(meter.hw.fs)]
+    codes = [code for _s, _t, code in all_events(meter.hw.fs)]
     assert 120 in codes  # read_rejected
     world.advance(1000)
     meter.poll()
@@ -330,6 +330,6 @@ def test_ic_reset_reinitialises_with_calibration_and_counts(tmp_path):
     world.advance(1000)
     meter.poll()
     assert meter.reinits == 1 and emu.metering() and emu.regs[L_GAIN] == 0x0100
-    from meter.storage import reader
+    from meter.storage.reader import all_events
 
-    assert 3 in [code for _s, _t, code in reader.all_events(meter.hw.fs)]  # ic_reinitialised
+    assert 3 in [code for _s, _t, code in all_events(meter.hw.fs)]  # ic_reinitialised

@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from simulator import scenario as sc
+from simulator.micropython_port import micropython_command, micropython_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_calibration_arithmetic_same_on_micropython(mpy_build):
     script = ROOT / "tests" / "mp" / "metering_checks.py"
-    mp = subprocess.run(sc.micropython_command(str(script)), env=sc.micropython_env(),
+    mp = subprocess.run(micropython_command(str(script)), env=micropython_env(),
                         capture_output=True, text=True, timeout=120)
     assert mp.returncode == 0, mp.stdout + mp.stderr
     runner = ("import sys, runpy; sys.path[:0] = [sys.argv[1], sys.argv[2]]; "

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from host_tools.headend import REASONS, encode_command
-from simulator import scenario as sc
+from simulator.micropython_port import micropython_command, micropython_env
 from tests.test_commands import KEY, METER, NOW, RFC4231
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,9 +116,9 @@ def test_hostile_corpus_on_micropython(mpy_build, tmp_path):
     work = tmp_path / "fs"
     work.mkdir()
     result = subprocess.run(
-        sc.micropython_command(str(ROOT / "tests" / "mp" / "command_checks.py"), str(path),
+        micropython_command(str(ROOT / "tests" / "mp" / "command_checks.py"), str(path),
                                str(work)),
-        env=sc.micropython_env(), capture_output=True, text=True, timeout=60,
+        env=micropython_env(), capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     want = 8 + 5 * len(cases)  # HMAC vectors, equal, rate limit; 5 per case

@@ -26,7 +26,7 @@ def block_profile(start_unix: int) -> str:
     from meter.runtime.clock import METER_EPOCH_UNIX
     from meter.storage import profiles as profile
 
-    from tests.test_cmdx import DirFS
+    from tests.conftest import DirFS
 
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "p").mkdir()

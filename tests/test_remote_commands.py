@@ -14,6 +14,7 @@ import pytest
 
 from host_tools import headend
 from simulator import scenario as sc
+from simulator.report import build_report
 from tests.conftest import subscribe
 
 
@@ -36,7 +37,7 @@ def run_paced(scenario: dict, runtime: str, heapsize: str = sc.HEAPSIZE):
                 else:
                     raw = sc.run_micropython(scenario, flash, None, heapsize, on_tick=pace)
                 raw["runtime"] = runtime
-                out["report"] = sc.build_report(scenario, raw, flash, 0.0)
+                out["report"] = build_report(scenario, raw, flash, 0.0)
             except BaseException as exc:  # reported by the test
                 out["error"] = exc
 

@@ -1,4 +1,4 @@
-"""The scenario schema (simulator/scenario.py SCHEMA): every number finite and within the
+"""The scenario schema (simulator/schema.py SCHEMA): every number finite and within the
 range docs/scenarios.md "Ranges" states, events within the run, one-line errors naming the key."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from simulator import paths, schema
 from simulator import scenario as sc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,18 +151,19 @@ def test_cli_names_a_non_utf8_file(tmp_path):
 
 def test_the_ends_of_each_range_are_accepted():
     good = {  # the ends of the documented ranges
-        "duration_s": sc.MAX_DURATION_S, "start": "1970-01-01T00:00:00Z",
+        "duration_s": schema.MAX_DURATION_S, "start": "1970-01-01T00:00:00Z",
         "config": {"imax_a": 200, "vref_v": 100, "poll_ms": 60_000, "mqtt_timeout_s": 60,
                    "meter_id": "A-z_09" * 5 + "ab"},
         "load": [{"at_s": 0, "volts": 480, "amps": 400, "neutral_amps": 0, "pf": -1, "hz": 45},
-                 {"at_s": sc.MAX_DURATION_S - 0.001, "volts": 0, "amps": 0, "pf": 1, "hz": 65}],
-        "outages": [{"at_s": 10, "for_s": 5}, {"at_s": 15, "for_s": sc.MAX_DURATION_S}],
-        "files": {"/p/block.0": "00" * sc.FILES_MAX_BYTES},
+                 {"at_s": schema.MAX_DURATION_S - 0.001, "volts": 0, "amps": 0, "pf": 1,
+                  "hz": 65}],
+        "outages": [{"at_s": 10, "for_s": 5}, {"at_s": 15, "for_s": schema.MAX_DURATION_S}],
+        "files": {"/p/block.0": "00" * schema.FILES_MAX_BYTES},
         "chip": {"u_gain_error": -0.5, "phase_error_deg": 10, "power_offset_w": -100},
         "faults": {"relay_weld_at_s": 0, "seed": 2**32 - 1},
     }
     scenario = sc.normalise(good)
-    assert scenario["duration_ms"] == sc.MAX_DURATION_S * 1000
+    assert scenario["duration_ms"] == schema.MAX_DURATION_S * 1000
     assert scenario["load"][0][1:3] == [480.0, 400.0]
     late = dict(good, start="9999-12-31T23:59:58Z", duration_s=1, load=[], outages=[])
     assert sc.normalise(late)["start_unix"] == 253402300798
@@ -170,14 +172,14 @@ def test_the_ends_of_each_range_are_accepted():
 
 
 def test_every_firmware_config_key_has_a_range():
-    defaults = sc._firmware("meter.storage.config").defaults()
-    assert set(sc.CONFIG_SCHEMA) == set(defaults)
+    defaults = paths.firmware("meter.storage.config").defaults()
+    assert set(schema.CONFIG_SCHEMA) == set(defaults)
 
 
 def test_docs_state_the_schema_ranges():
     page = (ROOT / "docs" / "scenarios.md").read_text()
     ranges = page.split("\n## Ranges\n", 1)[1].split("\n## ", 1)[0]
-    for row in sc.ranges_table():
+    for row in schema.ranges_table():
         assert row in ranges, f"docs/scenarios.md 'Ranges' lacks: {row}"
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from simulator import faultsweep
+from simulator import faultsweep, images, paths
 from simulator import scenario as sc
+from simulator.device.timeutil import parse_iso
 
 ROOT = Path(__file__).resolve().parent.parent
 HOUSEHOLD_DAY = ROOT / "tests" / "scenarios" / "household_day.json"
@@ -26,7 +27,7 @@ METER_EPOCH_UNIX = 1577836800
 
 @contextmanager
 def mounted(flash_path):
-    sc.ensure_paths()
+    paths.ensure_paths()
     from simulator import lfs_vfs
     from simulator.device.flash import FlashChip
     from simulator.device.shim import Partition, micropython
@@ -246,7 +247,7 @@ def test_cuts_while_signed_commands_are_handled_reboot_as_last_commanded(tmp_pat
             assert [a.get("repeat", False) for a in acks] == [i == n - 1 and again.get(
                 "repeat", False) for i in range(total)], (cut, acks)
             cases.add((after_boot == after, again.get("repeat", False)))
-            state, _mode = sc.read_control(str(flash))
+            state, _mode = images.read_control(str(flash))
             with mounted(flash) as fs:
                 got = faultsweep.read_control_state(fs)
             assert (state, got["counter"]) == (acks[-1]["state"], total), cut
@@ -464,7 +465,7 @@ def test_profiles_daily_billing_and_read_back(tmp_path):
     with mounted(tmp_path / "flash.img") as fs:
         blocks = block_profile(fs)
         assert len(blocks) == 12
-        start = sc.parse_iso("2026-01-31T22:30:00Z") - METER_EPOCH_UNIX
+        start = parse_iso("2026-01-31T22:30:00Z") - METER_EPOCH_UNIX
         assert [rec[0] - start for _n, rec in blocks] == [900 * (i + 1) for i in range(12)]
         by_end = {rec[0] - start: rec for _n, rec in blocks}
         assert by_end[4500][1] == 1200  # 20 A x 240 V for 15 min
@@ -544,7 +545,7 @@ def test_factory_reset_keeps_calibration(tmp_path):
 
 
 def test_event_categories_capacities_and_the_cover_log_never_rolls_over(tmp_path):
-    sc.ensure_paths()
+    paths.ensure_paths()
     sys.modules.setdefault("micropython", __import__("simulator.device.shim.micropython",
                                                      None, None, ["x"]))
     from meter.storage import events
@@ -677,7 +678,7 @@ def test_journal_scan_picks_newest_and_keeps_room_ahead(tmp_path):
     import struct
     import zlib
 
-    sc.ensure_paths()
+    paths.ensure_paths()
     from simulator.device.shim import micropython
 
     sys.modules.setdefault("micropython", micropython)

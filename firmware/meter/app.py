@@ -65,7 +65,7 @@ class Meter:
         self.period_s = period if period >= 60 and 86400 % period == 0 else 900
         self.acc = [0, 0, 0, 0, 0]  # profile: V sum, I sum, samples, next sample, flags
         self.period_end = 0
-        overlay("meter.storage.restore").restore(self, now, cfg_error)
+        overlay("meter.storage.restore").restore(self, now)
         bad = overlay("meter.storage.profiles").boot(self, now)
         unload("meter.storage.ring")  # the profiles'
         overlay("meter.storage.restore").report(self, now, cfg_error, bad)

@@ -2,7 +2,7 @@
 # host over an inherited socket. One process is one boot: a power cut ends the process and
 # the host starts a new one, so nothing in RAM survives, as on the board.
 # Started by simulator/device/romstart.py, once the firmware image is mounted at /rom.
-import socket  # noqa: F401 - part of the measured device layer (scenario.DEVICE_LAYER)
+import socket  # noqa: F401 - part of the measured device layer (simulator/micropython_port.py DEVICE_LAYER)
 import sys
 
 from simulator.device import shim

@@ -18,9 +18,11 @@ from simulator.device.world import PowerCut, ScenarioEnd, World
 
 DATA_BLOCKS = 64  # 256 KiB of data flash: its partitions in shim.Partition.TABLE
 FIRMWARE_MODULES = ("boot", "main", "board", "meter", "umqtt")
-BOARDS = {"sim": "boards.sim", "sim_hbridge": "boards.sim_hbridge",
-          "sim-ade7953": "boards.sim_ade7953"}
-COMMAND_UART = 2  # boards/sim.py's command port
+# the scenario's board -> the simulated board's module (the device process imports it as
+# `board`); the deployable boards, which they wire as on the real thing, are in boards/
+BOARDS = {"sim": "simulator.device.board_sim", "sim_hbridge": "simulator.device.board_sim_hbridge",
+          "sim-ade7953": "simulator.device.board_sim_ade7953"}
+COMMAND_UART = 2  # simulator/device/board_sim.py's command port
 
 
 def wire_board(world, board, chip_errors=None, faults=None):
@@ -163,9 +165,9 @@ def prepare(scenario, flash_path):
     provision(world, scenario["config"], scenario.get("command_key", ""),
               scenario.get("files"))
     if scenario.get("calibrate"):
-        from host_tools.calibrate import calibrate_world  # host side only
+        from simulator.calibration_bench import calibrate_world  # host side only
 
-        calibrate_world(world)
+        calibrate_world(world, mount(world))
     world.flash.cut_at_op = scenario["faults"].get("power_cut_at_write", 0)
     script_control(world, scenario)
     if not scenario.get("power_fail_input", True):

@@ -51,7 +51,6 @@ class World:
         self.on_restore = None  # optional callable(world) before the firmware boots again
         self.rtc_offset_s = 0  # set by RTC.datetime(): wall clock minus virtual clock
         self.boot_ms = 0  # virtual time of the current boot: ticks_ms() counts from here
-        self.flash_label = "meterdata"
         self.unique_id = b"\x24\x0a\xc4\x00\x00\x01"
         self.reset_requested = False
         self.reset_kind = 5  # the cause a requested reset reports: machine.SOFT_RESET

@@ -7,8 +7,8 @@ import sys
 from binascii import hexlify, unhexlify
 from hashlib import sha256
 
+from fakes import DirFS, FakeClock
 from meter.remote import commands
-from meter.runtime.clock import METER_EPOCH_UNIX
 
 passed = 0
 failed = 0
@@ -21,29 +21,6 @@ def check(name, ok):
     else:
         failed += 1
         print("FAIL", name)
-
-
-class DirFS:
-    def __init__(self, root):
-        self.root = root
-
-    def open(self, path, mode="r"):
-        return open(self.root + path, mode)
-
-
-class Clock:
-    def __init__(self, unix, valid):
-        self.t = unix
-        self.ok = valid
-
-    def now(self):
-        return self.t - METER_EPOCH_UNIX
-
-    def unix(self):
-        return self.t
-
-    def valid(self):
-        return self.ok
 
 
 class Log:
@@ -79,7 +56,7 @@ for key_hex, data_hex, want in corpus["rfc4231"]:
 check("equal", commands.equal(b"abc", b"abc") and not commands.equal(b"abc", b"abd"))
 
 key = unhexlify(corpus["key"])
-clock = Clock(corpus["now"], True)
+clock = FakeClock(corpus["now"], True)
 log = Log()
 handler = Recorder()
 cmds = commands.Commands(DirFS(sys.argv[2]), corpus["meter"], clock, log, handler, key)
@@ -87,7 +64,7 @@ for line in corpus_file:
     case = json.loads(line)
     fill = case.get("fill")
     payload = bytes((fill[0],)) * fill[1] if fill else unhexlify(case["payload"])
-    clock.ok = case.get("clock_valid", True)
+    clock.is_valid = case.get("clock_valid", True)
     before = len(handler.calls)
     try:
         raw = cmds.handle(payload)

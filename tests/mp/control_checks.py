@@ -3,6 +3,7 @@
 # table written out independently, and the relay driver against fake pins and a fake clock.
 import sys
 
+from fakes import FakeClock
 from meter.supply.control import Control
 from meter.supply.relay import Relay
 
@@ -14,23 +15,6 @@ TRANSITIONS = {
 }
 ALLOWED = {0: "", 1: "bcfgde", 2: "bcfgae", 3: "bcgde", 4: "bcgae", 5: "bcfgdeh", 6: "bcgdeh"}
 WHO = {"remote": 0, "manual": 1, "local": 2}
-
-
-class FakeClock:
-    def __init__(self):
-        self.ms = 0
-
-    def now(self):
-        return self.ms // 1000
-
-    def ticks_ms(self):
-        return self.ms
-
-    def ticks_diff(self, a, b):
-        return a - b
-
-    def sleep_ms(self, ms):
-        self.ms += ms
 
 
 class FakeLog:

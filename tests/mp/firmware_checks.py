@@ -2,6 +2,7 @@
 # Run by tests/test_micropython.py; prints one line per check and a closing tally.
 import sys
 
+from fakes import FakeTime
 from meter.metering.atm90e26 import checksum
 from meter.metering.energy import Register
 from meter.runtime.clock import Clock
@@ -48,31 +49,6 @@ def energy_text():
 def checksum_rule():
     want = ((0x12 ^ 0x34 ^ 0x00 ^ 0xFF) << 8) | ((0x12 + 0x34 + 0xFF) & 0xFF)
     return checksum([0x1234, 0x00FF]) == want
-
-
-class FakeTime:
-    # A time source that starts at 2026-01-01T00:00:00Z and moves only when told.
-    def __init__(self):
-        self.ms = 0
-
-    def ticks_ms(self):
-        return self.ms & 0x3FFFFFFF
-
-    def ticks_diff(self, a, b):
-        d = (a - b) & 0x3FFFFFFF
-        return d - 0x40000000 if d >= 0x20000000 else d
-
-    def ticks_add(self, t, d):
-        return (t + d) & 0x3FFFFFFF
-
-    def sleep_ms(self, ms):
-        self.ms += ms
-
-    def time(self):
-        return 1767225600 + self.ms // 1000
-
-    def gmtime(self, secs):
-        return (1970, 1, 1, 0, 0, 0, 3, 1)
 
 
 def clock_counts_meter_seconds():

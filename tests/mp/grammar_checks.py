@@ -5,44 +5,12 @@
 # Usage: micropython grammar_checks.py CORPUS WORKDIR  (prints "answer [...]" for each)
 import gc
 import json
-import os
 import sys
 from binascii import unhexlify
 
+from fakes import DirFS, FakeClock
 from meter.remote import commands
-from meter.runtime.clock import METER_EPOCH_UNIX
 from meter.supply.control import Control
-
-
-class DirFS:
-    def __init__(self, root):
-        self.root = root
-
-    def open(self, path, mode="r"):
-        return open(self.root + path, mode)
-
-    def rename(self, a, b):
-        os.rename(self.root + a, self.root + b)
-
-    def remove(self, path):
-        os.remove(self.root + path)
-
-
-class Clock:
-    def __init__(self, unix):
-        self.t = unix
-
-    def now(self):
-        return self.t - METER_EPOCH_UNIX
-
-    def unix(self):
-        return self.t
-
-    def valid(self):
-        return True
-
-    def ticks_ms(self):
-        return 0
 
 
 class Log:
@@ -66,7 +34,7 @@ def run(corpus, root, emit):
     one at a time (the 64 KiB heap holds one message and its answer at once, not all)."""
     f = open(corpus)
     head = json.loads(f.readline())
-    clock = Clock(head["now"])
+    clock = FakeClock(head["now"])
     log = Log()
     ctl = Counting(1, 1, None, log, clock, DirFS(root))
     ctl.ops = 0

@@ -29,7 +29,7 @@ TEMPORARY = const(2)
 TOO_LARGE = const(9)
 # Ack codes: 0 success, 1 hardware fault, 2 temporary failure, 3 denied, 4 bad MAC, 5 replay,
 # 6 expired, 7 malformed, 8 other meter's id, 9 too large, 10 unknown command, 250 other.
-# Their names live host-side (host_tools/headend.py REASONS); some acks add a "reason".
+# Their names live host-side (host_tools/wire.py REASONS); some acks add a "reason".
 # The last accepted command: counter, digest (its ack's "for"), done (0 while it is handled),
 # its ack code, CRC32: 26 bytes, inline in LittleFS's metadata, replaced atomically.
 _PATH = "/cmd.ctr"

@@ -25,7 +25,7 @@ RELAY_FAULT = const(170)
 RELAY_REASSERTED = const(171)
 LIMITER_LOCKOUT = const(172)
 # Metering (120-139: other/tamper; 100-119 stay for voltage and current events). Their names
-# live host-side (simulator/scenario.py), off the heap.
+# live host-side (simulator/event_names.py), off the heap.
 READ_REJECTED = const(120)  # an impossible or unconfirmed IC read, never added
 BUS_FAULT = const(121)  # the IC's bus is stuck (all zeros or all ones)
 BUS_RESTORED = const(122)
@@ -39,7 +39,8 @@ CALIB_BAD = const(128)  # calibration file unreadable or its checksums wrong: de
 # ring overwrote them during a long outage, or they were damaged); value: how many.
 BACKLOG_LOST = const(130)
 # 200-249: remote commands. A rejected command logs CMD_REJECTED + its ack code (see
-# meter/remote/commands.py), rate-limited; their names are built host-side (simulator/scenario.py).
+# meter/remote/commands.py), rate-limited; their names are built host-side
+# (simulator/event_names.py).
 # 220-226: accepted configuration commands, logged by meter/remote/dispatch.py (defined there, off
 # the resident heap): 220 control_mode_set, 221 load_limit_set, 222 telemetry_period_set,
 # 223 time_set_old (at the old time), 224 time_set_new, 225 billing_snapshot, 226 remote_reboot.

@@ -114,7 +114,7 @@ def settle_journal(store, imp, exp, reset):
     j[2] = j[7]
 
 
-def restore(meter, now, cfg_error):
+def restore(meter, now):
     fs = meter.hw.fs
     log = meter.log
     try:

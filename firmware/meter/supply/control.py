@@ -41,7 +41,7 @@ class Control:
         self.cover_seen = False
         self.latched = False  # the button acted: wait for its release
 
-    def remote(self, cmd, args=None):
+    def remote(self, cmd):
         """Entry point for remote commands: "disconnect" or "reconnect"."""
         if cmd == "disconnect":
             return self.trigger(_REMOTE, 0, 0)

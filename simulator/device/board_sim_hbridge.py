@@ -1,6 +1,6 @@
 # The simulated board with the single-coil relay variant: one coil across an H-bridge.
-from boards import sim
+from simulator.device import board_sim
 
 
 def build():
-    return sim.build(True)
+    return board_sim.build(True)
