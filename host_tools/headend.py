@@ -56,10 +56,6 @@ from host_tools.wire import (  # noqa: F401
 
 PROG = ".venv/bin/python -m host_tools.headend"  # run from the checkout (README "Head-end")
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = (
-    "disconnect", "reconnect", "status", "set_control_mode", "set_load_limit", "read_profile",
-    "read_events", "billing_snapshot", "time_sync", "set_telemetry_period", "reboot",
-)
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
 
 
@@ -100,6 +96,20 @@ def firmware_rules() -> Any:
     from meter.storage import config_rules as cfgcheck
 
     return cfgcheck
+
+
+@cache
+def command_table() -> Any:
+    """firmware/meter/remote/command_table.py, imported on CPython: the command set (names,
+    groups, each command's VALUE) is the firmware's, not a copy."""
+    firmware_rules()  # firmware/ on the path
+    from meter.remote import command_table as table
+
+    return table
+
+
+def commands() -> tuple[str, ...]:
+    return tuple(command_table().COMMANDS)
 
 
 def valid_id(meter_id: str) -> bool:
@@ -370,13 +380,8 @@ def _category(text: str) -> int | str:
     return int(text) if text.isascii() and text.isdigit() else text
 
 
-# The positional VALUE of each command: the argument's name and how it is parsed.
-VALUE_ARGS = {
-    "set_control_mode": ("mode", int), "set_load_limit": ("watts", int),
-    "set_telemetry_period": ("seconds", int), "time_sync": ("unix", _time),
-    "read_profile": ("profile", str), "read_events": ("category", _category),
-}
-READ_COMMANDS = ("read_profile", "read_events")
+# How the positional VALUE of a command is parsed, by its kind in the firmware's command table.
+VALUE_KINDS = {1: int, 2: _time, 3: str, 4: _category}
 
 
 def command_args(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
@@ -387,7 +392,9 @@ def command_args(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> d
         parser.error("--args must be a JSON object")
     if not isinstance(args, dict):
         parser.error("--args must be a JSON object")
-    name, kind = VALUE_ARGS.get(opts.command, (None, None))
+    table = command_table()
+    _group, flags, name, kind = table.COMMANDS[opts.command]
+    kind = VALUE_KINDS.get(kind)
     if opts.value is not None:
         if name is None:
             parser.error(f"{opts.command} takes no value")
@@ -396,11 +403,10 @@ def command_args(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> d
         except (ValueError, argparse.ArgumentTypeError):
             what = "a whole number" if kind is int else "a time"
             parser.error(f"{opts.command}: {name} must be {what}")
-    elif opts.command in ("set_control_mode", "set_load_limit", "set_telemetry_period",
-                          "read_events") and name not in args:
+    elif flags & table.NEEDED and name not in args:
         parser.error(f"{opts.command} needs its {name.upper()}")
     reads = {"since": opts.since, "until": opts.until, "start": opts.start}
-    if opts.command in READ_COMMANDS:
+    if flags & table.PAGED:
         args.update({k: v for k, v in reads.items() if v is not None})
         if opts.newest_first:
             args["newest_first"] = True
@@ -463,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cafile", help="CA certificate: connect with TLS")
     parser.add_argument("--user", help="MQTT user name")
     parser.add_argument("--password-file", help="file holding the MQTT password")
-    parser.add_argument("command", choices=("newkey",) + COMMANDS)
+    parser.add_argument("command", choices=("newkey",) + commands())
     parser.add_argument("meter_id", type=_meter_id, help="the meter's id: 1 to 32 letters,"
                         " digits, '-' or '_' (firmware/meter/storage/config_rules.py valid_id)")
     parser.add_argument("value", nargs="?", help="the command's value: set_control_mode MODE,"

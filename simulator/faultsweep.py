@@ -90,7 +90,9 @@ def read_state(bdev: Any) -> dict:
     fs = lfs_vfs.VfsLfs2(Partition(bdev, "meterdata"), cache_size=BLOCK)
     imp, exp = Register(1000), Register(1000)
     energy = store.EnergyStore(fs, Partition(bdev, "lastgasp"))
-    energy.load(imp, exp)
+    from meter.storage.restore import load_energy
+
+    load_energy(energy, imp, exp)
     block = profile.block(fs, energy.period.head)
     records = []
     for n, rec in maint.read(block):

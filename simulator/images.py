@@ -53,7 +53,9 @@ def read_store(flash_path: str) -> dict:
 
         imp, exp = Register(1000), Register(1000)
         energy = store.EnergyStore(fs, journal)
-        energy.load(imp, exp)
+        from meter.storage.restore import load_energy
+
+        load_energy(energy, imp, exp)
         ring = profile.block(fs, energy.period.head)
         count = ring.n if ring.n < ring.capacity else ring.capacity
         return {"wh": imp.wh_float() + exp.wh_float(), "profile_records": count,

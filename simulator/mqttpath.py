@@ -241,9 +241,9 @@ class ScenarioNetwork:
                 self.mosquitto = Mosquitto()
                 self.broker = ("127.0.0.1", self.mosquitto.port)
             config = scenario["config"]
-            from meter.storage.config import DEFAULTS  # on the path: the scenario was normalised
+            from meter.storage.config import defaults  # on the path: the scenario was normalised
 
-            self.meter_id = config.get("meter_id", DEFAULTS["meter_id"])
+            self.meter_id = config.get("meter_id", defaults()["meter_id"])
             self.key_hex = scenario.get("command_key") or default_key(self.meter_id)
             self.key = bytes.fromhex(self.key_hex)
             self.headend = HeadEnd(self.broker, self.meter_id)

@@ -404,7 +404,7 @@ def check(raw: Any) -> dict:
     else:
         top.check(raw, "", {})
     config = raw.get("config", {})
-    defaults = firmware("meter.storage.config").DEFAULTS
+    defaults = firmware("meter.storage.config").defaults()
     # the firmware's keys; one without a range here gets its type checked only (a test
     # insists that every key has one)
     Obj({key: CONFIG_SCHEMA.get(key) for key in defaults}).check(config, "config", {})
@@ -420,7 +420,7 @@ def check(raw: Any) -> dict:
     ctx = {_END: raw["duration_s"],
            _AMPS: AMPS_PER_IMAX * config.get("imax_a", defaults["imax_a"])}
     Obj(SCHEMA).check(raw, "", ctx)
-    known = firmware("meter.remote.commands")._KNOWN.split()
+    known = list(firmware("meter.remote.command_table").COMMANDS)
     for i, item in enumerate(raw.get("commands", [])):
         where = f"commands[{i}]"
         if "raw" in item:

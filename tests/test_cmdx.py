@@ -533,7 +533,7 @@ def test_reboot_acks_then_resets(tmp_path, machine):
     rig.link.client = SimpleNamespace(publish=lambda *a: published.append(a),
                                       disconnect=lambda: published.append("bye"))
     with pytest.raises(Reset):
-        cmdtime.reboot(rig.link)
+        cmdtime.restart(rig.link)
     assert rig.meter.checkpoints == 1  # the registers were saved first
     assert published == [(f"meters/{METER}/status", b"offline", True), "bye"]
     ack = rig.send("reboot", {"delay": 5})

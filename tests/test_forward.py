@@ -60,8 +60,9 @@ def stored(flash: str) -> dict[str, dict[int, tuple]]:
 
         energy = store.EnergyStore(fs)
         from meter.metering.energy import Register
+        from meter.storage.restore import load_energy
 
-        energy.load(Register(1000), Register(1000))
+        load_energy(energy, Register(1000), Register(1000))
         profile_recs = dict(maint.read(profile.block(fs, energy.period.head)))
         event_recs = {}
         for cat in range(len(CATEGORIES)):

@@ -125,9 +125,9 @@ def link_module():
 
 def retry_delays(link_module, meter_id: str, attempts: int) -> list[int]:
     from meter.runtime.clock import METER_EPOCH_UNIX
-    from meter.storage.config import DEFAULTS
+    from meter.storage.config import defaults
 
-    cfg = dict(DEFAULTS, meter_id=meter_id, mqtt_host="127.0.0.1", mqtt_port=free_port(),
+    cfg = dict(defaults(), meter_id=meter_id, mqtt_host="127.0.0.1", mqtt_port=free_port(),
                mqtt_timeout_s=1)
     clock = FakeClock(METER_EPOCH_UNIX + 1000)
     ln = link_module.Link(cfg, clock, None, None, None)

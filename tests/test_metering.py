@@ -269,12 +269,12 @@ def test_counters_stay_small_ints_for_25_years_at_imax():
 def test_register_capacity_beats_the_poll_interval_even_with_stalls():
     """Worst case at Imax and 1.2 x Vref: the 16-bit energy register holds over 400 s,
     while the longest gap between polls is the network timeout (5 s) a few times over."""
-    from meter.storage.config import DEFAULTS
+    from meter.storage.config import defaults
 
     lsb_per_s = 1.2 * VREF * IMAX / 3600 * 3200 / 100
     capacity_s = 0xFFFF / lsb_per_s
     assert capacity_s > 400
-    worst_gap_s = DEFAULTS["poll_ms"] / 1000 + 4 * DEFAULTS["mqtt_timeout_s"]
+    worst_gap_s = defaults()["poll_ms"] / 1000 + 4 * defaults()["mqtt_timeout_s"]
     assert worst_gap_s * 10 < capacity_s
     world, emu, driver = make_rig(amps=IMAX, volts=1.2 * VREF)
     set_regs(driver, {})

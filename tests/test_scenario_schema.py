@@ -172,7 +172,7 @@ def test_the_ends_of_each_range_are_accepted():
 
 
 def test_every_firmware_config_key_has_a_range():
-    defaults = paths.firmware("meter.storage.config").DEFAULTS
+    defaults = paths.firmware("meter.storage.config").defaults()
     assert set(schema.CONFIG_SCHEMA) == set(defaults)
 
 

@@ -47,7 +47,9 @@ def block_profile(fs):
     from meter.storage import reader as maint
 
     energy = store.EnergyStore(fs)
-    energy.load(Register(1000), Register(1000))
+    from meter.storage.restore import load_energy
+
+    load_energy(energy, Register(1000), Register(1000))
     return list(maint.read(profile.block(fs, energy.period.head)))
 
 

@@ -4,8 +4,8 @@
 from meter.local.optical import OpticalPort
 from meter.metering.energy import Register
 from meter.runtime import compat
-from meter.runtime.overlays import unload
-from meter.storage import config, events
+from meter.runtime.overlays import overlay, unload
+from meter.storage import events
 from meter.storage.checkpoint import EnergyStore
 
 # The running Meter (set when it is built): lets a technician at the REPL inspect the live
@@ -14,68 +14,11 @@ from meter.storage.checkpoint import EnergyStore
 current = None
 
 
-def _profile():
-    compat.collect()  # its code goes into the holes its last use left
-    from meter.storage import profiles
-
-    return profiles
-
-
 def _load_names():
-    """Load every overlay once, one at a time, early in boot. MicroPython keeps the names
-    of each module it loads in a table that grows in doubling steps and is never freed; one
-    step is a ~6.4 KB allocation. Taken now, while the heap is whole, it cannot fail later
-    on a fragmented heap at an overlay's first load (hours into a run, say at the first
-    command): the names are all in, so later loads add none. Only with MQTT: without it no
-    overlay loads late (boot loads those it needs), and the names would cost ~7 KB."""
-    import meter.remote.config_commands  # (with cmdx)
-
-    _drop("meter.remote.config_commands")
-    _drop("meter.remote.dispatch")
-    import meter.remote.read_commands  # (with cmdx, ring)
-
-    _drop("meter.remote.read_commands")
-    _drop("meter.remote.dispatch")
-    _drop("meter.storage.ring")
-    import meter.remote.time_commands  # (with cmdx)
-
-    _drop("meter.remote.time_commands")
-    _drop("meter.remote.dispatch")
-    import meter.remote.commands
-
-    _drop("meter.remote.commands")
-    import meter.remote.connect
-
-    _drop("meter.remote.connect")
-    import meter.remote.forward
-
-    _drop("meter.remote.forward")
-    import meter.supply.limiter
-
-    _drop("meter.supply.limiter")
-    import meter.storage.reader
-
-    _drop("meter.storage.reader")
-    import meter.storage.profiles
-
-    _drop("meter.storage.profiles")
-    _drop("meter.storage.ring")
-    import meter.supply.relay
-
-    _drop("meter.supply.relay")
-    import meter.supply.transitions  # noqa: F401
-
-    _drop("meter.supply.transitions")
-
-
-def _drop(name):
-    unload(name)
-    compat.collect()
-
-
-def _unload_profile():
-    unload("meter.storage.profiles")
-    unload("meter.storage.ring")
+    """Take the name table's steps while the heap is whole (meter/runtime/overlay_table.py
+    prime()). Only with MQTT: without it few overlays load late, and the names would cost
+    ~7 KB."""
+    overlay("meter.runtime.overlay_table").prime()
 
 
 class Meter:
@@ -85,7 +28,8 @@ class Meter:
         self.hw = hw
         self.clock = hw.clock
         fs = hw.fs
-        self.cfg, cfg_error = config.load(fs)
+        # (an overlay: the meter keeps the dict it returns, not the module's 2.7 KB)
+        self.cfg, cfg_error = overlay("meter.storage.config").load(fs)
         if self.cfg["mqtt_host"]:
             _load_names()  # while the heap is whole
         self.dying = False  # the power-fail handler has run: nothing more is written
@@ -119,18 +63,10 @@ class Meter:
         period = self.cfg["profile_period_s"]
         # only whole divisions of a day line periods up with midnight
         self.period_s = period if period >= 60 and 86400 % period == 0 else 900
-        from meter.storage import restore
-
-        restore.restore(self, now)
-        unload("meter.storage.restore")
-        del restore
-        bad = _profile().boot(self, now)
-        _unload_profile()
-        from meter.storage import restore
-
-        restore.report(self, now, cfg_error, bad)
-        unload("meter.storage.restore")
-        del restore
+        overlay("meter.storage.restore").restore(self, now)
+        bad = overlay("meter.storage.profiles").boot(self, now)
+        unload("meter.storage.ring")  # the profiles'
+        overlay("meter.storage.restore").report(self, now, cfg_error, bad)
         unload("meter.storage.ring")
         self.cal, cal_error = self.load_calibration(fs, ic)
         if cal_error is not None:
@@ -164,12 +100,7 @@ class Meter:
 
     def load_calibration(self, fs, ic):
         """The calibration record, with its module dropped again: it is needed once a boot."""
-        from meter.metering import calibration
-
-        try:
-            return calibration.load(fs, ic)
-        finally:
-            unload("meter.metering.calibration")
+        return overlay("meter.metering.calibration").load(fs, ic)
 
     def start_ic(self):
         ok = self.ic.start(self.cal)
@@ -344,8 +275,8 @@ class Meter:
             period.sample(self.inst, mono)
         if now >= period.end:  # (wall time: periods end at wall-clock multiples)
             self.save_energy(now)  # energy first: a period start is never above the
-            _profile().close(self, now)  # registers a reboot restores
-            _unload_profile()
+            overlay("meter.storage.profiles").close(self, now)  # registers a reboot restores
+            unload("meter.storage.ring")  # the profiles'
         since = mono - self.saved_at
         cfg = self.cfg
         unsaved = self.imp.unsaved_wh + self.exp.unsaved_wh

@@ -18,8 +18,7 @@ from hashlib import sha256
 
 from micropython import const
 
-from meter.runtime import compat
-from meter.runtime.overlays import unload
+from meter.runtime.overlays import overlay, unload
 from meter.storage.events import CMD_REJECTED
 
 MAX_SIZE = const(1024)
@@ -31,14 +30,19 @@ TOO_LARGE = const(9)
 # Ack codes: 0 success, 1 hardware fault, 2 temporary failure, 3 denied, 4 bad MAC, 5 replay,
 # 6 expired, 7 malformed, 8 other meter's id, 9 too large, 10 unknown command, 250 other.
 # Their names live host-side (host_tools/wire.py REASONS); some acks add a "reason".
-_KNOWN = (" disconnect reconnect status set_control_mode set_load_limit read_profile"
-          " read_events billing_snapshot time_sync set_telemetry_period reboot ")
 # The last accepted command: counter, digest (its ack's "for"), done (0 while it is handled),
 # its ack code, CRC32: 26 bytes, inline in LittleFS's metadata, replaced atomically.
 _PATH = "/cmd.ctr"
 _REC = "<I16sBB"
-# A cut short one of these is not run again: a second run would act twice.
-_ONCE = " time_sync billing_snapshot "
+
+
+def entry(cmd):
+    """The command's line in meter/remote/command_table.py (group, flags, ...), or None: the
+    table is loaded for the look-up and dropped again."""
+    from meter.remote.command_table import COMMANDS
+
+    unload("meter.remote.command_table")
+    return COMMANDS.get(cmd)
 
 
 def hmac_sha256(key, msg, prefix=b""):
@@ -183,20 +187,20 @@ class Commands:
                 return 6, n, None
         elif cmd != "status" and cmd != "time_sync":
             return TEMPORARY, n, "clock_unset"  # expiry cannot be checked: switch nothing
-        if " " + cmd + " " not in _KNOWN:
+        if entry(cmd) is None:
             return 10, n, None
         return 0, n, obj
 
-    def _more(self, cmd, obj):
-        """Every other command: meter/remote/dispatch.py, loaded for it and dropped after."""
-        compat.collect()
-        import meter.remote.dispatch as x
-
-        try:
-            return x.run(self, cmd, obj)
-        finally:
-            x = None
-            unload("meter.remote.dispatch")
+    def _supply(self, cmd, args):
+        """A command of the group SUPPLY: to the disconnect control's method of its name."""
+        ctl = self.handler
+        if ctl is None:  # a meter without a relay
+            return (0, None) if cmd == "status" else (3, {"reason": "no supply control"})
+        if cmd == "disconnect":
+            return ctl.disconnect(args)
+        if cmd == "reconnect":
+            return ctl.reconnect(args)
+        return ctl.status(args)
 
     def _again(self, p, rec):
         """The very same bytes as the last accepted command (its ack lost, or redelivered
@@ -206,9 +210,10 @@ class Commands:
         changes nothing), unless it would act twice or is out of its time now."""
         obj = json.loads(p[65:])  # the MAC verified: well-formed
         cmd = obj["cmd"]
+        line = entry(cmd)
         if not rec[1]:
             clock = self._clock
-            if " " + cmd + " " in _ONCE:
+            if line[1] & 1:  # ONCE (meter/remote/command_table.py)
                 return TEMPORARY, {"reason": "cut_short"}, None
             if not clock.valid() and cmd != "status":
                 return TEMPORARY, {"reason": "clock_unset"}, None
@@ -216,7 +221,7 @@ class Commands:
                 return 6, None, None
             return 0, None, obj
         extra = None
-        if getattr(self.handler, cmd, None) is not None:
+        if line[0] == 0 and self.handler is not None:  # SUPPLY: the state now
             try:
                 extra = self.handler.status({})[1]
             except Exception:  # noqa: S110 - the recorded code is the answer
@@ -241,17 +246,16 @@ class Commands:
         if code == 0 and obj is not None:
             try:
                 cmd = obj["cmd"]
-                m = getattr(self.handler, cmd, None)
                 args = obj["args"]
-                if args and cmd in ("disconnect", "reconnect", "status"):
+                if entry(cmd)[0]:  # CONFIG, TIME, READ: loaded for it and dropped after
+                    code, extra = overlay("meter.remote.dispatch").run(self, cmd, obj)
+                elif args:
                     # none takes an argument (checked here, not in the resident control: RAM)
                     code, extra = 250, {"reason": "bad args: unknown argument " + list(args)[0]}
-                elif m is not None:
-                    code, extra = m(args)
+                else:
+                    code, extra = self._supply(cmd, args)
                     if type(code) is not int or not (extra is None or type(extra) is dict):
                         raise TypeError
-                elif cmd != "status":
-                    code, extra = self._more(cmd, obj)
             except Exception as exc:
                 print("handler:", exc)
                 code, extra = 250, {"reason": "handler_error"}

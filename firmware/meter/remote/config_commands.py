@@ -1,9 +1,9 @@
-# Configuration commands (see meter/remote/dispatch.py): control mode, load limit, telemetry
-# period.
+# Configuration commands (group CONFIG in meter/remote/command_table.py, run by
+# meter/remote/dispatch.py): control mode, load limit, telemetry period.
 import json
 
-from meter.remote.dispatch import Refused, bad, log, only, whole
-from meter.runtime.overlays import unload
+from meter.remote.arguments import Refused, bad, log, only, whole
+from meter.runtime.overlays import overlay, unload
 
 
 def _control(cmds):
@@ -16,8 +16,7 @@ def _control(cmds):
 def _save_config(cmds, changes):
     """Persist overrides in /config.json (the provisioned file, kept as it is otherwise),
     then apply them to the running configuration."""
-    from meter.storage import config  # resident: the app holds it
-
+    config = overlay("meter.storage.config")  # (meter/app.py keeps only the dict it made)
     fs = cmds._fs
     try:
         with fs.open(config.PATH, "r") as f:
@@ -38,7 +37,7 @@ def _save_config(cmds, changes):
         link._cfg.update(changes)
 
 
-def _set_control_mode(cmds, args, body):
+def set_control_mode(cmds, args):
     only(args, ("mode",))
     mode = whole(args, "mode", 0, 6)
     ctl = _control(cmds)
@@ -61,7 +60,7 @@ def _set_control_mode(cmds, args, body):
     return ctl.status(None)
 
 
-def _set_load_limit(cmds, args, body):
+def set_load_limit(cmds, args):
     from meter.supply import startup
 
     try:
@@ -100,7 +99,7 @@ def _set_load_limit(cmds, args, body):
     return 0, {"watts": watts, "load_limiter": merged}
 
 
-def _set_telemetry_period(cmds, args, body):
+def set_telemetry_period(cmds, args):
     only(args, ("seconds",))
     s = whole(args, "seconds", 5, 86400)
     _save_config(cmds, {"telemetry_period_s": s})

@@ -238,7 +238,7 @@ class Link:
         for _ in range(_PER_LOOK):
             c.check_msg()
             if self.reboot:  # acked (and PUBACKed) first, then the reset
-                overlay("meter.remote.time_commands").reboot(self)
+                overlay("meter.remote.time_commands").restart(self)
             if not self._got or clock.ticks_diff(clock.ticks_ms(), t0) >= _LOOK_MS:
                 break
             self._got = False

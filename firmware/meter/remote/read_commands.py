@@ -1,9 +1,10 @@
-# Read-back commands and the billing snapshot (see meter/remote/dispatch.py). The rings are opened
-# through meter/storage/profile_rings.py (which also takes the snapshot), not
+# Read-back commands and the billing snapshot (group READ in meter/remote/command_table.py,
+# run by meter/remote/dispatch.py). The rings are opened through
+# meter/storage/profile_rings.py (which also takes the snapshot), not
 # meter/storage/profiles.py: that is about twice its size.
 from micropython import const
 
-from meter.remote.dispatch import Refused, bad, log, only, whole
+from meter.remote.arguments import Refused, bad, log, only, whole
 from meter.runtime.clock import METER_EPOCH_UNIX
 from meter.runtime.overlays import unload
 from meter.storage.profile_rings import bill, billing, block, daily
@@ -12,7 +13,7 @@ unload("meter.storage.profile_rings")  # (its names are copied)
 PAGE = const(8)  # records per read_profile / read_events ack: the ack stays under ~800 B
 
 
-def _billing_snapshot(cmds, args, body):
+def billing_snapshot(cmds, args):
     only(args, ())
     meter = cmds.link.meter
     try:
@@ -60,7 +61,7 @@ def _event_row(n, r):
     return [n, r[0], r[1] + METER_EPOCH_UNIX, r[2], r[5], r[6], r[7], r[8]]
 
 
-def _read_profile(cmds, args, body):
+def read_profile(cmds, args):
     only(args, ("profile", "since", "until", "newest_first", "start"))
     which = args.get("profile", "block")
     rng = _range(args)
@@ -82,7 +83,7 @@ def _read_profile(cmds, args, body):
     return ack
 
 
-def _read_events(cmds, args, body):
+def read_events(cmds, args):
     only(args, ("category", "since", "until", "newest_first", "start"))
     from meter.storage.layout import CATEGORIES
 

@@ -1,14 +1,15 @@
-# Time and reboot commands (see meter/remote/dispatch.py).
+# Time and reboot commands (group TIME in meter/remote/command_table.py, run by
+# meter/remote/dispatch.py).
 from micropython import const
 
-from meter.remote.dispatch import Refused, log, only, whole
+from meter.remote.arguments import Refused, log, only, whole
 
 MAX_STEP = const(3600)  # time_sync: the largest step (s) while the clock is valid
 _UNIX_MIN = const(1704067200)  # 2024-01-01: a time_sync must land on a valid clock
 _UNIX_MAX = 2634801407  # meter time clock.MAX_S (2053-06-29): meter times stay small ints
 
 
-def _time_sync(cmds, args, body):
+def time_sync(cmds, args, body):
     only(args, ("unix",))
     unix = whole(args, "unix", _UNIX_MIN, _UNIX_MAX)
     if not body["t"] <= unix <= body["exp"]:
@@ -34,16 +35,16 @@ def _time_sync(cmds, args, body):
     return 0, {"step": step}
 
 
-def _reboot(cmds, args, body):
+def reboot(cmds, args):
     only(args, ())
     if cmds.link is None:
         raise Refused(3, "no link")
-    cmds.link.reboot = True  # the link acks first, then calls reboot() below
+    cmds.link.reboot = True  # the link acks first, then calls restart() below
     log(cmds, 226)
     return 0, None
 
 
-def reboot(link):
+def restart(link):
     """After the ack went out: save the energy registers, leave the broker cleanly, reset."""
     meter = link.meter
     if meter is not None:

@@ -1,5 +1,6 @@
 # Overlays: rarely used modules imported while they are used and let go after, so their code
-# takes heap only then (commands are rare, the heap is not). One way to let a module go.
+# takes heap only then (commands are rare, the heap is not). One way to let a module go;
+# every overlay, with what it pulls in, is listed in meter/runtime/overlay_table.py.
 import sys
 
 from meter.runtime import compat

@@ -136,13 +136,6 @@ class EnergyStore:
         if journal is not None:
             self.journal = [journal, 0, 0, 0, bytearray(32), None, None, 0]
 
-    def load(self, imp, exp):
-        """Restore the newest valid checkpoint into the registers (meter.storage.restore); returns
-        its time or None."""
-        from meter.storage.restore import load_energy
-
-        return load_energy(self, imp, exp)
-
     def save(self, imp, exp, now, flags=0):
         imwh = imp.total_mwh()
         emwh = exp.total_mwh()

@@ -122,4 +122,3 @@ class EventLog:
         if ok:  # a number only for a record that exists: the forwarded sequence has no gaps
             self.seq += 1
         return ok
-

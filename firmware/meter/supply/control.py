@@ -10,7 +10,7 @@
 from micropython import const
 
 from meter.runtime import compat
-from meter.runtime.overlays import unload
+from meter.runtime.overlays import overlay, unload
 
 _READY = const(2)
 _REMOTE = const(0)  # triggers: 0 remote, 1 manual (the button), 2 local (limiter, tamper)
@@ -69,7 +69,7 @@ class Control:
     def trigger(self, who, reconnect, cause):
         """who: 0 remote, 1 manual, 2 local; cause (logged): 0 remote, 1 manual,
         2 load limiter, 3 tamper. The table and the relay driver are never loaded at once."""
-        code, reason = self._step("run", who, reconnect, cause)
+        code, reason = overlay("meter.supply.transitions").run(self, who, reconnect, cause)
         if code >= 0:
             return code, reason
         compat.collect()
@@ -79,16 +79,7 @@ class Control:
             code, reason = Relay(self.clock, self.relay, self.ring, self.retries).switch(reason)
         finally:
             unload("meter.supply.relay")
-        return self._step("finish", code, reason, cause)
-
-    def _step(self, name, a, b, c):
-        compat.collect()  # room for the code about to load, in one piece
-        import meter.supply.transitions as t
-
-        try:
-            return getattr(t, name)(self, a, b, c)
-        finally:
-            unload("meter.supply.transitions")
+        return overlay("meter.supply.transitions").finish(self, code, reason, cause)
 
     def service(self, meter):
         """Once per poll: the local button, the command port, the load limiter."""
