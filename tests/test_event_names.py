@@ -15,8 +15,8 @@ METER = ROOT / "firmware" / "meter"
 INDIRECT = {
     # the persisted intent of a cut-short transition (meter/supply/transitions.py save())
     ("supply/startup.py", "lost"): "control",
-    # dispatch's log() helper passes its callers' codes on (each caller is checked here)
-    ("remote/dispatch.py", "code"): None,
+    # the argument module's log() helper passes its callers' codes on (each caller is checked)
+    ("remote/arguments.py", "code"): None,
 }
 
 
