@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
+import struct
 import subprocess
 from collections.abc import Callable
 
@@ -15,6 +16,11 @@ OK = 0
 CUT = 1
 END = 2
 POSTED = (0x57, 0x44, 0x51)  # pin writes, watchdog, IRQ arming: the device does not wait
+RECV_SIZE = 3 + 0xFFFF + 4096  # the largest frame, and room for those queued before it
+_SPI_HEAD = struct.Struct("<BBBI")
+# Calls whose answers have a fixed size, read by the device in one go with their head: the
+# host pads them when the power is cut or the scenario ends (op S: the frame's length).
+FIXED = {0x52: 1, 0x41: 20}  # R: a pin level; A: advance
 
 
 class DeviceServer:
@@ -70,21 +76,53 @@ class DeviceServer:
             world.powered and not world.reset_requested)
 
     def serve(self, conn: socket.socket) -> None:
+        """Answer the device's operations until the boot ends. The device queues its posted
+        operations and sends them with its next call, so one read usually brings several
+        frames: they are taken from one buffer in order, and only calls are answered."""
         recv = conn.recv_into
-        head = bytearray(3)
-        head_view = memoryview(head)
+        buf = bytearray(RECV_SIZE)
+        view = memoryview(buf)
+        start = end = 0
+        world = self.world
+        spi = world.spi_transfer
+        pin_write = world.pin_write
         while True:
-            if not _recv_exact(recv, head_view):
-                return
-            op = head[0]
-            size = head[1] | (head[2] << 8)
-            payload = bytearray(size)
-            if size and not _recv_exact(recv, memoryview(payload)):
-                return
+            have = end - start
+            if have < 3 or have < 3 + (buf[start + 1] | (buf[start + 2] << 8)):
+                if start:  # keep the partial frame, at the front
+                    buf[:have] = view[start:end]
+                    start, end = 0, have
+                try:
+                    n = recv(view[end:])
+                except ConnectionError:
+                    return  # the device process is gone
+                if not n:
+                    return
+                end += n
+                continue
+            op = buf[start]
+            size = buf[start + 1] | (buf[start + 2] << 8)
+            at = start + 3
+            start = at + size
             status = OK
             reply = b""
+            fixed = 0  # the size of an answer the device reads in one go, pad or not
             try:
-                reply = self.handle(op, payload)
+                if op == 0x57:  # W: pin write, posted
+                    try:
+                        pin_write(buf[at], buf[at + 1])
+                    except PowerCut:
+                        pass  # reported at the device's next call
+                    continue
+                if op == 0x53:  # S: one SPI transfer (as World.call)
+                    bus, polarity, phase, baud = _SPI_HEAD.unpack_from(buf, at)
+                    fixed = size - 7
+                    rx = bytearray(fixed)
+                    spi(bus, (polarity, phase, baud), bytes(view[at + 7:start]), rx)
+                    reply = rx
+                else:
+                    fixed = FIXED.get(op, 0)
+                    reply = self.handle(op, bytes(view[at:start]))
             except PowerCut:
                 status = CUT
             except ScenarioEnd:
@@ -92,6 +130,7 @@ class DeviceServer:
             if reply is None:
                 continue  # posted: no answer expected
             if status != OK:
+                reply = bytes(fixed)  # what the firmware asked for is lost with it
                 # The firmware stops here: what it sent over the network settles first.
                 self.world.halted()
             try:

@@ -10,6 +10,8 @@ OK = 0
 CUT = 1
 END = 2
 HEAP_SAMPLE_MS = 60_000
+OUT_SIZE = 96  # the queue of posted operations, with room for a call's frame
+IN_SIZE = 3 + 32  # a fixed-size answer with its head: the advance's 20 bytes, SPI frames
 
 
 def meter_counts():
@@ -69,14 +71,26 @@ class RemoteFlash:
 
 
 class RemoteWorld:
-    """Stands in for simulator.device.world.World inside the firmware's process."""
+    """Stands in for simulator.device.world.World inside the firmware's process.
 
-    def __init__(self, sock):
+    Posted operations (pin writes, IRQ arming, the watchdog) are queued in one buffer, as a
+    board's drivers write registers without waiting, and go out in one write with the next
+    operation that waits for an answer: the host applies them in order before that one, at
+    the same virtual time (time only moves inside a call), so the world sees what it saw
+    when each went out on its own. The hot operations (SPI frames, pin reads and writes, the
+    sleep) allocate nothing."""
+
+    def __init__(self, sock, hello=True):
         self.sock = sock
         self.dead = 0  # CUT or END once the host has said so: nothing runs after that
         self.head = bytearray(3)
+        self.out = bytearray(OUT_SIZE)  # queued posted operations, then the call itself
+        self.queued = 0
+        self.inb = bytearray(IN_SIZE)  # fixed-size answers (SPI frame, pin read, advance)
         self.uart_rx_pending = 1  # unknown until the first advance: ask
         self.next_heap_sample = 0
+        if not hello:
+            return
         hello = self.call(b"H", b"")
         self.now_ms, self.boot_ms, self.unix_base, blocks = struct.unpack("<qqqH", hello[:26])
         self.unique_id = hello[26:32]
@@ -93,27 +107,89 @@ class RemoteWorld:
                 raise PowerCut()  # the host went away: as good as a power cut
             got += n
 
+    def _read(self, buf, size):
+        """Exactly `size` bytes into the start of buf; allocates only on a short read."""
+        got = self.sock.readinto(buf, size)
+        if got != size:
+            if not got:
+                raise PowerCut()
+            self._recv_into(memoryview(buf)[got:size])
+
     def check_power(self):
         if self.dead == CUT:
             raise PowerCut()
         if self.dead == END:
             raise ScenarioEnd()
 
+    def flush(self):
+        """Send what is queued (the posted operations and a call's own frame)."""
+        if self.queued:
+            self.sock.write(self.out, self.queued)
+            self.queued = 0
+
+    def _room(self, size):
+        """Where a frame of `size` payload bytes goes in the queue (flushed first if full);
+        -1 when it is larger than the queue (it goes out on its own)."""
+        if self.queued + 3 + size > OUT_SIZE:
+            self.flush()
+            if 3 + size > OUT_SIZE:
+                return -1
+        at = self.queued
+        out = self.out
+        out[at + 1] = size & 0xFF
+        out[at + 2] = size >> 8
+        self.queued = at + 3 + size
+        return at
+
     def post(self, op, payload):
         self.check_power()
-        self.sock.write(op + struct.pack("<H", len(payload)) + payload)
+        at = self._room(len(payload))
+        if at < 0:
+            self.sock.write(op + struct.pack("<H", len(payload)) + payload)
+            return
+        self.out[at] = op[0]
+        self.out[at + 3:self.queued] = payload
+
+    def post2(self, code, a, b):
+        """A posted operation with a two-byte payload (pin write, IRQ arming), built in
+        place."""
+        self.check_power()
+        at = self._room(2)
+        out = self.out
+        out[at] = code
+        out[at + 3] = a
+        out[at + 4] = b
+
+    def _answer(self):
+        """The head of the host's answer to the call just flushed: its payload size."""
+        head = self.head
+        self._read(head, 3)
+        if head[0] != OK:
+            self.dead = head[0]
+        return head[1] | (head[2] << 8)
+
+    def _fixed(self, size):
+        """Flush, and read the answer to a call whose answer has `size` bytes always (the
+        host pads it on a cut or at the end), head and all in one read, into self.inb; the
+        payload starts at 3."""
+        self.flush()
+        inb = self.inb
+        self._read(inb, 3 + size)
+        if inb[0] != OK:
+            self.dead = inb[0]
+            self.check_power()
+        if inb[1] | (inb[2] << 8) != size:
+            raise OSError(5)  # EIO: not the answer this call has
+        return inb
 
     def call(self, op, payload):
         self.post(op, payload)
-        head = self.head
-        self._recv_into(head)
-        size = head[1] | (head[2] << 8)
+        self.flush()
+        size = self._answer()
         data = bytearray(size)
         if size:
             self._recv_into(data)
-        if head[0] != OK:
-            self.dead = head[0]
-            self.check_power()
+        self.check_power()
         if op == b"T":
             self.unix_base = struct.unpack("<q", data)[0]  # the RTC was just set
         return data
@@ -122,21 +198,43 @@ class RemoteWorld:
         """call() for a header built in place (RemoteFlash) and its data, allocating
         nothing: the reply must be empty."""
         self.check_power()
+        self.flush()
         sock = self.sock
         sock.write(frame)
         if data is not None:
             sock.write(data)
-        head = self.head
-        got = sock.readinto(head)
-        if got != 3:  # a short read (rare: the rest follows)
-            if not got:
-                raise PowerCut()
-            self._recv_into(memoryview(head)[got:])
-        if head[0] != OK:
-            self.dead = head[0]
-            self.check_power()
-        if head[1] or head[2]:
+        if self._answer():
             raise OSError(5)  # EIO: a reply where none is due
+        self.check_power()
+
+    # --- the hot operations, as the in-process World has them ---------------------------
+    def pin_write(self, pin_id, level):
+        self.post2(0x57, pin_id, level)  # W
+
+    def pin_read(self, pin_id):
+        self.check_power()
+        at = self._room(1)
+        self.out[at] = 0x52  # R
+        self.out[at + 3] = pin_id
+        return self._fixed(1)[3]
+
+    def spi(self, bus_id, mode, wbuf, rbuf):
+        """One SPI transfer: wbuf out, rbuf filled with what MISO carried (as World.spi)."""
+        self.check_power()
+        n = len(wbuf)
+        if n > IN_SIZE - 3 or len(rbuf) != n:
+            polarity, phase, baudrate = mode
+            head = struct.pack("<BBBI", bus_id, polarity, phase, baudrate)
+            rbuf[:] = self.call(b"S", head + bytes(wbuf))
+            return
+        at = self._room(7 + n)
+        out = self.out
+        out[at] = 0x53  # S
+        struct.pack_into("<BBBI", out, at + 3, bus_id, mode[0], mode[1], mode[2])
+        out[at + 10:self.queued] = wbuf
+        inb = self._fixed(n)
+        for i in range(n):
+            rbuf[i] = inb[3 + i]
 
     def send_counts(self):
         """After the end: the link counts to the host (op Y); reading the backlog may read
@@ -158,12 +256,17 @@ class RemoteWorld:
             gc.collect()
             heap = gc.mem_alloc()
             self.next_heap_sample = self.now_ms + HEAP_SAMPLE_MS
-        reply = self.call(b"A", struct.pack("<II", ms, heap))
-        self.now_ms, self.unix_base, self.uart_rx_pending, fired = struct.unpack("<qqHh", reply)
+        self.check_power()
+        at = self._room(8)
+        self.out[at] = 0x41  # A
+        struct.pack_into("<II", self.out, at + 3, ms, heap)
+        reply = self._fixed(20)
+        self.now_ms, self.unix_base, self.uart_rx_pending, fired = struct.unpack_from(
+            "<qqHh", reply, 3)
         return fired
 
     def pin_irq(self, pin_id, trigger):
-        self.post(b"Q", bytes((pin_id, trigger)))
+        self.post2(0x51, pin_id, trigger)  # Q
 
     def now_unix(self):
         return self.unix_base + self.now_ms // 1000

@@ -447,6 +447,12 @@ class World:
         self.pin_listeners.setdefault(pin_id, []).append(callback)
 
     # --- SPI --------------------------------------------------------------------------
+    def spi(self, bus_id: int, mode: tuple, wbuf, rbuf):
+        """The shim's SPI transfer (wire op S): wbuf out, rbuf filled from MISO."""
+        rx = bytearray(len(wbuf))
+        self.spi_transfer(bus_id, mode, wbuf, rx)
+        rbuf[:] = rx
+
     def attach_spi(self, bus_id: int, cs_pin: int, device):
         self.spi_devices.append((bus_id, cs_pin, device))
         # Chip select is active low: a falling edge starts a frame, a rising edge ends it.

@@ -63,15 +63,15 @@ class Pin:
 
     def value(self, level=None):
         if level is None:
-            return world().call(b"R", bytes((self.id,)))[0]
-        world().post(b"W", bytes((self.id, 1 if level else 0)))
+            return world().pin_read(self.id)
+        world().pin_write(self.id, 1 if level else 0)
         return None
 
     def irq(self, handler=None, trigger=3, hard=False):
         """A soft IRQ, as on the ESP32 port: the handler runs in the firmware's thread at the
         next chance, which includes the middle of a sleep (see sleep_ms)."""
         IRQ_HANDLERS[self.id] = (self, handler)
-        world().post(b"Q", bytes((self.id, trigger if handler is not None else 0)))
+        world().pin_irq(self.id, trigger if handler is not None else 0)
 
     def on(self):
         self.value(1)
@@ -92,9 +92,7 @@ class SPI:
         self.mode = (polarity, phase, baudrate)
 
     def write_readinto(self, wbuf, rbuf):
-        polarity, phase, baudrate = self.mode
-        head = struct.pack("<BBBI", self.bus_id, polarity, phase, baudrate)
-        rbuf[:] = world().call(b"S", head + bytes(wbuf))
+        world().spi(self.bus_id, self.mode, wbuf, rbuf)
 
 
 class UART:
