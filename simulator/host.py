@@ -20,7 +20,7 @@ RECV_SIZE = 3 + 0xFFFF + 4096  # the largest frame, and room for those queued be
 _SPI_HEAD = struct.Struct("<BBBI")
 # Calls whose answers have a fixed size, read by the device in one go with their head: the
 # host pads them when the power is cut or the scenario ends (op S: the frame's length).
-FIXED = {0x52: 1, 0x41: 20}  # R: a pin level; A: advance
+FIXED = {0x52: 9, 0x41: 28}  # R: a pin level; A: advance; both with every pin's level
 
 
 class DeviceServer:

@@ -11,7 +11,8 @@ CUT = 1
 END = 2
 HEAP_SAMPLE_MS = 60_000
 OUT_SIZE = 96  # the queue of posted operations, with room for a call's frame
-IN_SIZE = 3 + 32  # a fixed-size answer with its head: the advance's 20 bytes, SPI frames
+IN_SIZE = 3 + 32  # a fixed-size answer with its head: the advance's 28 bytes, SPI frames
+FRAME_ROOM = 42  # the largest call frame built in place: an SPI transfer of 32 bytes
 
 
 def meter_counts():
@@ -88,6 +89,13 @@ class RemoteWorld:
         self.queued = 0
         self.inb = bytearray(IN_SIZE)  # fixed-size answers (SPI frame, pin read, advance)
         self.uart_rx_pending = 1  # unknown until the first advance: ask
+        # Pin levels (bit mask of pins 0-63) as the last advance or pin read left them: the
+        # world moves a pin only while time passes or when a reactive pin is written, so
+        # until then a pin read needs no round trip, as a board reads its GPIO register.
+        self.levels = bytearray(8)
+        self.fresh = False
+        self.spi_head = bytearray(7)  # bus, polarity, phase, baud rate: as last packed
+        self.spi_mode = None
         self.next_heap_sample = 0
         if not hello:
             return
@@ -96,7 +104,8 @@ class RemoteWorld:
         self.unique_id = hello[26:32]
         self.reset_cause = hello[32]
         self.power_fail_pin = hello[33] or None  # None: no power-fail detector fitted
-        self.flash = RemoteFlash(self, hello[34:].decode(), blocks)
+        self.reactive = hello[34:42]  # pins whose writes may move others (relay coils)
+        self.flash = RemoteFlash(self, hello[42:].decode(), blocks)
 
     def _recv_into(self, buf):
         view = memoryview(buf)
@@ -143,6 +152,7 @@ class RemoteWorld:
 
     def post(self, op, payload):
         self.check_power()
+        self.fresh = False
         at = self._room(len(payload))
         if at < 0:
             self.sock.write(op + struct.pack("<H", len(payload)) + payload)
@@ -183,7 +193,7 @@ class RemoteWorld:
         return inb
 
     def call(self, op, payload):
-        self.post(op, payload)
+        self.post(op, payload)  # not fresh: the world may move pins for it
         self.flush()
         size = self._answer()
         data = bytearray(size)
@@ -198,6 +208,7 @@ class RemoteWorld:
         """call() for a header built in place (RemoteFlash) and its data, allocating
         nothing: the reply must be empty."""
         self.check_power()
+        self.fresh = False  # a flash operation may outlast the hold-up: time moves
         self.flush()
         sock = self.sock
         sock.write(frame)
@@ -209,30 +220,77 @@ class RemoteWorld:
 
     # --- the hot operations, as the in-process World has them ---------------------------
     def pin_write(self, pin_id, level):
-        self.post2(0x57, pin_id, level)  # W
+        if self.dead:
+            self.check_power()
+        at = self.queued
+        if at > OUT_SIZE - 5 - FRAME_ROOM:  # keep room for a call's frame
+            self.flush()
+            at = 0
+        out = self.out
+        out[at] = 0x57  # W
+        out[at + 1] = 2
+        out[at + 2] = 0
+        out[at + 3] = pin_id
+        out[at + 4] = level
+        self.queued = at + 5
+        if pin_id > 63 or (self.reactive[pin_id >> 3] >> (pin_id & 7)) & 1:
+            self.fresh = False
+        elif level:
+            self.levels[pin_id >> 3] |= 1 << (pin_id & 7)
+        else:
+            self.levels[pin_id >> 3] &= ~(1 << (pin_id & 7))
 
     def pin_read(self, pin_id):
+        if self.fresh and pin_id < 64:
+            self.check_power()
+            return (self.levels[pin_id >> 3] >> (pin_id & 7)) & 1
         self.check_power()
         at = self._room(1)
         self.out[at] = 0x52  # R
         self.out[at + 3] = pin_id
-        return self._fixed(1)[3]
+        inb = self._fixed(9)
+        self._levels(inb, 4)
+        return inb[3]
+
+    def _levels(self, inb, at):
+        levels = self.levels
+        for i in range(8):
+            levels[i] = inb[at + i]
+        self.fresh = True
 
     def spi(self, bus_id, mode, wbuf, rbuf):
         """One SPI transfer: wbuf out, rbuf filled with what MISO carried (as World.spi)."""
-        self.check_power()
+        if self.dead:
+            self.check_power()
         n = len(wbuf)
-        if n > IN_SIZE - 3 or len(rbuf) != n:
+        if n > FRAME_ROOM - 10 or len(rbuf) != n:
             polarity, phase, baudrate = mode
             head = struct.pack("<BBBI", bus_id, polarity, phase, baudrate)
             rbuf[:] = self.call(b"S", head + bytes(wbuf))
             return
-        at = self._room(7 + n)
+        if mode is not self.spi_mode or bus_id != self.spi_head[0]:
+            struct.pack_into("<BBBI", self.spi_head, 0, bus_id, mode[0], mode[1], mode[2])
+            self.spi_mode = mode
+        at = self.queued
+        if at + 10 + n > OUT_SIZE:
+            self.flush()
+            at = 0
         out = self.out
         out[at] = 0x53  # S
-        struct.pack_into("<BBBI", out, at + 3, bus_id, mode[0], mode[1], mode[2])
-        out[at + 10:self.queued] = wbuf
-        inb = self._fixed(n)
+        out[at + 1] = 7 + n
+        out[at + 2] = 0
+        out[at + 3:at + 10] = self.spi_head
+        end = at + 10 + n
+        out[at + 10:end] = wbuf
+        self.sock.write(out, end)
+        self.queued = 0
+        inb = self.inb
+        self._read(inb, 3 + n)
+        if inb[0] != OK:
+            self.dead = inb[0]
+            self.check_power()
+        if inb[1] != n or inb[2]:
+            raise OSError(5)  # EIO: not a frame's answer
         for i in range(n):
             rbuf[i] = inb[3 + i]
 
@@ -260,9 +318,10 @@ class RemoteWorld:
         at = self._room(8)
         self.out[at] = 0x41  # A
         struct.pack_into("<II", self.out, at + 3, ms, heap)
-        reply = self._fixed(20)
+        reply = self._fixed(28)
         self.now_ms, self.unix_base, self.uart_rx_pending, fired = struct.unpack_from(
             "<qqHh", reply, 3)
+        self._levels(reply, 23)
         return fired
 
     def pin_irq(self, pin_id, trigger):

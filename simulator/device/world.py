@@ -36,6 +36,7 @@ class World:
         self.pins = {}  # pin id -> level driven by the firmware or the outside world
         self.external_pins = set()  # pins the outside world drives (buttons, sense lines)
         self.pin_listeners = {}  # pin id -> list of callables(level)
+        self.reactive_pins = set()  # pins whose listeners may move other pins (relay coils)
         self.spi_devices = []  # (bus id, cs pin, device)
         self.meters = []  # emulated metering ICs, fed from the load model
         self.uarts = {}  # uart id -> EmulatedUart
@@ -347,8 +348,8 @@ class World:
         if code == 0x51:  # Q: arm or disarm a pin IRQ (posted)
             self.pin_irq(payload[0], payload[1])
             return b""
-        if code == 0x52:  # R: pin read
-            return bytes((self.pin_read(payload[0]),))
+        if code == 0x52:  # R: pin read, with every pin's level
+            return bytes((self.pin_read(payload[0]),)) + self.pin_levels()
         if code == 0x55:  # U: UART any / read / write
             port = self.uart(payload[0])
             if payload[1] == 0:
@@ -363,7 +364,7 @@ class World:
                 self.heap_peak = heap
             fired = self.advance(ms)
             return struct.pack("<qqHh", self.now_ms, self.start_unix + self.rtc_offset_s,
-                               min(self.uart_rx_pending, 0xFFFF), fired)
+                               min(self.uart_rx_pending, 0xFFFF), fired) + self.pin_levels()
         if code == 0x46:  # F: flash program
             block, offset = struct.unpack_from("<HH", payload)
             self.flash.writeblocks(block, memoryview(payload)[4:], offset)
@@ -379,7 +380,7 @@ class World:
                                 self.start_unix + self.rtc_offset_s, self.flash.block_count)
                     + bytes(self.unique_id)
                     + bytes((self.reset_cause, self.power_fail_pin or 0))
-                    + self.flash.path.encode())
+                    + self.reactive_mask() + self.flash.path.encode())
         if code == 0x54:  # T: set the RTC
             self.set_unix(struct.unpack("<q", payload)[0])
             return struct.pack("<q", self.start_unix + self.rtc_offset_s)
@@ -443,8 +444,28 @@ class World:
         self.check_power()
         return self.pins.get(pin_id, 0)
 
-    def listen_pin(self, pin_id: int, callback):
+    def listen_pin(self, pin_id: int, callback, moves_pins: bool = True):
+        """callback(level) at every write of the pin; moves_pins: it may change the level of
+        pins (a relay's coil moves its feedback contact), where a chip select's does not."""
         self.pin_listeners.setdefault(pin_id, []).append(callback)
+        if moves_pins:
+            self.reactive_pins.add(pin_id)
+
+    def pin_levels(self) -> bytes:
+        """The levels of pins 0-63 as a little-endian bit mask (1: high): what a device
+        process may read its inputs from until it writes a reactive pin or time moves."""
+        mask = 0
+        for pin_id, level in self.pins.items():
+            if level and 0 <= pin_id < 64:
+                mask |= 1 << pin_id
+        return mask.to_bytes(8, "little")
+
+    def reactive_mask(self) -> bytes:
+        mask = 0
+        for pin_id in self.reactive_pins:
+            if 0 <= pin_id < 64:
+                mask |= 1 << pin_id
+        return mask.to_bytes(8, "little")
 
     # --- SPI --------------------------------------------------------------------------
     def spi(self, bus_id: int, mode: tuple, wbuf, rbuf):
@@ -456,7 +477,7 @@ class World:
     def attach_spi(self, bus_id: int, cs_pin: int, device):
         self.spi_devices.append((bus_id, cs_pin, device))
         # Chip select is active low: a falling edge starts a frame, a rising edge ends it.
-        self.listen_pin(cs_pin, device.chip_select)
+        self.listen_pin(cs_pin, device.chip_select, False)
 
     def spi_transfer(self, bus_id: int, mode: tuple, tx, rx):
         """Clock len(tx) bytes out; whatever device is selected drives MISO."""

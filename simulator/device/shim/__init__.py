@@ -62,9 +62,10 @@ class Pin:
             self.value(value)
 
     def value(self, level=None):
+        w = WORLD[0] or world()
         if level is None:
-            return world().pin_read(self.id)
-        world().pin_write(self.id, 1 if level else 0)
+            return w.pin_read(self.id)
+        w.pin_write(self.id, 1 if level else 0)
         return None
 
     def irq(self, handler=None, trigger=3, hard=False):
@@ -92,7 +93,7 @@ class SPI:
         self.mode = (polarity, phase, baudrate)
 
     def write_readinto(self, wbuf, rbuf):
-        world().spi(self.bus_id, self.mode, wbuf, rbuf)
+        (WORLD[0] or world()).spi(self.bus_id, self.mode, wbuf, rbuf)
 
 
 class UART:
