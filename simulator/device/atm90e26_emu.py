@@ -336,24 +336,25 @@ class Atm90e26:
         self.hz = hz
         if not self.metering():
             return
-        key = (volts, amps, angle, self.reg(L_GAIN), self.reg(L_PHI), self.reg(P_OFFSET_L),
-               self.reg(Q_OFFSET_L))
+        regs = self.regs
+        key = (volts, amps, angle, regs.get(L_GAIN, 0), regs.get(L_PHI, 0),
+               regs.get(P_OFFSET_L, 0), regs.get(Q_OFFSET_L, 0))
         if key != self.power_key:  # the same load and registers give the same power
             self.angle = angle
             self.power_key = key
             self.compute_power()
         # 0.1 pulse per LSB: LSBs = Wh * meter_constant / 100, at the default PLconst.
-        plconst = (self.reg(PL_CONST_H) << 16) | self.reg(PL_CONST_L)
+        plconst = (regs.get(PL_CONST_H, 0) << 16) | regs.get(PL_CONST_L, 0)
         if plconst == 0:
             return
         scale = ms * self.meter_constant / 360_000_000 * PL_CONST_DEFAULT / plconst
         active = self.p
         reactive = self.q
-        if abs(active) * 1000 >= self.reg(P_START_TH):
+        if abs(active) * 1000 >= regs.get(P_START_TH, 0):
             lsbs = active * scale
             self.accumulate(0 if lsbs >= 0 else 1, abs(lsbs))
             self.accumulate(2, abs(lsbs))
-        if abs(reactive) * 1000 >= self.reg(Q_START_TH):
+        if abs(reactive) * 1000 >= regs.get(Q_START_TH, 0):
             lsbs = reactive * scale
             self.accumulate(3 if lsbs >= 0 else 4, abs(lsbs))
             self.accumulate(5, abs(lsbs))

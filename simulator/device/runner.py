@@ -91,6 +91,11 @@ def install_shims(world):
     for name in ("machine", "esp32", "network"):
         sys.modules[name] = shim
     if sys.implementation.name != "micropython":
+        from simulator.device.codecache import FirmwareFinder
+
+        if FirmwareFinder not in sys.meta_path:
+            # every boot imports the firmware afresh (forget_firmware): compile it once
+            sys.meta_path.insert(0, FirmwareFinder)
         # CPython lacks these MicroPython modules; the simulator brings its own.
         from simulator import cpython_usocket, lfs_vfs
         from simulator.device.shim import micropython

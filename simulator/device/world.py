@@ -433,7 +433,8 @@ class World:
             self.irq_pins.pop(pin_id, None)
 
     def pin_write(self, pin_id: int, level: int):
-        self.check_power()
+        if not self.powered or self.finished:
+            self.check_power()
         self.pins[pin_id] = level
         listeners = self.pin_listeners.get(pin_id)
         if listeners:
@@ -470,8 +471,12 @@ class World:
     # --- SPI --------------------------------------------------------------------------
     def spi(self, bus_id: int, mode: tuple, wbuf, rbuf):
         """The shim's SPI transfer (wire op S): wbuf out, rbuf filled from MISO."""
+        if type(rbuf) is bytearray and type(wbuf) is bytearray and rbuf is not wbuf and (
+                len(rbuf) == len(wbuf)):
+            self.spi_transfer(bus_id, mode, wbuf, rbuf)  # apart: MISO straight into rbuf
+            return
         rx = bytearray(len(wbuf))
-        self.spi_transfer(bus_id, mode, wbuf, rx)
+        self.spi_transfer(bus_id, mode, bytes(wbuf), rx)
         rbuf[:] = rx
 
     def attach_spi(self, bus_id: int, cs_pin: int, device):
@@ -481,12 +486,14 @@ class World:
 
     def spi_transfer(self, bus_id: int, mode: tuple, tx, rx):
         """Clock len(tx) bytes out; whatever device is selected drives MISO."""
-        self.check_power()
+        if not self.powered or self.finished:
+            self.check_power()
         if self.holdup is not None:  # the frame's time comes out of the hold-up
             self.holdup_used_us += len(tx) * 8_000_000 // (mode[2] or 1)
         selected = None
+        pins = self.pins
         for bus, cs, device in self.spi_devices:
-            if bus == bus_id and self.pins.get(cs, 1) == 0:
+            if bus == bus_id and pins.get(cs, 1) == 0:
                 if selected is not None:
                     # Two devices driving MISO at once: the bus reads garbage.
                     for i in range(len(rx)):
