@@ -151,18 +151,39 @@ def poll_cost() -> None:
           f"over the wire; heap peak {report['heap_peak_bytes']} B")
 
 
-def main() -> int:
+# Issue 16's before figures: the one-day scenario on main at ecbc3eb (before the wire's
+# batching and the simulator's hot paths), measured 2026-12-02 on this 2-core machine with
+# simulator/bench.py's one_day_speed(), the load average beside each: wall seconds per day.
+BEFORE_REVISION = "ecbc3eb"
+BEFORE_DAY_WALL_S = {"cpython": (4.7, "load 1.0"), "micropython": (43.6, "load 1.7")}
+TARGET_DAY_WALL_S = {"cpython": 3.0, "micropython": 20.0}  # issue 16's goals
+
+
+def one_day_speed() -> None:
+    """The one-day scenario on each runtime: simulated s per wall s and the wall time of
+    the day, beside issue 16's before figure (BEFORE_DAY_WALL_S) and its goal."""
+    import os
+
     scenario = sc.load_file(ONE_DAY)
     print(f"one-day scenario: {ONE_DAY.relative_to(ROOT)}")
     for runtime in sc.RUNTIMES:
         report = sc.run(scenario, runtime)
+        before, before_load = BEFORE_DAY_WALL_S[runtime]
+        load = os.getloadavg()[0]
         line = (f"  {runtime:<12} {report['sim_s_per_wall_s']:>9.0f} simulated s per wall s"
-                f"  ({report['wall_s']:.1f} s wall)")
+                f"  ({report['wall_s']:.1f} s wall, load {load:.1f}; before "
+                f"{86400 / before:.0f}, {before} s at {BEFORE_REVISION}, {before_load}; "
+                f"goal <= {TARGET_DAY_WALL_S[runtime]:.0f} s)")
         if "heap_peak_bytes" in report:
-            line += f"  heap peak {report['heap_peak_bytes']} B of {64 * 1024}"
+            line += (f"  heap peak {report['heap_peak_bytes']} B of {64 * 1024}, device "
+                     f"layer {report['heap_device_layer_bytes']} B")
         print(line)
         print(f"  {'':<12} flash: {report['flash']['bytes_written']} bytes written, "
               f"{report['flash']['erases']} erases in the day")
+
+
+def main() -> int:
+    one_day_speed()
     poll_cost()
     print_wear()
     command_latency()

@@ -115,6 +115,80 @@ def test_flash_writes_allocate_nothing(mpy_build):
     assert out.stdout.split() == [str(2 * (7 + 256) + 5)]
 
 
+WIRE_BATCHING = """
+import micropython
+import romstart
+from simulator.device.wire import RemoteWorld, LEVELS, REACTIVE
+
+class Host:  # the host's end: keeps the last write, answers from `answer` (no allocation)
+    def __init__(self):
+        self.writes = 0
+        self.last = bytearray(128)
+        self.size = 0
+        self.answer = bytearray(64)
+        self.at = 0
+    def write(self, b, n=None):
+        n = len(b) if n is None else n
+        for i in range(n):
+            self.last[i] = b[i]
+        self.size = n
+        self.writes += 1
+        return n
+    def readinto(self, b, n=None):
+        n = len(b) if n is None else n
+        for i in range(n):
+            b[i] = self.answer[self.at + i]
+        self.at += n
+        return n
+    def reply(self, data):
+        self.answer[:len(data)] = data
+        self.at = 0
+    def sent(self, start, data):
+        return bytes(self.last[start:start + len(data)]) == data
+
+host = Host()
+world = RemoteWorld(host, False)
+world.now_ms = world.next_heap_sample = 1  # no heap sample in this advance
+world.out[REACTIVE] = 1 << 4  # pin 4 is a relay coil: writing it may move other pins
+host.reply(bytes((0, 28, 0)) + bytes(20) + bytes((0x40,)) + bytes(7))  # advance: pin 6 high
+world.advance(1000)
+print(host.writes, world.out[LEVELS])
+tx = bytearray(3)
+rx = bytearray(3)
+mode = (1, 1, 200000)
+host.reply(bytes((0, 3, 0, 0, 0x12, 0x34)))
+micropython.heap_lock()
+try:
+    world.pin_write(5, 0)
+    world.spi(2, mode, tx, rx)
+    world.pin_write(5, 1)
+    level = world.pin_read(6)
+finally:
+    micropython.heap_unlock()
+# one write: the chip select's posted write and the frame; the read from the advance's levels
+print(host.writes, host.sent(0, bytes((0x57, 2, 0, 5, 0, 0x53, 10, 0, 2, 1, 1))), rx[1], rx[2],
+      level)
+world.pin_write(4, 1)  # a coil: the levels are stale now, the read asks the host
+host.reply(bytes((0, 9, 0, 0)) + bytes(8))
+# the chip select's release, the coil and the read go out in one write
+print(world.pin_read(6), host.writes, host.size == 14,
+      host.sent(0, bytes((0x57, 2, 0, 5, 1, 0x57, 2, 0, 4, 1, 0x52, 1, 0, 6))))
+"""
+
+
+def test_wire_batches_posted_writes_and_reads_pins_locally(mpy_build):
+    """The device layer's wire: a posted pin write goes out with the next call in one write;
+    a pin read after an advance (and after writes to pins nothing reacts to) is answered from
+    the levels the advance brought, with no round trip; after a write to a reactive pin (a
+    relay coil) it asks the host again. The SPI frame, pin writes and the local read
+    allocate nothing (the heap is locked)."""
+    out = subprocess.run(micropython_command("-c", WIRE_BATCHING),
+                         env=micropython_env(), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.split() == ["1", "64", "2", "True", "18", "52", "1",
+                                  "0", "3", "True", "True"]
+
+
 @pytest.mark.micropython
 def test_one_day_same_energy_on_both_runtimes(mpy_build):
     scenario = sc.load_file(ROOT / "tests" / "scenarios" / "one_day.json")

@@ -91,7 +91,7 @@ def install_shims(world):
     for name in ("machine", "esp32", "network"):
         sys.modules[name] = shim
     if sys.implementation.name != "micropython":
-        from simulator.device.codecache import FirmwareFinder
+        from simulator.codecache import FirmwareFinder
 
         if FirmwareFinder not in sys.meta_path:
             # every boot imports the firmware afresh (forget_firmware): compile it once

@@ -13,6 +13,8 @@ HEAP_SAMPLE_MS = 60_000
 OUT_SIZE = 96  # the queue of posted operations, with room for a call's frame
 IN_SIZE = 3 + 32  # a fixed-size answer with its head: the advance's 28 bytes, SPI frames
 FRAME_ROOM = 42  # the largest call frame built in place: an SPI transfer of 32 bytes
+LEVELS = OUT_SIZE
+REACTIVE = LEVELS + 8
 
 
 def meter_counts():
@@ -84,18 +86,17 @@ class RemoteWorld:
     def __init__(self, sock, hello=True):
         self.sock = sock
         self.dead = 0  # CUT or END once the host has said so: nothing runs after that
-        self.head = bytearray(3)
-        self.out = bytearray(OUT_SIZE)  # queued posted operations, then the call itself
+        # the queue of posted operations, then the call itself; after it, at LEVELS the pin
+        # levels, at REACTIVE the pins whose writes may move others (one buffer: each object
+        # and attribute costs the firmware's heap)
+        self.out = bytearray(REACTIVE + 8)
         self.queued = 0
         self.inb = bytearray(IN_SIZE)  # fixed-size answers (SPI frame, pin read, advance)
         self.uart_rx_pending = 1  # unknown until the first advance: ask
         # Pin levels (bit mask of pins 0-63) as the last advance or pin read left them: the
         # world moves a pin only while time passes or when a reactive pin is written, so
         # until then a pin read needs no round trip, as a board reads its GPIO register.
-        self.levels = bytearray(8)
         self.fresh = False
-        self.spi_head = bytearray(7)  # bus, polarity, phase, baud rate: as last packed
-        self.spi_mode = None
         self.next_heap_sample = 0
         if not hello:
             return
@@ -104,7 +105,7 @@ class RemoteWorld:
         self.unique_id = hello[26:32]
         self.reset_cause = hello[32]
         self.power_fail_pin = hello[33] or None  # None: no power-fail detector fitted
-        self.reactive = hello[34:42]  # pins whose writes may move others (relay coils)
+        self.out[REACTIVE:] = hello[34:42]  # pins whose writes move others (relay coils)
         self.flash = RemoteFlash(self, hello[42:].decode(), blocks)
 
     def _recv_into(self, buf):
@@ -160,19 +161,9 @@ class RemoteWorld:
         self.out[at] = op[0]
         self.out[at + 3:self.queued] = payload
 
-    def post2(self, code, a, b):
-        """A posted operation with a two-byte payload (pin write, IRQ arming), built in
-        place."""
-        self.check_power()
-        at = self._room(2)
-        out = self.out
-        out[at] = code
-        out[at + 3] = a
-        out[at + 4] = b
-
     def _answer(self):
         """The head of the host's answer to the call just flushed: its payload size."""
-        head = self.head
+        head = self.inb
         self._read(head, 3)
         if head[0] != OK:
             self.dead = head[0]
@@ -233,17 +224,17 @@ class RemoteWorld:
         out[at + 3] = pin_id
         out[at + 4] = level
         self.queued = at + 5
-        if pin_id > 63 or (self.reactive[pin_id >> 3] >> (pin_id & 7)) & 1:
+        if pin_id > 63 or (out[REACTIVE + (pin_id >> 3)] >> (pin_id & 7)) & 1:
             self.fresh = False
         elif level:
-            self.levels[pin_id >> 3] |= 1 << (pin_id & 7)
+            out[LEVELS + (pin_id >> 3)] |= 1 << (pin_id & 7)
         else:
-            self.levels[pin_id >> 3] &= ~(1 << (pin_id & 7))
+            out[LEVELS + (pin_id >> 3)] &= ~(1 << (pin_id & 7))
 
     def pin_read(self, pin_id):
         if self.fresh and pin_id < 64:
             self.check_power()
-            return (self.levels[pin_id >> 3] >> (pin_id & 7)) & 1
+            return (self.out[LEVELS + (pin_id >> 3)] >> (pin_id & 7)) & 1
         self.check_power()
         at = self._room(1)
         self.out[at] = 0x52  # R
@@ -253,9 +244,9 @@ class RemoteWorld:
         return inb[3]
 
     def _levels(self, inb, at):
-        levels = self.levels
+        out = self.out
         for i in range(8):
-            levels[i] = inb[at + i]
+            out[LEVELS + i] = inb[at + i]
         self.fresh = True
 
     def spi(self, bus_id, mode, wbuf, rbuf):
@@ -268,9 +259,6 @@ class RemoteWorld:
             head = struct.pack("<BBBI", bus_id, polarity, phase, baudrate)
             rbuf[:] = self.call(b"S", head + bytes(wbuf))
             return
-        if mode is not self.spi_mode or bus_id != self.spi_head[0]:
-            struct.pack_into("<BBBI", self.spi_head, 0, bus_id, mode[0], mode[1], mode[2])
-            self.spi_mode = mode
         at = self.queued
         if at + 10 + n > OUT_SIZE:
             self.flush()
@@ -279,7 +267,7 @@ class RemoteWorld:
         out[at] = 0x53  # S
         out[at + 1] = 7 + n
         out[at + 2] = 0
-        out[at + 3:at + 10] = self.spi_head
+        struct.pack_into("<BBBI", out, at + 3, bus_id, mode[0], mode[1], mode[2])
         end = at + 10 + n
         out[at + 10:end] = wbuf
         self.sock.write(out, end)
@@ -325,7 +313,12 @@ class RemoteWorld:
         return fired
 
     def pin_irq(self, pin_id, trigger):
-        self.post2(0x51, pin_id, trigger)  # Q
+        self.check_power()
+        at = self._room(2)
+        out = self.out
+        out[at] = 0x51  # Q
+        out[at + 3] = pin_id
+        out[at + 4] = trigger
 
     def now_unix(self):
         return self.unix_base + self.now_ms // 1000
