@@ -190,6 +190,9 @@ def main() -> int:
     for runtime in sc.RUNTIMES:
         flood_holdup(2000, runtime)
     heap_floor()
+    print(f"a live meter's idle cost ({IDLE_METERS} meters, {IDLE_SECONDS} s each poll):")
+    for poll_ms, telemetry_s in IDLE_TELEMETRY_S.items():
+        idle_cost(poll_ms=poll_ms, telemetry_s=telemetry_s)
     return 0
 
 
@@ -440,6 +443,141 @@ def flood_holdup(flood: int = 2000, runtime: str = "micropython",
           + (f"answered {held - sent:.1f} s after its publish" if held else
              "NOT answered within 300 s"))
     return None if held is None else held - sent
+
+
+# A live meter's idle cost (issue 16): CPU % and MiB per meter over IDLE_METERS live meters
+# for IDLE_SECONDS, as `make sim` runs one (MicroPython, paced to the wall clock, its
+# household load, telemetry through a broker), one host process serving them all as a fleet
+# would (see idle_cost). The before figures: measured 2026-12-02 at ecbc3eb (main before
+# issue 16's changes), 10 meters for 300 s, with the load average over each run.
+IDLE_BEFORE = {
+    1000: {"cpu_pct": 0.23, "device_cpu_pct": 0.10, "host_cpu_pct": 0.13, "mib": 15.4,
+           "pss_mib": 6.9, "load": "1.56 -> 1.73"},
+    10000: {"cpu_pct": 0.14, "device_cpu_pct": 0.05, "host_cpu_pct": 0.09, "mib": 15.9,
+            "pss_mib": 7.2, "load": "1.52 -> 3.71"},
+}
+IDLE_TELEMETRY_S = {1000: 5, 10000: 60}  # make sim's default; a fleet's with its 10 s poll
+IDLE_METERS = 10
+IDLE_SECONDS = 300
+
+
+def _proc_cpu_s(pid: int | str) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_kib(pid: int | str, key: str, where: str = "status") -> int:
+    """A kB line of /proc/<pid>/status (VmRSS) or smaps_rollup (Pss), in KiB."""
+    for line in Path(f"/proc/{pid}/{where}").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _children() -> list[int]:
+    """This process's child processes (the device processes, the broker), from every
+    thread's children list."""
+    pids: list[int] = []
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            pids += [int(p) for p in (task / "children").read_text().split()]
+    return pids
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def idle_cost(meters: int = IDLE_METERS, seconds: float = IDLE_SECONDS,
+              poll_ms: int = 1000, telemetry_s: int = 5, warmup_s: float = 15) -> dict:
+    """CPU and resident memory per live meter: `meters` meters as `make sim` runs one (the
+    firmware on MicroPython in its 64 KiB, paced to real time, its household load, telemetry
+    through a broker, a command key so it listens for commands), all served by this one
+    host process (a thread each, as paced_meter), one mosquitto for all. After `warmup_s`
+    (boot, connect), utime + stime of this process and of every device process over
+    `seconds`, and their VmRSS and Pss at the end. The broker's CPU is said apart."""
+    import argparse
+    import os
+
+    import paho.mqtt.client as mqtt
+
+    from simulator import live
+    from simulator.build_mpy import build
+    from simulator.mqttpath import Mosquitto
+
+    paths.ensure_paths()
+    build()  # once, before the meters start (each run would check it again)
+    broker = Mosquitto()
+    readings: dict[str, int] = {}  # telemetry topic -> readings seen: the meters are live
+    viewer = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-idle")
+    viewer.on_message = lambda _c, _u, msg: readings.__setitem__(
+        msg.topic, readings.get(msg.topic, 0) + 1)
+    host_pid = os.getpid()
+    before_kib = _proc_kib(host_pid, "VmRSS")
+    stop = threading.Event()
+    threads = []
+    try:
+        viewer.connect("127.0.0.1", broker.port)
+        viewer.subscribe("meters/+/telemetry")
+        viewer.loop_start()
+        for i in range(meters):
+            args = argparse.Namespace(meter_id=f"idle-{i:04d}", period=telemetry_s,
+                                      duration=0)
+            scenario = live.live_scenario(args, "127.0.0.1", broker.port, int(time.time()))
+            scenario["config"]["poll_ms"] = poll_ms
+            scenario["command_key"] = bytes(range(i, i + 32)).hex()
+            threads.append(paced_meter(scenario, "micropython", stop))
+            time.sleep(0.3)
+        time.sleep(warmup_s)
+        readings.clear()
+        devices = [p for p in _children() if p != broker.proc.pid]
+        pids = [host_pid, *devices, broker.proc.pid]
+        t0 = time.monotonic()
+        cpu0 = {p: _proc_cpu_s(p) for p in pids}
+        load0 = _load()
+        time.sleep(seconds)
+        wall = time.monotonic() - t0
+        cpu = {p: _proc_cpu_s(p) - cpu0[p] for p in pids}
+        load1 = _load()
+        rss = {p: _proc_kib(p, "VmRSS") for p in pids}
+        pss = {p: _proc_kib(p, "Pss", "smaps_rollup") for p in pids}
+        alive = [p for p in devices if Path(f"/proc/{p}").exists()]
+        got = dict(readings)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        viewer.loop_stop()
+        broker.stop()
+    n = len(devices)
+    dev_cpu = sum(cpu[p] for p in devices) / max(n, 1) / wall * 100
+    host_cpu = cpu[host_pid] / meters / wall * 100
+    dev_rss = sum(rss[p] for p in devices) / max(n, 1) / 1024
+    dev_pss = sum(pss[p] for p in devices) / max(n, 1) / 1024
+    host_rss = rss[host_pid] / meters / 1024
+    host_pss = pss[host_pid] / meters / 1024
+    result = {"cpu_pct": dev_cpu + host_cpu, "device_cpu_pct": dev_cpu,
+              "host_cpu_pct": host_cpu, "mib": dev_rss + host_rss, "device_mib": dev_rss,
+              "host_mib": host_rss, "pss_mib": dev_pss + host_pss,
+              "host_added_mib": (rss[host_pid] - before_kib) / meters / 1024,
+              "broker_cpu_pct": cpu[broker.proc.pid] / wall * 100, "devices": n,
+              "alive": len(alive), "wall_s": wall, "load": f"{load0} -> {load1}",
+              "publishing": len(got), "readings": sum(got.values())}
+    before = IDLE_BEFORE.get(poll_ms) if telemetry_s == IDLE_TELEMETRY_S.get(poll_ms) else None
+    was = (f"; before (ecbc3eb): {before['cpu_pct']:.3f} % CPU, {before['mib']:.1f} MiB RSS, "
+           f"Pss {before['pss_mib']:.1f} MiB, load {before['load']}" if before else "")
+    print(f"  idle cost, {meters} live meters on MicroPython, poll {poll_ms} ms, telemetry "
+          f"{telemetry_s} s, {wall:.0f} s, one host process, load {result['load']}{was}:")
+    print(f"    {result['cpu_pct']:.3f} % CPU per meter (device {dev_cpu:.3f} + its share of "
+          f"the host {host_cpu:.3f}); broker {result['broker_cpu_pct']:.3f} % for all")
+    print(f"    {result['mib']:.1f} MiB RSS per meter (device {dev_rss:.1f} + host "
+          f"{host_rss:.1f}, of which {result['host_added_mib']:.1f} added per meter); "
+          f"Pss {result['pss_mib']:.1f} MiB; {len(alive)}/{n} device processes alive, "
+          f"{len(got)} meters published {sum(got.values())} readings meanwhile")
+    return result
 
 
 # docs/measurements.md keeps the figures of the last `make bench` between these markers.
