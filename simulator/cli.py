@@ -159,5 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        # Once interrupted, Ctrl-C stays ignored until the process has exited: a second one
+        # landing after this (a slow machine) must not end it by the signal instead of its
+        # status (130, or 0 for the live meter).
+        if signal.getsignal(signal.SIGINT) is _interrupt_once:
+            signal.signal(signal.SIGINT, previous)
         sys.unraisablehook = hook

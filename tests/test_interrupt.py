@@ -430,3 +430,32 @@ def test_a_lost_ctrl_c_still_stops_the_run(runtime):
         sc.interrupt(clear=True)
     assert report["interrupted"] is True and report["interrupted_at_s"] < 30 * 86400
     assert len(seen) == 200  # stopped at the very next tick, before its progress
+
+
+def test_a_late_second_ctrl_c_cannot_end_the_process_by_the_signal(monkeypatch):
+    """After a Ctrl-C the handler stays ignoring: a second one that lands after the command
+    returned (a slow machine) must not kill the process before it exits with its status."""
+    from simulator import cli
+
+    def run(_args):
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C, during the run
+            time.sleep(5)
+        return cli.INTERRUPTED
+
+    monkeypatch.setattr(cli, "cmd_run", run)
+    try:
+        assert cli.main(["run", "whatever.json"]) == cli.INTERRUPTED
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGINT)  # the late second one: ignored
+        time.sleep(0.1)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def test_without_ctrl_c_the_handler_is_given_back(monkeypatch):
+    from simulator import cli
+
+    monkeypatch.setattr(cli, "cmd_run", lambda _args: 0)
+    assert cli.main(["run", "whatever.json"]) == 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
