@@ -487,6 +487,16 @@ def _children() -> list[int]:
     return pids
 
 
+def _is_device(pid: int) -> bool:
+    """A device process (MicroPython started through romboot with romstart), not another
+    child this process has (a test's broker, a process still ending)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"romstart" in cmdline
+
+
 def _load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -533,7 +543,7 @@ def idle_cost(meters: int = IDLE_METERS, seconds: float = IDLE_SECONDS,
             time.sleep(0.3)
         time.sleep(warmup_s)
         readings.clear()
-        devices = [p for p in _children() if p != broker.proc.pid]
+        devices = [p for p in _children() if p != broker.proc.pid and _is_device(p)]
         pids = [host_pid, *devices, broker.proc.pid]
         t0 = time.monotonic()
         cpu0 = {p: _proc_cpu_s(p) for p in pids}
