@@ -1,15 +1,7 @@
 """End-of-line calibration: `.venv/bin/python -m host_tools.calibrate` (from the checkout).
 
-Puts a meter under a reference source (Vref, Ib, PF 1 for the gains; PF 0.5 lagging for the
-phase; low current for the offset), lets the firmware's own calibration code
-(firmware/meter/metering/calibration_maths.py) compute the register values from what the meter
-measured and what the source delivered, and stores the record (with the IC's checksums) in
-/calib.json on the meter's data partition, where it survives re-deploying the firmware.
-
-Today the meter is a simulated one: an emulated IC with a per-unit manufacturing error,
-driven through the firmware's driver over the emulated SPI bus. The reference source is the
-simulator's load model, whose energy is exact. This is the station's command line; the bench
-and the steps are simulator/calibration_bench.py.
+The station's command line: input checks and printing. What it does, the bench and the
+steps (a simulated meter under an exact reference source today): simulator/calibration_bench.py.
 """
 
 from __future__ import annotations

@@ -87,7 +87,8 @@ def _pending(sock: socket.socket) -> bool:
     return bool(poller.poll(0))
 
 
-def _socket_inodes(pid: int | str) -> set[str]:
+def socket_inodes(pid: int | str) -> set[str]:
+    """The inodes of the sockets pid (or "self") holds open (from /proc), empty if it is gone."""
     inodes = set()
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
@@ -119,7 +120,7 @@ def from_this_run(peer: tuple) -> bool:
     inode = next((r.split()[9] for r in rows if r.split()[1] == address), None)
     if inode is None:
         return False
-    if inode in _socket_inodes("self"):
+    if inode in socket_inodes("self"):
         return True
     me = str(os.getpid())
     for entry in os.listdir("/proc"):
@@ -128,7 +129,7 @@ def from_this_run(peer: tuple) -> bool:
                 stat = Path(f"/proc/{entry}/stat").read_text()
             except OSError:
                 continue
-            if stat.rpartition(")")[2].split()[1] == me and inode in _socket_inodes(entry):
+            if stat.rpartition(")")[2].split()[1] == me and inode in socket_inodes(entry):
                 return True
     return False
 

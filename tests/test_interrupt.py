@@ -268,14 +268,9 @@ def test_complete_run_is_not_marked_interrupted(tmp_path):
 
 def listening_ports(pid: int) -> set[int]:
     """The TCP ports pid's own sockets listen on (from /proc)."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
+    from simulator.netproxy import socket_inodes
+
+    inodes = socket_inodes(pid)
     ports = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for row in Path(table).read_text().splitlines()[1:]:
